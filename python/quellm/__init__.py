@@ -1,0 +1,65 @@
+"""quellm — low-bit LLM and Mamba inference despite outlier channels.
+
+Kernels (Hadamard transforms, outlier-aware number formats, low-bit GEMM) and a Llama/Mamba
+runtime in C++ (and CUDA), with a thin numpy layer for checkpoints, calibration and
+quantization recipes. No PyTorch at run time.
+"""
+
+from __future__ import annotations
+
+from . import _core
+from ._info import cuda_available, format_info, info
+from .errors import CheckpointError, ConfigError, QuellmError
+from .io import Checkpoint, load_checkpoint, save_checkpoint
+
+__version__: str = _core.__version__
+HAS_CUDA: bool = _core.HAS_CUDA
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of threads quellm's kernels use (``n >= 1``)."""
+    _core.set_num_threads(int(n))
+
+
+def num_threads() -> int:
+    """The number of threads quellm's kernels use."""
+    return _core.num_threads()
+
+
+def set_isa(name: str) -> str:
+    """Cap the SIMD level the kernels use: ``"scalar"``, ``"avx2"`` or ``"avx512"``.
+
+    The level is clamped to what this CPU and build support; the level now in use is returned.
+    The ``QUELLM_ISA`` environment variable sets the same cap at import.
+    """
+    return _core.set_isa(name)
+
+
+def isa() -> str:
+    """The SIMD level the kernels use now."""
+    return _core.active_isa()
+
+
+def isa_levels() -> list[str]:
+    """The SIMD levels usable on this machine with this build, lowest first."""
+    return list(_core.isa_levels())
+
+
+__all__ = [
+    "HAS_CUDA",
+    "Checkpoint",
+    "CheckpointError",
+    "ConfigError",
+    "QuellmError",
+    "__version__",
+    "cuda_available",
+    "format_info",
+    "info",
+    "isa",
+    "isa_levels",
+    "load_checkpoint",
+    "num_threads",
+    "save_checkpoint",
+    "set_isa",
+    "set_num_threads",
+]
