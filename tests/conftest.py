@@ -98,3 +98,62 @@ def assert_close_to_precision(got: np.ndarray, want: np.ndarray, ref_lowp: np.nd
     err = np.max(np.abs(np.asarray(got, np.float64) - want64), initial=0.0)
     ref_err = np.max(np.abs(np.asarray(ref_lowp, np.float64) - want64), initial=0.0)
     assert err <= 2 * ref_err + atol, f"{what}: max error {err:.3g} > 2 x {ref_err:.3g} + {atol:g}"
+
+
+# ---- tiny generated checkpoints ---------------------------------------------------------------
+
+TINY_LLAMA = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 32,
+    "intermediate_size": 48,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 64,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0,
+    "rope_scaling": None,
+    "tie_word_embeddings": False,
+    "hidden_act": "silu",
+    "max_position_embeddings": 128,
+}
+
+TINY_MAMBA = {
+    "architectures": ["MambaForCausalLM"],
+    "model_type": "mamba",
+    "hidden_size": 16,
+    "num_hidden_layers": 2,
+    "state_size": 4,
+    "expand": 2,
+    "conv_kernel": 4,
+    "time_step_rank": "auto",
+    "vocab_size": 32,
+    "layer_norm_epsilon": 1e-5,
+    "use_bias": False,
+    "use_conv_bias": True,
+    "tie_word_embeddings": True,
+}
+
+
+def random_tensors(config: dict, dtype=np.float32, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random weights with every tensor (and shape) ``config`` requires."""
+    from quellm.io import parse_config
+
+    required, _ = parse_config(config).tensor_shapes()
+    rng = np.random.default_rng(seed)
+    return {n: rng.standard_normal(s).astype(np.float32).astype(dtype) for n, s in required.items()}
+
+
+@pytest.fixture
+def make_checkpoint(tmp_path):
+    """``make_checkpoint(config=TINY_LLAMA, dtype=np.float32, shard_bytes=None, name="ckpt")``
+    writes a random checkpoint under tmp_path and returns ``(path, tensors)``."""
+    from quellm.io import save_checkpoint
+
+    def make(config=TINY_LLAMA, dtype=np.float32, shard_bytes=None, name="ckpt", seed=0):
+        tensors = random_tensors(config, dtype, seed)
+        path = save_checkpoint(tmp_path / name, config, tensors, max_shard_bytes=shard_bytes)
+        return path, tensors
+
+    return make
