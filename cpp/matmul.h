@@ -1,0 +1,38 @@
+// matmul.h — f32 linear layer: y = x · Wᵀ (+ b), the float GEMM/GEMV of the runtime.
+//
+// Shapes: x (M, K) row stride ldx, W (N, K) row-major (HF [out, in] layout), b (N) or null,
+// y (M, N) row stride ldy. Both operands are contiguous along K, so every output is a dot
+// product; the kernels compute register tiles of MR × NR dot products and reduce them at the
+// end of K. Versions: matmul_f32_ref (scalar, the definition), matmul_f32 (dispatch by
+// active_isa(), OpenMP over N blocks for M small, over (M, N) tiles for M large).
+#pragma once
+
+#include <cstdint>
+
+namespace quellm {
+
+struct MatmulParams {
+    const float* x;   // (M, K), row stride ldx
+    const float* w;   // (N, K), row stride K
+    const float* b;   // (N) or nullptr
+    float* y;         // (M, N), row stride ldy
+    int64_t M, N, K, ldx, ldy;
+};
+
+void matmul_f32_ref(const MatmulParams& p);
+void matmul_f32(const MatmulParams& p);
+
+// One register tile: the dot products over k in [k0, k1) for rows i0..i0+mr-1 of x and rows
+// j0..j0+nr-1 of W (mr, nr <= 4). The first K block writes y = acc (+ b); later blocks add.
+struct MatmulTile {
+    int64_t i0, j0, k0, k1;
+    int mr, nr;
+    bool first;
+};
+
+namespace x86 {
+void matmul_tile_avx512(const MatmulParams& p, const MatmulTile& t);
+void matmul_tile_avx2(const MatmulParams& p, const MatmulTile& t);
+}  // namespace x86
+
+}  // namespace quellm
