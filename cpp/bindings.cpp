@@ -9,8 +9,13 @@
 
 #include <omp.h>
 
+#include <algorithm>
+
 #include "common.h"
 #include "cpu_features.h"
+#include "fwht.h"
+#include "matmul.h"
+#include "runtime/llama.h"
 #if defined(QUELLM_HAS_CUDA)
 #include "cuda_api.h"
 #endif
@@ -79,6 +84,183 @@ py::array_t<Out> map_array(carray<In> x) {
     return out;
 }
 
+// A float32, C-contiguous array, or ValueError naming the argument: for outputs and for inputs
+// the Python layer has already converted, so nothing is copied behind the caller's back.
+const float* f32_data(const py::array& a, const char* name) {
+    if (!py::isinstance<py::array_t<float>>(a) || !(a.flags() & py::array::c_style))
+        throw std::invalid_argument(std::string(name) + ": expected a C-contiguous float32 array, got dtype " +
+                                    std::string(py::str(a.dtype())));
+    return static_cast<const float*>(a.data());
+}
+
+float* f32_mutable(py::array& a, const char* name) {
+    f32_data(a, name);
+    if (!a.writeable()) throw std::invalid_argument(std::string(name) + ": array is read-only");
+    return static_cast<float*>(a.mutable_data());
+}
+
+void fwht_binding(const py::array& x, py::array& out, int64_t m, const py::object& hm, float scale, bool ref) {
+    const float* xp = f32_data(x, "x");
+    float* op = f32_mutable(out, "out");
+    QUELLM_CHECK(x.ndim() >= 1, "fwht: x must have at least one dimension");
+    QUELLM_CHECK(out.ndim() == x.ndim() && std::equal(x.shape(), x.shape() + x.ndim(), out.shape()),
+                 "fwht: out must have the shape of x");
+    const int64_t n = x.shape(x.ndim() - 1);
+    QUELLM_CHECK(m >= 1 && n % m == 0, "fwht: n = ", n, " is not a multiple of m = ", m);
+    FwhtParams p{};
+    p.x = xp;
+    p.out = op;
+    p.n = n;
+    p.m = int(m);
+    p.p = n / m;
+    p.rows = n ? int64_t(x.size()) / n : 0;
+    p.scale = scale;
+    py::array_t<int8_t, py::array::c_style | py::array::forcecast> hm_arr;
+    if (m > 1) {
+        QUELLM_CHECK(!hm.is_none(), "fwht: the factor H_m is required for m = ", m);
+        hm_arr = py::array_t<int8_t, py::array::c_style | py::array::forcecast>::ensure(hm);
+        QUELLM_CHECK(hm_arr && hm_arr.ndim() == 2 && hm_arr.shape(0) == m && hm_arr.shape(1) == m,
+                     "fwht: hm must have shape (", m, ", ", m, ")");
+        p.hm = hm_arr.data();
+    }
+    if (n == 0) return;
+    py::gil_scoped_release release;
+    if (ref)
+        fwht_ref(p);
+    else
+        fwht(p);
+}
+
+// ---- Llama runtime ---------------------------------------------------------------------------
+// The model holds references to the numpy arrays it points into, so weights are never copied
+// (f32 memory-mapped checkpoints are used in place) and outlive the model.
+struct PyLlama {
+    LlamaConfig cfg;
+    LlamaWeights w;
+    std::vector<py::array> keep;
+};
+
+int64_t dict_int(const py::dict& d, const char* key) {
+    QUELLM_CHECK(d.contains(key), "LlamaModel: config is missing '", key, "'");
+    return d[key].cast<int64_t>();
+}
+
+std::shared_ptr<PyLlama> make_llama(const py::dict& cfg, const py::dict& tensors, const py::array& inv_freq) {
+    auto m = std::make_shared<PyLlama>();
+    LlamaConfig& c = m->cfg;
+    c.dim = dict_int(cfg, "hidden_size");
+    c.hidden_dim = dict_int(cfg, "intermediate_size");
+    c.n_layers = dict_int(cfg, "num_hidden_layers");
+    c.n_heads = dict_int(cfg, "num_attention_heads");
+    c.n_kv_heads = dict_int(cfg, "num_key_value_heads");
+    c.head_dim = dict_int(cfg, "head_dim");
+    c.vocab_size = dict_int(cfg, "vocab_size");
+    c.max_seq_len = dict_int(cfg, "max_position_embeddings");
+    c.sliding_window = cfg.contains("sliding_window") && !cfg["sliding_window"].is_none() ? cfg["sliding_window"].cast<int64_t>() : 0;
+    c.norm_eps = cfg["rms_norm_eps"].cast<float>();
+    QUELLM_CHECK(c.n_kv_heads > 0 && c.n_heads % c.n_kv_heads == 0, "LlamaModel: n_heads must be a multiple of n_kv_heads");
+    QUELLM_CHECK(c.head_dim % 2 == 0, "LlamaModel: head_dim must be even");
+
+    auto get = [&](const std::string& name, std::vector<int64_t> shape, bool required) -> const float* {
+        if (!tensors.contains(name.c_str())) {
+            QUELLM_CHECK(!required, "LlamaModel: tensor '", name, "' is missing");
+            return nullptr;
+        }
+        py::array a = py::array::ensure(tensors[name.c_str()]);
+        const float* p = f32_data(a, name.c_str());
+        QUELLM_CHECK(size_t(a.ndim()) == shape.size() && std::equal(shape.begin(), shape.end(), a.shape()),
+                     "LlamaModel: tensor '", name, "' has the wrong shape");
+        m->keep.push_back(a);
+        return p;
+    };
+    auto linear = [&](const std::string& pre, int64_t out, int64_t in) {
+        Linear l;
+        l.w = get(pre + ".weight", {out, in}, true);
+        l.b = get(pre + ".bias", {out}, false);
+        l.out = out;
+        l.in = in;
+        return l;
+    };
+    const int64_t D = c.dim, F = c.hidden_dim, qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;
+    LlamaWeights& w = m->w;
+    w.embed = get("model.embed_tokens.weight", {c.vocab_size, D}, true);
+    for (int64_t i = 0; i < c.n_layers; ++i) {
+        const std::string p = "model.layers." + std::to_string(i) + ".";
+        LlamaLayer L;
+        L.attn_norm = get(p + "input_layernorm.weight", {D}, true);
+        L.q = linear(p + "self_attn.q_proj", qd, D);
+        L.k = linear(p + "self_attn.k_proj", kvd, D);
+        L.v = linear(p + "self_attn.v_proj", kvd, D);
+        L.o = linear(p + "self_attn.o_proj", D, qd);
+        L.ffn_norm = get(p + "post_attention_layernorm.weight", {D}, true);
+        L.gate = linear(p + "mlp.gate_proj", F, D);
+        L.up = linear(p + "mlp.up_proj", F, D);
+        L.down = linear(p + "mlp.down_proj", D, F);
+        w.layers.push_back(L);
+    }
+    w.final_norm = get("model.norm.weight", {D}, true);
+    if (tensors.contains("lm_head.weight"))
+        w.lm_head = linear("lm_head", c.vocab_size, D);
+    else
+        w.lm_head = Linear{w.embed, nullptr, c.vocab_size, D};
+    py::array_t<float, py::array::c_style | py::array::forcecast> f(inv_freq);
+    QUELLM_CHECK(f.ndim() == 1 && f.shape(0) == c.head_dim / 2, "LlamaModel: inv_freq must have shape (head_dim/2,)");
+    w.inv_freq.assign(f.data(), f.data() + f.shape(0));
+    return m;
+}
+
+py::array llama_forward_binding(PyLlama& m, const py::array& tokens_in, const std::vector<KVCache*>& caches, bool all_logits) {
+    auto tokens = py::array_t<int32_t, py::array::c_style | py::array::forcecast>::ensure(tokens_in);
+    QUELLM_CHECK(tokens && tokens.ndim() == 2, "forward: tokens must be a 2-D integer array (batch, seq)");
+    const int64_t B = tokens.shape(0), T = tokens.shape(1);
+    QUELLM_CHECK(int64_t(caches.size()) == B, "forward: ", B, " sequences but ", caches.size(), " caches");
+    for (size_t i = 0; i < caches.size(); ++i)
+        for (size_t j = 0; j < i; ++j) QUELLM_CHECK(caches[i] != caches[j], "forward: the same cache is passed twice");
+    const int64_t V = m.cfg.vocab_size;
+    py::array_t<float> logits = all_logits ? py::array_t<float>({B, T, V}) : py::array_t<float>({B, V});
+    float* out = logits.mutable_data();
+    const int32_t* tp = tokens.data();
+    {
+        py::gil_scoped_release release;
+        llama_forward(m.cfg, m.w, tp, B, T, caches.data(), all_logits, out);
+    }
+    return logits;
+}
+
+#if defined(QUELLM_HAS_CUDA)
+// A device buffer owned by Python: (shape, dtype) + a cudaMalloc pointer. It exposes
+// __cuda_array_interface__ so other GPU libraries can read it without a copy.
+struct DeviceArray {
+    void* ptr = nullptr;
+    std::vector<int64_t> shape;
+    cuda::DType dtype = cuda::DType::F32;
+    size_t nbytes = 0;
+    DeviceArray(std::vector<int64_t> s, cuda::DType t) : shape(std::move(s)), dtype(t) {
+        size_t n = 1;
+        for (int64_t d : shape) {
+            QUELLM_CHECK(d >= 0, "DeviceArray: negative dimension ", d);
+            n *= size_t(d);
+        }
+        nbytes = n * (t == cuda::DType::F32 ? 4 : 2);
+        ptr = cuda::device_alloc(nbytes);
+    }
+    ~DeviceArray() { cuda::device_free(ptr); }
+    DeviceArray(const DeviceArray&) = delete;
+    DeviceArray& operator=(const DeviceArray&) = delete;
+};
+
+cuda::DType dtype_from_name(const std::string& name) {
+    if (name == "float32") return cuda::DType::F32;
+    if (name == "float16") return cuda::DType::F16;
+    if (name == "bfloat16") return cuda::DType::BF16;
+    throw std::invalid_argument("device dtype must be float32, float16 or bfloat16, got " + name);
+}
+
+const char* dtype_name(cuda::DType t) {
+    return t == cuda::DType::F32 ? "float32" : t == cuda::DType::F16 ? "float16" : "bfloat16";
+}
+#endif
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -117,12 +299,123 @@ PYBIND11_MODULE(_core, m) {
     // ---- CUDA ---------------------------------------------------------------------------------
     m.def("cuda_info", &cuda_dict, "CUDA build and device information.");
 #if defined(QUELLM_HAS_CUDA)
+    py::class_<DeviceArray, std::shared_ptr<DeviceArray>>(m, "DeviceArray",
+        "A float32/float16/bfloat16 array in CUDA device memory (C-contiguous).")
+        .def(py::init([](std::vector<int64_t> shape, const std::string& dtype) {
+                 return std::make_shared<DeviceArray>(std::move(shape), dtype_from_name(dtype));
+             }), py::arg("shape"), py::arg("dtype") = "float32")
+        .def_property_readonly("shape", [](const DeviceArray& a) { return py::tuple(py::cast(a.shape)); })
+        .def_property_readonly("dtype", [](const DeviceArray& a) { return std::string(dtype_name(a.dtype)); })
+        .def_property_readonly("nbytes", [](const DeviceArray& a) { return a.nbytes; })
+        .def_property_readonly("ptr", [](const DeviceArray& a) { return reinterpret_cast<uintptr_t>(a.ptr); })
+        .def("copy_from_host", [](DeviceArray& a, const py::buffer& b) {
+            py::buffer_info info = b.request();
+            QUELLM_CHECK(size_t(info.size * info.itemsize) == a.nbytes, "copy_from_host: size mismatch (",
+                         info.size * info.itemsize, " bytes for a ", a.nbytes, "-byte device array)");
+            QUELLM_CHECK(info.ndim == 0 || info.strides.back() == info.itemsize, "copy_from_host: host buffer must be C-contiguous");
+            cuda::copy_to_device(a.ptr, info.ptr, a.nbytes);
+        }, py::arg("host"))
+        .def("copy_to_host", [](const DeviceArray& a, py::buffer& b) {
+            py::buffer_info info = b.request(true);
+            QUELLM_CHECK(size_t(info.size * info.itemsize) == a.nbytes, "copy_to_host: size mismatch");
+            cuda::copy_to_host(info.ptr, a.ptr, a.nbytes);
+        }, py::arg("host"));
+    m.def("cuda_synchronize", &cuda::synchronize);
+    m.def("fwht_cuda", [](uintptr_t x, const std::string& x_dtype, uintptr_t out, const std::string& out_dtype,
+                          int64_t rows, int64_t n, int64_t mm, const py::object& hm, float scale, uintptr_t stream) {
+        cuda::FwhtCudaParams p;
+        p.x = reinterpret_cast<const void*>(x);
+        p.out = reinterpret_cast<void*>(out);
+        p.x_dtype = dtype_from_name(x_dtype);
+        p.out_dtype = dtype_from_name(out_dtype);
+        p.rows = rows;
+        p.n = n;
+        p.m = int(mm);
+        QUELLM_CHECK(mm >= 1 && n % mm == 0, "fwht_cuda: n = ", n, " is not a multiple of m = ", mm);
+        p.p = n / mm;
+        p.scale = scale;
+        py::array_t<int8_t, py::array::c_style | py::array::forcecast> hm_arr;
+        if (mm > 1) {
+            hm_arr = py::array_t<int8_t, py::array::c_style | py::array::forcecast>::ensure(hm);
+            QUELLM_CHECK(hm_arr && hm_arr.ndim() == 2 && hm_arr.shape(0) == mm && hm_arr.shape(1) == mm,
+                         "fwht_cuda: hm must have shape (", mm, ", ", mm, ")");
+            p.hm = hm_arr.data();
+        }
+        py::gil_scoped_release release;
+        cuda::fwht_cuda(p, reinterpret_cast<void*>(stream));
+    }, py::arg("x"), py::arg("x_dtype"), py::arg("out"), py::arg("out_dtype"), py::arg("rows"), py::arg("n"),
+       py::arg("m"), py::arg("hm"), py::arg("scale"), py::arg("stream") = 0);
     m.def("cuda_convert_selftest", [](carray<float> x) {
         py::array_t<uint16_t> f16(x.size()), bf16(x.size());
         cuda::convert_selftest(x.data(), size_t(x.size()), f16.mutable_data(), bf16.mutable_data());
         return py::make_tuple(f16, bf16);
     }, py::arg("x"));
 #endif
+
+    // ---- kernels ---------------------------------------------------------------------------------
+    m.def("fwht", [](const py::array& x, py::array& out, int64_t m, const py::object& hm, float scale) {
+        fwht_binding(x, out, m, hm, scale, false);
+    }, py::arg("x"), py::arg("out"), py::arg("m"), py::arg("hm"), py::arg("scale"),
+       "out = scale * (H_m kron H_p) x along the last axis (n = m p); fastest ISA path, OpenMP over rows.");
+    m.def("fwht_ref", [](const py::array& x, py::array& out, int64_t m, const py::object& hm, float scale) {
+        fwht_binding(x, out, m, hm, scale, true);
+    }, py::arg("x"), py::arg("out"), py::arg("m"), py::arg("hm"), py::arg("scale"),
+       "Scalar single-threaded reference of fwht.");
+
+    m.def("matmul_f32", [](const py::array& x, const py::array& w, const py::object& b, bool ref) {
+        const float* xp = f32_data(x, "x");
+        const float* wp = f32_data(w, "w");
+        QUELLM_CHECK(x.ndim() == 2 && w.ndim() == 2, "matmul_f32: x and w must be 2-D");
+        QUELLM_CHECK(x.shape(1) == w.shape(1), "matmul_f32: x has K = ", x.shape(1), " but w has K = ", w.shape(1));
+        const float* bp = nullptr;
+        py::array bias;
+        if (!b.is_none()) {
+            bias = py::array::ensure(b);
+            bp = f32_data(bias, "b");
+            QUELLM_CHECK(bias.ndim() == 1 && bias.shape(0) == w.shape(0), "matmul_f32: b must have shape (N,)");
+        }
+        py::array_t<float> y({x.shape(0), w.shape(0)});
+        MatmulParams p{xp, wp, bp, y.mutable_data(), x.shape(0), w.shape(0), x.shape(1), x.shape(1), w.shape(0)};
+        {
+            py::gil_scoped_release release;
+            if (ref) matmul_f32_ref(p); else matmul_f32(p);
+        }
+        return y;
+    }, py::arg("x"), py::arg("w"), py::arg("b") = py::none(), py::arg("ref") = false,
+       "y = x @ w.T (+ b) in float32: x (M, K), w (N, K), C-contiguous float32.");
+
+    // ---- runtime ---------------------------------------------------------------------------------
+    py::class_<PyLlama, std::shared_ptr<PyLlama>>(m, "LlamaModel",
+        "Llama-family runtime over float32 weight arrays (HF tensor names); see quellm.models.llama.")
+        .def(py::init(&make_llama), py::arg("config"), py::arg("tensors"), py::arg("inv_freq"))
+        .def("forward", &llama_forward_binding, py::arg("tokens"), py::arg("caches"), py::arg("all_logits") = true,
+             "Run tokens (B, T) through the model, appending to the B caches; logits (B, T, V) or (B, V).")
+        .def_property_readonly("vocab_size", [](const PyLlama& m) { return m.cfg.vocab_size; })
+        .def_property_readonly("max_seq_len", [](const PyLlama& m) { return m.cfg.max_seq_len; });
+    py::class_<KVCache>(m, "KVCache", "Keys (after RoPE) and values of one sequence, every layer.")
+        .def(py::init([](const PyLlama& model, int64_t capacity) { return new KVCache(model.cfg, capacity); }),
+             py::arg("model"), py::arg("capacity"))
+        .def_readonly("capacity", &KVCache::capacity)
+        .def_property_readonly("len", [](const KVCache& c) { return c.len; })
+        .def("reset", [](KVCache& c) { c.len = 0; })
+        .def("truncate", [](KVCache& c, int64_t n) {
+            QUELLM_CHECK(n >= 0 && n <= c.len, "truncate: n must be in [0, ", c.len, "], got ", n);
+            c.len = n;
+        }, py::arg("n"))
+        .def("keys", [](const KVCache& c, int64_t layer, int64_t n_kv, int64_t hd) {
+            const int64_t per_layer = c.capacity * n_kv * hd;
+            QUELLM_CHECK(layer >= 0 && int64_t(c.k.size()) >= (layer + 1) * per_layer, "keys: bad layer or shape");
+            py::array_t<float> out({c.len, n_kv, hd});
+            std::copy_n(c.k.data() + layer * per_layer, c.len * n_kv * hd, out.mutable_data());
+            return out;
+        })
+        .def("values", [](const KVCache& c, int64_t layer, int64_t n_kv, int64_t hd) {
+            const int64_t per_layer = c.capacity * n_kv * hd;
+            QUELLM_CHECK(layer >= 0 && int64_t(c.v.size()) >= (layer + 1) * per_layer, "values: bad layer or shape");
+            py::array_t<float> out({c.len, n_kv, hd});
+            std::copy_n(c.v.data() + layer * per_layer, c.len * n_kv * hd, out.mutable_data());
+            return out;
+        });
 
     // ---- f16 / bf16 conversions (the helpers every kernel uses for half-precision I/O) -------
     m.def("f32_to_f16_bits", &map_array<uint16_t, float, f32_to_f16>, py::arg("x"),

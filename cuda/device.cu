@@ -60,3 +60,27 @@ void convert_selftest(const float* x_host, std::size_t n, unsigned short* f16_ho
 }
 
 }  // namespace quellm::cuda
+
+namespace quellm::cuda {
+
+void* device_alloc(std::size_t bytes) {
+    void* p = nullptr;
+    CUDA_CHECK(cudaMalloc(&p, bytes ? bytes : 1));
+    return p;
+}
+
+void device_free(void* ptr) noexcept {
+    if (ptr) cudaFree(ptr);
+}
+
+void copy_to_device(void* dst, const void* src, std::size_t bytes) {
+    CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+}
+
+void copy_to_host(void* dst, const void* src, std::size_t bytes) {
+    CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+}
+
+void synchronize() { CUDA_CHECK(cudaDeviceSynchronize()); }
+
+}  // namespace quellm::cuda

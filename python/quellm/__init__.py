@@ -11,6 +11,7 @@ from . import _core
 from ._info import cuda_available, format_info, info
 from .errors import CheckpointError, ConfigError, QuellmError
 from .io import Checkpoint, load_checkpoint, save_checkpoint
+from .models import CausalLM, load
 
 __version__: str = _core.__version__
 HAS_CUDA: bool = _core.HAS_CUDA
@@ -47,6 +48,7 @@ def isa_levels() -> list[str]:
 
 __all__ = [
     "HAS_CUDA",
+    "CausalLM",
     "Checkpoint",
     "CheckpointError",
     "ConfigError",
@@ -57,6 +59,7 @@ __all__ = [
     "info",
     "isa",
     "isa_levels",
+    "load",
     "load_checkpoint",
     "num_threads",
     "save_checkpoint",

@@ -1,0 +1,37 @@
+// fwht_avx2.cpp — AVX2 (8 lanes) instantiation of the FWHT row kernel in fwht_simd.h.
+#include <immintrin.h>
+
+#include "fwht.h"
+
+namespace {
+struct V8 {
+    using reg = __m256;
+    static constexpr int G = 3;  // 16 registers: radix-8 passes
+    static constexpr int W = 8;
+    static reg load(const float* p) { return _mm256_loadu_ps(p); }
+    static void store(float* p, reg v) { _mm256_storeu_ps(p, v); }
+    static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
+    static reg sub(reg a, reg b) { return _mm256_sub_ps(a, b); }
+    static reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
+    static reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
+    static reg set1(float x) { return _mm256_set1_ps(x); }
+    static reg zero() { return _mm256_setzero_ps(); }
+    // Lanes whose stride-h bit is clear get v + s, the others s - v (s = partners swapped).
+    template <int MASK>
+    static reg stage(reg v, reg s) { return _mm256_blend_ps(_mm256_add_ps(v, s), _mm256_sub_ps(s, v), MASK); }
+    static reg in_vector(reg v) {
+        v = stage<0xAA>(v, _mm256_permute_ps(v, 0xB1));         // h = 1
+        v = stage<0xCC>(v, _mm256_permute_ps(v, 0x4E));         // h = 2
+        v = stage<0xF0>(v, _mm256_permute2f128_ps(v, v, 0x01)); // h = 4
+        return v;
+    }
+};
+}  // namespace
+
+#include "fwht_simd.h"
+
+namespace quellm::x86 {
+void fwht_row_avx2(const float* src, float* dst, int64_t p, int m, const float* hmf, float scale, float* tmp) {
+    fwht_row<V8>(src, dst, p, m, hmf, scale, tmp);
+}
+}  // namespace quellm::x86

@@ -1,0 +1,40 @@
+// fwht_avx512.cpp — AVX-512 (16 lanes) instantiation of the FWHT row kernel in fwht_simd.h.
+#include <immintrin.h>
+
+#include "fwht.h"
+
+namespace {
+struct V16 {
+    using reg = __m512;
+    static constexpr int G = 4;  // 32 registers: radix-16 passes
+    static constexpr int W = 16;
+    static reg load(const float* p) { return _mm512_loadu_ps(p); }
+    static void store(float* p, reg v) { _mm512_storeu_ps(p, v); }
+    static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
+    static reg sub(reg a, reg b) { return _mm512_sub_ps(a, b); }
+    static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
+    static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
+    static reg set1(float x) { return _mm512_set1_ps(x); }
+    static reg zero() { return _mm512_setzero_ps(); }
+    // Stage with stride h inside the register: lanes with bit h clear get a+b, set get a-b,
+    // where `s` is the register with partners swapped.
+    static reg stage(reg v, reg s, __mmask16 hi) {
+        return _mm512_mask_sub_ps(_mm512_add_ps(v, s), hi, s, v);
+    }
+    static reg in_vector(reg v) {
+        v = stage(v, _mm512_permute_ps(v, 0xB1), 0xAAAA);             // h = 1
+        v = stage(v, _mm512_permute_ps(v, 0x4E), 0xCCCC);             // h = 2
+        v = stage(v, _mm512_shuffle_f32x4(v, v, 0xB1), 0xF0F0);       // h = 4
+        v = stage(v, _mm512_shuffle_f32x4(v, v, 0x4E), 0xFF00);       // h = 8
+        return v;
+    }
+};
+}  // namespace
+
+#include "fwht_simd.h"
+
+namespace quellm::x86 {
+void fwht_row_avx512(const float* src, float* dst, int64_t p, int m, const float* hmf, float scale, float* tmp) {
+    fwht_row<V16>(src, dst, p, m, hmf, scale, tmp);
+}
+}  // namespace quellm::x86

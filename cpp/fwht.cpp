@@ -1,0 +1,94 @@
+// fwht.cpp — Walsh–Hadamard transform: scalar reference and the OpenMP/ISA dispatcher.
+// See fwht.h for the exact definition. SIMD row kernels live in arch/x86/fwht_*.cpp.
+#include "fwht.h"
+
+#include <omp.h>
+
+#include <vector>
+
+#include "common.h"
+#include "cpu_features.h"
+
+namespace quellm {
+
+void fwht_check(const FwhtParams& p) {
+    QUELLM_CHECK(p.rows >= 0, "fwht: rows must be >= 0, got ", p.rows);
+    QUELLM_CHECK(p.p >= 1 && (p.p & (p.p - 1)) == 0, "fwht: p must be a power of two, got ", p.p);
+    QUELLM_CHECK(p.m >= 1, "fwht: m must be >= 1, got ", p.m);
+    QUELLM_CHECK(p.n == int64_t(p.m) * p.p, "fwht: n (", p.n, ") != m (", p.m, ") * p (", p.p, ")");
+    QUELLM_CHECK(p.m == 1 || p.hm != nullptr, "fwht: a factor matrix H_m is required for m = ", p.m);
+    QUELLM_CHECK(p.rows == 0 || (p.x != nullptr && p.out != nullptr), "fwht: null data pointer");
+}
+
+// ---- reference ------------------------------------------------------------------------------
+
+namespace {
+
+// One row: y = scale · (H_m ⊗ H_p) · x, written for clarity. `mix` is scratch of m floats.
+void fwht_row_ref(const float* x, float* y, int64_t p, int m, const int8_t* hm, float scale, float* mix) {
+    const int64_t n = int64_t(m) * p;
+    if (y != x)
+        for (int64_t i = 0; i < n; ++i) y[i] = x[i];
+    // H_m across the m sub-rows, one lane b at a time.
+    if (m > 1) {
+        for (int64_t b = 0; b < p; ++b) {
+            for (int a = 0; a < m; ++a) mix[a] = fwht_mix_dot(hm + a * m, y + b, p, m);
+            for (int a = 0; a < m; ++a) y[a * p + b] = mix[a];
+        }
+    }
+    // Sylvester H_p on each sub-row: butterflies with stride h = 1, 2, 4, ...
+    for (int a = 0; a < m; ++a) {
+        float* r = y + a * p;
+        for (int64_t h = 1; h < p; h *= 2)
+            for (int64_t i = 0; i < p; i += 2 * h)
+                for (int64_t j = i; j < i + h; ++j) fwht_bfly(r[j], r[j + h]);
+    }
+    for (int64_t i = 0; i < n; ++i) y[i] *= scale;
+}
+
+}  // namespace
+
+void fwht_ref(const FwhtParams& p) {
+    fwht_check(p);
+    std::vector<float> mix(size_t(p.m));
+    for (int64_t r = 0; r < p.rows; ++r)
+        fwht_row_ref(p.x + r * p.n, p.out + r * p.n, p.p, p.m, p.hm, p.scale, mix.data());
+}
+
+// ---- dispatch -------------------------------------------------------------------------------
+
+void fwht(const FwhtParams& p) {
+    fwht_check(p);
+    if (p.rows == 0) return;
+    Isa isa = active_isa();
+    if (p.p < 16) isa = Isa::SCALAR;  // sub-rows shorter than a vector: the scalar loop is fine
+    std::vector<float> hmf;
+    if (p.m > 1) {
+        hmf.resize(size_t(p.m) * p.m);
+        for (size_t i = 0; i < hmf.size(); ++i) hmf[i] = float(p.hm[i]);
+    }
+    const int nt = int(std::min<int64_t>(num_threads(), p.rows));
+#pragma omp parallel num_threads(nt)
+    {
+        std::vector<float> tmp(size_t(p.m) * 32 + 16);
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < p.rows; ++r) {
+            const float* src = p.x + r * p.n;
+            float* dst = p.out + r * p.n;
+            switch (isa) {
+#if defined(QUELLM_X86_PATHS)
+                case Isa::AVX512:
+                    x86::fwht_row_avx512(src, dst, p.p, p.m, hmf.data(), p.scale, tmp.data());
+                    break;
+                case Isa::AVX2:
+                    x86::fwht_row_avx2(src, dst, p.p, p.m, hmf.data(), p.scale, tmp.data());
+                    break;
+#endif
+                default:
+                    fwht_row_ref(src, dst, p.p, p.m, p.hm, p.scale, tmp.data());
+            }
+        }
+    }
+}
+
+}  // namespace quellm

@@ -1,0 +1,127 @@
+// llama.cpp — forward pass of the Llama-family runtime (see llama.h and MODELS.md §2).
+#include "llama.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "common.h"
+#include "cpu_features.h"
+#include "matmul.h"
+#include "ops.h"
+
+namespace quellm {
+
+void linear_forward(const Linear& l, const float* x, int64_t rows, float* y) {
+    MatmulParams p{x, l.w, l.b, y, rows, l.out, l.in, l.in, l.out};
+    matmul_f32(p);
+}
+
+KVCache::KVCache(const LlamaConfig& c, int64_t cap) : capacity(cap) {
+    QUELLM_CHECK(cap >= 1, "KVCache: capacity must be >= 1, got ", cap);
+    const size_t n = size_t(c.n_layers) * size_t(cap) * size_t(c.n_kv_heads * c.head_dim);
+    k.assign(n, 0.0f);
+    v.assign(n, 0.0f);
+}
+
+void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const int32_t* tokens, int64_t B, int64_t T,
+                   KVCache* const* caches, bool all_logits, float* logits) {
+    const int64_t D = c.dim, F = c.hidden_dim, H = c.n_heads, Hk = c.n_kv_heads, Hd = c.head_dim;
+    const int64_t V = c.vocab_size, N = B * T, group = H / Hk, kvd = Hk * Hd;
+    QUELLM_CHECK(B >= 1 && T >= 1, "forward: need at least one token per sequence");
+    for (int64_t i = 0; i < N; ++i)
+        QUELLM_CHECK(tokens[i] >= 0 && tokens[i] < V, "forward: token id ", tokens[i], " out of range [0, ", V, ")");
+    for (int64_t b = 0; b < B; ++b) {
+        QUELLM_CHECK(caches[b] != nullptr, "forward: null cache");
+        QUELLM_CHECK(caches[b]->len + T <= caches[b]->capacity, "forward: sequence of ", caches[b]->len + T,
+                     " tokens exceeds the cache capacity ", caches[b]->capacity);
+        QUELLM_CHECK(caches[b]->len + T <= c.max_seq_len, "forward: sequence of ", caches[b]->len + T,
+                     " tokens exceeds max_position_embeddings = ", c.max_seq_len);
+    }
+    const int nt = num_threads();
+
+    // Activations for all N = B·T rows.
+    std::vector<float> x(N * D), h(N * D);   // residual stream, normed input
+    std::vector<float> q(N * H * Hd), k(N * kvd), v(N * kvd), att(N * H * Hd);
+    std::vector<float> g(N * F), u(N * F);
+
+    for (int64_t i = 0; i < N; ++i) std::copy_n(w.embed + int64_t(tokens[i]) * D, D, x.data() + i * D);
+
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+        const LlamaLayer& L = w.layers[l];
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t i = 0; i < N; ++i) rmsnorm(h.data() + i * D, x.data() + i * D, L.attn_norm, D, c.norm_eps);
+        linear_forward(L.q, h.data(), N, q.data());
+        linear_forward(L.k, h.data(), N, k.data());
+        linear_forward(L.v, h.data(), N, v.data());
+
+        // RoPE on q and k, then append k, v to each sequence's cache.
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t i = 0; i < N; ++i) {
+            const int64_t b = i / T, pos = caches[b]->len + i % T;
+            for (int64_t hh = 0; hh < H; ++hh) rope_rotate_half(q.data() + (i * H + hh) * Hd, w.inv_freq.data(), Hd, pos);
+            for (int64_t hh = 0; hh < Hk; ++hh) rope_rotate_half(k.data() + (i * Hk + hh) * Hd, w.inv_freq.data(), Hd, pos);
+            KVCache& kc = *caches[b];
+            const size_t off = (size_t(l) * kc.capacity + pos) * kvd;
+            std::copy_n(k.data() + i * kvd, kvd, kc.k.data() + off);
+            std::copy_n(v.data() + i * kvd, kvd, kc.v.data() + off);
+        }
+
+        // Causal attention per (row, head), over the cache.
+        const float inv_sqrt = 1.0f / std::sqrt(float(Hd));
+#pragma omp parallel num_threads(nt)
+        {
+            std::vector<float> sc;
+#pragma omp for schedule(dynamic, 4)
+            for (int64_t ih = 0; ih < N * H; ++ih) {
+                const int64_t i = ih / H, hh = ih % H, b = i / T, pos = caches[b]->len + i % T;
+                const KVCache& kc = *caches[b];
+                const int64_t kvh = hh / group;
+                const int64_t start = c.sliding_window > 0 ? std::max<int64_t>(0, pos - c.sliding_window + 1) : 0;
+                const int64_t n = pos + 1 - start;
+                sc.resize(size_t(n));
+                const float* qv = q.data() + (i * H + hh) * Hd;
+                const float* kbase = kc.k.data() + size_t(l) * kc.capacity * kvd + kvh * Hd;
+                const float* vbase = kc.v.data() + size_t(l) * kc.capacity * kvd + kvh * Hd;
+                for (int64_t t = 0; t < n; ++t) {
+                    const float* kv = kbase + (start + t) * kvd;
+                    float s = 0.0f;
+                    for (int64_t d = 0; d < Hd; ++d) s += qv[d] * kv[d];
+                    sc[t] = s * inv_sqrt;
+                }
+                softmax(sc.data(), n);
+                float* o = att.data() + (i * H + hh) * Hd;
+                std::fill_n(o, Hd, 0.0f);
+                for (int64_t t = 0; t < n; ++t) {
+                    const float* vv = vbase + (start + t) * kvd;
+                    const float p = sc[t];
+                    for (int64_t d = 0; d < Hd; ++d) o[d] += p * vv[d];
+                }
+            }
+        }
+        linear_forward(L.o, att.data(), N, h.data());
+        for (int64_t i = 0; i < N * D; ++i) x[i] += h[i];
+
+        // SwiGLU MLP.
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t i = 0; i < N; ++i) rmsnorm(h.data() + i * D, x.data() + i * D, L.ffn_norm, D, c.norm_eps);
+        linear_forward(L.gate, h.data(), N, g.data());
+        linear_forward(L.up, h.data(), N, u.data());
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t i = 0; i < N * F; ++i) g[i] = silu(g[i]) * u[i];
+        linear_forward(L.down, g.data(), N, h.data());
+        for (int64_t i = 0; i < N * D; ++i) x[i] += h[i];
+    }
+    for (int64_t b = 0; b < B; ++b) caches[b]->len += T;
+
+    // Final norm and logits (every position, or the last of each sequence).
+    const int64_t rows = all_logits ? N : B;
+    for (int64_t r = 0; r < rows; ++r) {
+        const int64_t i = all_logits ? r : r * T + (T - 1);
+        rmsnorm(h.data() + r * D, x.data() + i * D, w.final_norm, D, c.norm_eps);
+    }
+    linear_forward(w.lm_head, h.data(), rows, logits);
+}
+
+}  // namespace quellm

@@ -1,0 +1,65 @@
+// llama.h — the Llama-family runtime (Llama, Mistral, Qwen2, SmolLM): plain structs in the
+// llama2.c style and one forward function. Math: shared/MODELS.md §2.3–2.4.
+//
+// Dimension letters: B sequences, T new tokens per sequence, D = dim, F = hidden_dim,
+// H = n_heads, Hk = n_kv_heads, Hd = head_dim, V = vocab_size, S = cache capacity.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace quellm {
+
+// y = x · Wᵀ (+ b); W is (out, in) row-major — the HF layout. The one place the runtime does
+// matrix work; quantized formats plug in here.
+struct Linear {
+    const float* w = nullptr;  // (out, in)
+    const float* b = nullptr;  // (out) or nullptr
+    int64_t out = 0, in = 0;
+};
+void linear_forward(const Linear& l, const float* x, int64_t rows, float* y);  // x (rows, in), y (rows, out)
+
+struct LlamaConfig {
+    int64_t dim = 0;          // D
+    int64_t hidden_dim = 0;   // F
+    int64_t n_layers = 0;
+    int64_t n_heads = 0;      // H
+    int64_t n_kv_heads = 0;   // Hk; H % Hk == 0 (GQA: query head h reads KV head h / (H / Hk))
+    int64_t head_dim = 0;     // Hd (even)
+    int64_t vocab_size = 0;   // V
+    int64_t max_seq_len = 0;  // positions the model supports
+    int64_t sliding_window = 0;  // 0 = full causal attention; else keys with q_pos - k_pos < window
+    float norm_eps = 1e-5f;
+};
+
+struct LlamaLayer {
+    const float* attn_norm = nullptr;  // (D)
+    Linear q, k, v, o;                 // q (H·Hd, D), k/v (Hk·Hd, D), o (D, H·Hd)
+    const float* ffn_norm = nullptr;   // (D)
+    Linear gate, up, down;             // gate/up (F, D), down (D, F)
+};
+
+struct LlamaWeights {
+    const float* embed = nullptr;      // (V, D)
+    std::vector<LlamaLayer> layers;
+    const float* final_norm = nullptr; // (D)
+    Linear lm_head;                    // (V, D); the embedding when tied
+    std::vector<float> inv_freq;       // (Hd/2) RoPE frequencies, scaling already applied
+};
+
+// One sequence's keys (after RoPE) and values, every layer.
+struct KVCache {
+    int64_t capacity = 0;   // S
+    int64_t len = 0;        // positions filled
+    std::vector<float> k;   // (n_layers, S, Hk, Hd)
+    std::vector<float> v;   // (n_layers, S, Hk, Hd)
+    KVCache(const LlamaConfig& c, int64_t cap);
+};
+
+// Runs B sequences of T new tokens each (positions cache.len .. cache.len+T-1), appends to the
+// caches, and writes logits: (B, T, V) if all_logits, else (B, V) for the last token.
+// tokens (B, T). Throws std::invalid_argument on a token out of range or a full cache.
+void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const int32_t* tokens, int64_t B, int64_t T,
+                   KVCache* const* caches, bool all_logits, float* logits);
+
+}  // namespace quellm

@@ -1,0 +1,40 @@
+"""Model families on the C++ runtime, and :func:`load`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import CheckpointError
+from ..io import LlamaConfig, load_checkpoint
+from .base import CausalLM, GenerationResult, sample_next
+from .llama import LlamaModel, LlamaState
+
+__all__ = ["CausalLM", "GenerationResult", "LlamaModel", "LlamaState", "load", "sample_next"]
+
+
+def _tokenizer(path: Path | None) -> Any:
+    if path is None:
+        return None
+    from tokenizers import Tokenizer
+
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises its own Exception type
+        raise CheckpointError(f"{path}: cannot load tokenizer: {e}") from None
+
+
+def load(path: str | os.PathLike[str]) -> CausalLM:
+    """Load a model directory (config.json + safetensors + optional tokenizer.json).
+
+    Supported: ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``.
+
+    Raises:
+        CheckpointError: anything wrong with the files, or an architecture quellm cannot run.
+    """
+    ckpt = load_checkpoint(path)
+    tok = _tokenizer(ckpt.tokenizer_path)
+    if isinstance(ckpt.config, LlamaConfig):
+        return LlamaModel.from_checkpoint(ckpt, tok)
+    raise CheckpointError(f"{ckpt.path}: {ckpt.config.architecture} is not runnable yet (the Mamba runtime lands with issue 8)")

@@ -1,0 +1,203 @@
+"""What every quellm language model shares: tokenization, forward, generation.
+
+A model family (Llama, Mamba) implements three hooks — :meth:`CausalLM.new_state`,
+:meth:`CausalLM._forward` and :attr:`CausalLM.max_len` — and inherits ``forward``,
+``generate``, and the evaluation functions of :mod:`quellm.eval`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import QuellmError
+from ..io.config import ModelConfig
+
+__all__ = ["CausalLM", "GenerationResult", "sample_next"]
+
+
+class GenerationResult(str):
+    """The generated text (a ``str``), with ``.tokens`` (new ids) and timing attributes."""
+
+    tokens: list[int]
+    prompt_tokens: int
+    prefill_seconds: float
+    decode_seconds: float
+
+    @property
+    def decode_tokens_per_second(self) -> float:
+        n = max(len(self.tokens) - 1, 0)
+        return n / self.decode_seconds if self.decode_seconds > 0 else float("nan")
+
+
+def sample_next(logits: np.ndarray, rng: np.random.Generator, temperature: float = 0.0,
+                top_k: int = 0, top_p: float = 1.0) -> int:
+    """Pick the next token from one row of logits.
+
+    ``temperature == 0`` is greedy (argmax, lowest id on ties). Otherwise softmax of
+    ``logits / temperature`` restricted to the ``top_k`` most likely tokens (0 = all) and to the
+    smallest set whose probability reaches ``top_p``, sampled with ``rng``.
+    """
+    if not np.all(np.isfinite(logits)):
+        raise QuellmError("generate: the model produced non-finite logits")
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    z = logits.astype(np.float64) / temperature
+    order = np.argsort(-z, kind="stable")
+    if top_k > 0:
+        order = order[:top_k]
+    p = np.exp(z[order] - z[order[0]])
+    p /= p.sum()
+    if top_p < 1.0:
+        keep = int(np.searchsorted(np.cumsum(p), top_p) + 1)
+        order, p = order[:keep], p[:keep] / p[:keep].sum()
+    return int(order[rng.choice(len(order), p=p)])
+
+
+class CausalLM:
+    """A causal language model running on quellm's C++ runtime.
+
+    Attributes:
+        config: the typed config (:class:`~quellm.io.LlamaConfig` / :class:`~quellm.io.MambaConfig`).
+        tokenizer: a ``tokenizers.Tokenizer`` or None.
+        path: where it was loaded from (or None).
+    """
+
+    family = "base"
+
+    def __init__(self, config: ModelConfig, tokenizer: Any = None, path: str | os.PathLike[str] | None = None):
+        self.config = config
+        self.tokenizer = tokenizer
+        self.path = Path(path) if path is not None else None
+
+    # ---- hooks for the families -------------------------------------------------------------
+    @property
+    def max_len(self) -> int:
+        """Longest sequence (prompt + generation) the model accepts."""
+        raise NotImplementedError
+
+    def new_state(self, batch: int = 1, capacity: int | None = None) -> Any:
+        """Fresh per-sequence state (KV caches or SSM states) for ``batch`` sequences."""
+        raise NotImplementedError
+
+    def _forward(self, tokens: np.ndarray, state: Any, all_logits: bool) -> np.ndarray:
+        raise NotImplementedError
+
+    # ---- shared ------------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return int(self.config.vocab_size)
+
+    def _check_tokens(self, tokens: Any) -> tuple[np.ndarray, bool]:
+        arr = np.asarray(tokens)
+        if arr.size == 0:
+            raise QuellmError("forward: empty token sequence")
+        if arr.dtype.kind not in "iu":
+            raise QuellmError(f"forward: token ids must be integers, got dtype {arr.dtype}")
+        single = arr.ndim == 1
+        if single:
+            arr = arr[None, :]
+        if arr.ndim != 2:
+            raise QuellmError(f"forward: tokens must have shape (T,) or (B, T), got {arr.shape}")
+        if (arr.min() < 0 or arr.max() >= self.vocab_size):
+            bad = int(arr[(arr < 0) | (arr >= self.vocab_size)][0])
+            raise QuellmError(f"forward: token id {bad} out of range [0, {self.vocab_size})")
+        return np.ascontiguousarray(arr, dtype=np.int32), single
+
+    def forward(self, tokens: Any, state: Any = None, *, all_logits: bool = True) -> np.ndarray:
+        """Logits for ``tokens``.
+
+        Args:
+            tokens: ids of shape ``(T,)`` or ``(B, T)``.
+            state: from :meth:`new_state`; continued in place (prefill, then decode steps).
+                Default: a fresh state, used once.
+            all_logits: logits for every position ``(…, T, V)``, else for the last ``(…, V)``.
+
+        Returns:
+            float32 logits; the batch axis is dropped for 1-D ``tokens``.
+        """
+        arr, single = self._check_tokens(tokens)
+        if state is None:
+            state = self.new_state(arr.shape[0], arr.shape[1])
+        out = self._forward(arr, state, all_logits)
+        return out[0] if single else out
+
+    # ---- text ---------------------------------------------------------------------------------
+    def _need_tokenizer(self) -> Any:
+        if self.tokenizer is None:
+            raise QuellmError("this model has no tokenizer (no tokenizer.json was found); pass token ids")
+        return self.tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._need_tokenizer().encode(text, add_special_tokens=False).ids)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._need_tokenizer().decode(list(ids), skip_special_tokens=False)
+
+    def _eos_ids(self) -> set[int]:
+        eos = getattr(self.config, "eos_token_id", None)
+        if eos is None:
+            return set()
+        return set(eos) if isinstance(eos, list) else {int(eos)}
+
+    def generate(
+        self,
+        prompt: str | Sequence[int],
+        max_new_tokens: int = 64,
+        *,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        stop_at_eos: bool = True,
+        stream: Callable[[str], None] | None = None,
+    ) -> GenerationResult:
+        """Continue ``prompt`` (text, or a list of token ids) by up to ``max_new_tokens`` tokens.
+
+        Greedy by default (``temperature=0``); otherwise sampling with ``top_k`` / ``top_p`` from
+        a generator seeded by ``seed`` (same seed, same text). ``stream`` receives each new piece
+        of text as it is produced. Returns the new text (a ``str`` subclass carrying ``.tokens``
+        and prefill/decode timings).
+        """
+        ids = self.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
+        if not ids:
+            raise QuellmError("generate: empty prompt")
+        if max_new_tokens < 0:
+            raise QuellmError("generate: max_new_tokens must be >= 0")
+        total = len(ids) + max_new_tokens
+        if total > self.max_len:
+            raise QuellmError(f"generate: prompt ({len(ids)}) + max_new_tokens ({max_new_tokens}) exceeds the "
+                              f"model's maximum length {self.max_len}")
+        rng = np.random.default_rng(seed)
+        state = self.new_state(1, total)
+        eos = self._eos_ids() if stop_at_eos else set()
+        new: list[int] = []
+        t0 = time.perf_counter()
+        logits = self.forward(ids, state, all_logits=False) if max_new_tokens else None
+        t1 = time.perf_counter()
+        text_so_far = ""
+        while logits is not None and len(new) < max_new_tokens:
+            tok = sample_next(logits, rng, temperature, top_k, top_p)
+            new.append(tok)
+            if stream is not None and self.tokenizer is not None:
+                text = self.decode(new)
+                if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+                    stream(text[len(text_so_far):])
+                    text_so_far = text
+            if tok in eos or len(new) == max_new_tokens:
+                break
+            logits = self.forward([tok], state, all_logits=False)
+        t2 = time.perf_counter()
+        out = GenerationResult(self.decode(new) if self.tokenizer is not None else "")
+        out.tokens = new
+        out.prompt_tokens = len(ids)
+        out.prefill_seconds = t1 - t0
+        out.decode_seconds = t2 - t1
+        if stream is not None and self.tokenizer is not None and len(out) > len(text_so_far):
+            stream(out[len(text_so_far):])
+        return out

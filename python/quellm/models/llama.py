@@ -1,0 +1,90 @@
+"""Llama-family models (Llama, Mistral, Qwen2, SmolLM) on the C++ runtime (cpp/runtime/llama.cpp)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import _core
+from ..errors import QuellmError
+from ..io.checkpoint import Checkpoint
+from ..io.config import LlamaConfig
+from ..reference import rope_inv_freq
+from .base import CausalLM
+
+__all__ = ["LlamaModel", "LlamaState"]
+
+
+class LlamaState:
+    """KV caches of a batch of sequences (keys after RoPE, every layer)."""
+
+    def __init__(self, caches: list[Any]):
+        self.caches = caches
+
+    @property
+    def batch(self) -> int:
+        return len(self.caches)
+
+    @property
+    def len(self) -> int:
+        return int(self.caches[0].len)
+
+    def truncate(self, n: int) -> None:
+        """Forget positions from ``n`` on (e.g. to reuse a prompt prefix)."""
+        for c in self.caches:
+            c.truncate(n)
+
+
+class LlamaModel(CausalLM):
+    """A Llama-family decoder. Weights are float32 arrays held once by the runtime (f32
+    checkpoints are used straight from their memory map)."""
+
+    family = "llama"
+
+    def __init__(self, config: LlamaConfig, tensors: dict[str, np.ndarray], tokenizer: Any = None, path: Any = None):
+        super().__init__(config, tokenizer, path)
+        cfg = {
+            "hidden_size": config.hidden_size,
+            "intermediate_size": config.intermediate_size,
+            "num_hidden_layers": config.num_hidden_layers,
+            "num_attention_heads": config.num_attention_heads,
+            "num_key_value_heads": config.num_key_value_heads,
+            "head_dim": config.head_dim,
+            "vocab_size": config.vocab_size,
+            "max_position_embeddings": config.max_position_embeddings,
+            "rms_norm_eps": config.rms_norm_eps,
+            "sliding_window": config.sliding_window,
+        }
+        self._tensors = tensors
+        self._rt = _core.LlamaModel(cfg, tensors, rope_inv_freq(config))
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Checkpoint, tokenizer: Any = None) -> "LlamaModel":
+        if not isinstance(ckpt.config, LlamaConfig):
+            raise QuellmError(f"{ckpt.path}: not a Llama-family checkpoint ({ckpt.config.architecture})")
+        tensors = {}
+        for name in ckpt:
+            a = ckpt[name]
+            # f32 tensors are used in place from the memory map; others are converted once.
+            tensors[name] = a if a.dtype == np.float32 and a.flags.c_contiguous else np.ascontiguousarray(a, dtype=np.float32)
+        return cls(ckpt.config, tensors, tokenizer, ckpt.path)
+
+    @property
+    def max_len(self) -> int:
+        return int(self.config.max_position_embeddings)
+
+    def new_state(self, batch: int = 1, capacity: int | None = None) -> LlamaState:
+        cap = self.max_len if capacity is None else int(capacity)
+        if not 1 <= cap <= self.max_len:
+            raise QuellmError(f"cache capacity must be in [1, {self.max_len}] (max_position_embeddings), got {cap}")
+        return LlamaState([_core.KVCache(self._rt, cap) for _ in range(batch)])
+
+    def _forward(self, tokens: np.ndarray, state: LlamaState, all_logits: bool) -> np.ndarray:
+        if not isinstance(state, LlamaState) or state.batch != tokens.shape[0]:
+            raise QuellmError(f"forward: state for {getattr(state, 'batch', '?')} sequences, tokens for {tokens.shape[0]}")
+        end = state.len + tokens.shape[1]
+        if end > state.caches[0].capacity:
+            raise QuellmError(f"forward: {end} positions exceed the state's capacity {state.caches[0].capacity}"
+                              + (f" (max_position_embeddings = {self.max_len})" if end > self.max_len else ""))
+        return self._rt.forward(tokens, state.caches, all_logits)
