@@ -16,6 +16,7 @@
 #include "fwht.h"
 #include "matmul.h"
 #include "runtime/llama.h"
+#include "runtime/mamba.h"
 #if defined(QUELLM_HAS_CUDA)
 #include "cuda_api.h"
 #endif
@@ -131,9 +132,46 @@ void fwht_binding(const py::array& x, py::array& out, int64_t m, const py::objec
         fwht(p);
 }
 
-// ---- Llama runtime ---------------------------------------------------------------------------
+// ---- runtimes ----------------------------------------------------------------------------------
+// Looks up float32 tensors by their Hugging Face names, checks shapes, and keeps a reference to
+// each array so the runtime can point into it.
+struct WeightTable {
+    const py::dict& tensors;
+    std::vector<py::array>& keep;
+    const char* who;
+
+    const float* operator()(const std::string& name, const std::vector<int64_t>& shape, bool required = true) {
+        if (!tensors.contains(name.c_str())) {
+            QUELLM_CHECK(!required, who, ": tensor '", name, "' is missing");
+            return nullptr;
+        }
+        py::array a = py::array::ensure(tensors[name.c_str()]);
+        const float* p = f32_data(a, name.c_str());
+        QUELLM_CHECK(size_t(a.ndim()) == shape.size() && std::equal(shape.begin(), shape.end(), a.shape()),
+                     who, ": tensor '", name, "' has the wrong shape");
+        keep.push_back(a);
+        return p;
+    }
+    Linear linear(const std::string& pre, int64_t out, int64_t in) {
+        Linear l;
+        l.w = (*this)(pre + ".weight", {out, in});
+        l.b = (*this)(pre + ".bias", {out}, false);
+        l.out = out;
+        l.in = in;
+        return l;
+    }
+};
+
 // The model holds references to the numpy arrays it points into, so weights are never copied
 // (f32 memory-mapped checkpoints are used in place) and outlive the model.
+template <typename State>
+std::vector<State*> checked_states(const std::vector<State*>& states, int64_t B) {
+    QUELLM_CHECK(int64_t(states.size()) == B, "forward: ", B, " sequences but ", states.size(), " states");
+    for (size_t i = 0; i < states.size(); ++i)
+        for (size_t j = 0; j < i; ++j) QUELLM_CHECK(states[i] != states[j], "forward: the same state is passed twice");
+    return states;
+}
+
 struct PyLlama {
     LlamaConfig cfg;
     LlamaWeights w;
@@ -161,46 +199,27 @@ std::shared_ptr<PyLlama> make_llama(const py::dict& cfg, const py::dict& tensors
     QUELLM_CHECK(c.n_kv_heads > 0 && c.n_heads % c.n_kv_heads == 0, "LlamaModel: n_heads must be a multiple of n_kv_heads");
     QUELLM_CHECK(c.head_dim % 2 == 0, "LlamaModel: head_dim must be even");
 
-    auto get = [&](const std::string& name, std::vector<int64_t> shape, bool required) -> const float* {
-        if (!tensors.contains(name.c_str())) {
-            QUELLM_CHECK(!required, "LlamaModel: tensor '", name, "' is missing");
-            return nullptr;
-        }
-        py::array a = py::array::ensure(tensors[name.c_str()]);
-        const float* p = f32_data(a, name.c_str());
-        QUELLM_CHECK(size_t(a.ndim()) == shape.size() && std::equal(shape.begin(), shape.end(), a.shape()),
-                     "LlamaModel: tensor '", name, "' has the wrong shape");
-        m->keep.push_back(a);
-        return p;
-    };
-    auto linear = [&](const std::string& pre, int64_t out, int64_t in) {
-        Linear l;
-        l.w = get(pre + ".weight", {out, in}, true);
-        l.b = get(pre + ".bias", {out}, false);
-        l.out = out;
-        l.in = in;
-        return l;
-    };
+    WeightTable get{tensors, m->keep, "LlamaModel"};
     const int64_t D = c.dim, F = c.hidden_dim, qd = c.n_heads * c.head_dim, kvd = c.n_kv_heads * c.head_dim;
     LlamaWeights& w = m->w;
-    w.embed = get("model.embed_tokens.weight", {c.vocab_size, D}, true);
+    w.embed = get("model.embed_tokens.weight", {c.vocab_size, D});
     for (int64_t i = 0; i < c.n_layers; ++i) {
         const std::string p = "model.layers." + std::to_string(i) + ".";
         LlamaLayer L;
-        L.attn_norm = get(p + "input_layernorm.weight", {D}, true);
-        L.q = linear(p + "self_attn.q_proj", qd, D);
-        L.k = linear(p + "self_attn.k_proj", kvd, D);
-        L.v = linear(p + "self_attn.v_proj", kvd, D);
-        L.o = linear(p + "self_attn.o_proj", D, qd);
-        L.ffn_norm = get(p + "post_attention_layernorm.weight", {D}, true);
-        L.gate = linear(p + "mlp.gate_proj", F, D);
-        L.up = linear(p + "mlp.up_proj", F, D);
-        L.down = linear(p + "mlp.down_proj", D, F);
+        L.attn_norm = get(p + "input_layernorm.weight", {D});
+        L.q = get.linear(p + "self_attn.q_proj", qd, D);
+        L.k = get.linear(p + "self_attn.k_proj", kvd, D);
+        L.v = get.linear(p + "self_attn.v_proj", kvd, D);
+        L.o = get.linear(p + "self_attn.o_proj", D, qd);
+        L.ffn_norm = get(p + "post_attention_layernorm.weight", {D});
+        L.gate = get.linear(p + "mlp.gate_proj", F, D);
+        L.up = get.linear(p + "mlp.up_proj", F, D);
+        L.down = get.linear(p + "mlp.down_proj", D, F);
         w.layers.push_back(L);
     }
-    w.final_norm = get("model.norm.weight", {D}, true);
+    w.final_norm = get("model.norm.weight", {D});
     if (tensors.contains("lm_head.weight"))
-        w.lm_head = linear("lm_head", c.vocab_size, D);
+        w.lm_head = get.linear("lm_head", c.vocab_size, D);
     else
         w.lm_head = Linear{w.embed, nullptr, c.vocab_size, D};
     py::array_t<float, py::array::c_style | py::array::forcecast> f(inv_freq);
@@ -213,9 +232,7 @@ py::array llama_forward_binding(PyLlama& m, const py::array& tokens_in, const st
     auto tokens = py::array_t<int32_t, py::array::c_style | py::array::forcecast>::ensure(tokens_in);
     QUELLM_CHECK(tokens && tokens.ndim() == 2, "forward: tokens must be a 2-D integer array (batch, seq)");
     const int64_t B = tokens.shape(0), T = tokens.shape(1);
-    QUELLM_CHECK(int64_t(caches.size()) == B, "forward: ", B, " sequences but ", caches.size(), " caches");
-    for (size_t i = 0; i < caches.size(); ++i)
-        for (size_t j = 0; j < i; ++j) QUELLM_CHECK(caches[i] != caches[j], "forward: the same cache is passed twice");
+    checked_states(caches, B);
     const int64_t V = m.cfg.vocab_size;
     py::array_t<float> logits = all_logits ? py::array_t<float>({B, T, V}) : py::array_t<float>({B, V});
     float* out = logits.mutable_data();
@@ -223,6 +240,69 @@ py::array llama_forward_binding(PyLlama& m, const py::array& tokens_in, const st
     {
         py::gil_scoped_release release;
         llama_forward(m.cfg, m.w, tp, B, T, caches.data(), all_logits, out);
+    }
+    return logits;
+}
+
+struct PyMamba {
+    MambaConfig cfg;
+    MambaWeights w;
+    std::vector<py::array> keep;
+};
+
+std::shared_ptr<PyMamba> make_mamba(const py::dict& cfg, const py::dict& tensors) {
+    auto m = std::make_shared<PyMamba>();
+    MambaConfig& c = m->cfg;
+    c.dim = dict_int(cfg, "hidden_size");
+    c.d_inner = dict_int(cfg, "intermediate_size");
+    c.d_state = dict_int(cfg, "state_size");
+    c.d_conv = dict_int(cfg, "conv_kernel");
+    c.dt_rank = dict_int(cfg, "time_step_rank");
+    c.n_layers = dict_int(cfg, "num_hidden_layers");
+    c.vocab_size = dict_int(cfg, "vocab_size");
+    c.norm_eps = cfg["layer_norm_epsilon"].cast<float>();
+    QUELLM_CHECK(c.d_conv >= 1 && c.d_conv <= 64, "MambaModel: conv_kernel must be in [1, 64], got ", c.d_conv);
+    WeightTable get{tensors, m->keep, "MambaModel"};
+    const int64_t D = c.dim, Di = c.d_inner, Ns = c.d_state, K = c.d_conv, R = c.dt_rank;
+    MambaWeights& w = m->w;
+    w.embed = get("backbone.embeddings.weight", {c.vocab_size, D});
+    for (int64_t i = 0; i < c.n_layers; ++i) {
+        const std::string p = "backbone.layers." + std::to_string(i) + ".";
+        MambaLayer L;
+        L.norm = get(p + "norm.weight", {D});
+        L.in_proj = get.linear(p + "mixer.in_proj", 2 * Di, D);
+        L.conv_w = get(p + "mixer.conv1d.weight", {Di, 1, K});
+        L.conv_b = get(p + "mixer.conv1d.bias", {Di}, false);
+        L.x_proj = get.linear(p + "mixer.x_proj", R + 2 * Ns, Di);
+        L.dt_proj = get.linear(p + "mixer.dt_proj", Di, R);
+        QUELLM_CHECK(L.dt_proj.b != nullptr, "MambaModel: tensor '", p, "mixer.dt_proj.bias' is missing");
+        const float* a_log = get(p + "mixer.A_log", {Di, Ns});
+        L.A.resize(size_t(Di * Ns));
+        for (int64_t j = 0; j < Di * Ns; ++j) L.A[j] = -std::exp(a_log[j]);
+        L.D = get(p + "mixer.D", {Di});
+        L.out_proj = get.linear(p + "mixer.out_proj", D, Di);
+        w.layers.push_back(std::move(L));
+    }
+    w.norm_f = get("backbone.norm_f.weight", {D});
+    if (tensors.contains("lm_head.weight"))
+        w.lm_head = get.linear("lm_head", c.vocab_size, D);
+    else
+        w.lm_head = Linear{w.embed, nullptr, c.vocab_size, D};
+    return m;
+}
+
+py::array mamba_forward_binding(PyMamba& m, const py::array& tokens_in, const std::vector<MambaState*>& states_in, bool all_logits) {
+    auto tokens = py::array_t<int32_t, py::array::c_style | py::array::forcecast>::ensure(tokens_in);
+    QUELLM_CHECK(tokens && tokens.ndim() == 2, "forward: tokens must be a 2-D integer array (batch, seq)");
+    const int64_t B = tokens.shape(0), T = tokens.shape(1);
+    std::vector<MambaState*> states = checked_states(states_in, B);
+    const int64_t V = m.cfg.vocab_size;
+    py::array_t<float> logits = all_logits ? py::array_t<float>({B, T, V}) : py::array_t<float>({B, V});
+    float* out = logits.mutable_data();
+    const int32_t* tp = tokens.data();
+    {
+        py::gil_scoped_release release;
+        mamba_forward(m.cfg, m.w, tp, B, T, states.data(), all_logits, out);
     }
     return logits;
 }
@@ -416,6 +496,35 @@ PYBIND11_MODULE(_core, m) {
             std::copy_n(c.v.data() + layer * per_layer, c.len * n_kv * hd, out.mutable_data());
             return out;
         });
+
+    py::class_<PyMamba, std::shared_ptr<PyMamba>>(m, "MambaModel",
+        "Mamba-1 runtime over float32 weight arrays (HF tensor names); see quellm.models.mamba.")
+        .def(py::init(&make_mamba), py::arg("config"), py::arg("tensors"))
+        .def("forward", &mamba_forward_binding, py::arg("tokens"), py::arg("states"), py::arg("all_logits") = true,
+             "Run tokens (B, T) through the model, advancing the B states; logits (B, T, V) or (B, V).")
+        .def_property_readonly("vocab_size", [](const PyMamba& m) { return m.cfg.vocab_size; });
+    py::class_<MambaState>(m, "MambaState", "Conv and SSM state of one sequence, every layer.")
+        .def(py::init([](const PyMamba& model) { return new MambaState(model.cfg); }), py::arg("model"))
+        .def_property_readonly("len", [](const MambaState& s) { return s.len; })
+        .def("reset", [](MambaState& s) {
+            s.len = 0;
+            std::fill(s.conv.begin(), s.conv.end(), 0.0f);
+            std::fill(s.ssm.begin(), s.ssm.end(), 0.0f);
+        })
+        .def("conv_state", [](const MambaState& s, const PyMamba& m, int64_t layer) {
+            const int64_t Di = m.cfg.d_inner, K1 = m.cfg.d_conv - 1;
+            QUELLM_CHECK(layer >= 0 && layer < m.cfg.n_layers, "conv_state: layer out of range");
+            py::array_t<float> out({Di, K1});
+            std::copy_n(s.conv.data() + layer * Di * K1, Di * K1, out.mutable_data());
+            return out;
+        }, py::arg("model"), py::arg("layer"), "(d_inner, conv_kernel - 1) newest pre-conv inputs, oldest first")
+        .def("ssm_state", [](const MambaState& s, const PyMamba& m, int64_t layer) {
+            const int64_t Di = m.cfg.d_inner, Ns = m.cfg.d_state;
+            QUELLM_CHECK(layer >= 0 && layer < m.cfg.n_layers, "ssm_state: layer out of range");
+            py::array_t<float> out({Di, Ns});
+            std::copy_n(s.ssm.data() + layer * Di * Ns, Di * Ns, out.mutable_data());
+            return out;
+        }, py::arg("model"), py::arg("layer"));
 
     // ---- f16 / bf16 conversions (the helpers every kernel uses for half-precision I/O) -------
     m.def("f32_to_f16_bits", &map_array<uint16_t, float, f32_to_f16>, py::arg("x"),

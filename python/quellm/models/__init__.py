@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
-from ..io import LlamaConfig, load_checkpoint
+from ..io import LlamaConfig, MambaConfig, load_checkpoint
 from .base import CausalLM, GenerationResult, sample_next
 from .llama import LlamaModel, LlamaState
+from .mamba import MambaModel, MambaSeqState
 
-__all__ = ["CausalLM", "GenerationResult", "LlamaModel", "LlamaState", "load", "sample_next"]
+__all__ = ["CausalLM", "GenerationResult", "LlamaModel", "LlamaState", "MambaModel", "MambaSeqState", "load", "sample_next"]
 
 
 def _tokenizer(path: Path | None) -> Any:
@@ -28,7 +29,8 @@ def _tokenizer(path: Path | None) -> Any:
 def load(path: str | os.PathLike[str]) -> CausalLM:
     """Load a model directory (config.json + safetensors + optional tokenizer.json).
 
-    Supported: ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``.
+    Supported: ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``,
+    ``MambaForCausalLM``.
 
     Raises:
         CheckpointError: anything wrong with the files, or an architecture quellm cannot run.
@@ -37,4 +39,5 @@ def load(path: str | os.PathLike[str]) -> CausalLM:
     tok = _tokenizer(ckpt.tokenizer_path)
     if isinstance(ckpt.config, LlamaConfig):
         return LlamaModel.from_checkpoint(ckpt, tok)
-    raise CheckpointError(f"{ckpt.path}: {ckpt.config.architecture} is not runnable yet (the Mamba runtime lands with issue 8)")
+    assert isinstance(ckpt.config, MambaConfig)
+    return MambaModel.from_checkpoint(ckpt, tok)

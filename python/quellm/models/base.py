@@ -18,7 +18,17 @@ import numpy as np
 from ..errors import QuellmError
 from ..io.config import ModelConfig
 
-__all__ = ["CausalLM", "GenerationResult", "sample_next"]
+__all__ = ["CausalLM", "GenerationResult", "float32_tensors", "sample_next"]
+
+
+def float32_tensors(ckpt: Any) -> dict[str, np.ndarray]:
+    """Every tensor of a checkpoint as a C-contiguous float32 array: f32 tensors are used in
+    place from the memory map, others (bf16, f16) are converted once."""
+    out = {}
+    for name in ckpt:
+        a = ckpt[name]
+        out[name] = a if a.dtype == np.float32 and a.flags.c_contiguous else np.ascontiguousarray(a, dtype=np.float32)
+    return out
 
 
 class GenerationResult(str):

@@ -11,7 +11,7 @@ from ..errors import QuellmError
 from ..io.checkpoint import Checkpoint
 from ..io.config import LlamaConfig
 from ..reference import rope_inv_freq
-from .base import CausalLM
+from .base import CausalLM, float32_tensors
 
 __all__ = ["LlamaModel", "LlamaState"]
 
@@ -63,12 +63,7 @@ class LlamaModel(CausalLM):
     def from_checkpoint(cls, ckpt: Checkpoint, tokenizer: Any = None) -> "LlamaModel":
         if not isinstance(ckpt.config, LlamaConfig):
             raise QuellmError(f"{ckpt.path}: not a Llama-family checkpoint ({ckpt.config.architecture})")
-        tensors = {}
-        for name in ckpt:
-            a = ckpt[name]
-            # f32 tensors are used in place from the memory map; others are converted once.
-            tensors[name] = a if a.dtype == np.float32 and a.flags.c_contiguous else np.ascontiguousarray(a, dtype=np.float32)
-        return cls(ckpt.config, tensors, tokenizer, ckpt.path)
+        return cls(ckpt.config, float32_tensors(ckpt), tokenizer, ckpt.path)
 
     @property
     def max_len(self) -> int:

@@ -1,4 +1,5 @@
-"""The Llama-family C++ runtime against transformers' logits (fixtures from make_fixtures.py)."""
+"""The C++ runtimes (Llama family and Mamba) against transformers' logits (fixtures from
+tests/make_fixtures.py): one interface, the same checks for both families."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from quellm.io import load_checkpoint, parse_config
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LLAMAS = ["llama_untied", "llama_tied_llama3", "qwen2_bias", "llama_bias_linear"]
+MAMBAS = ["mamba_tiny", "mamba_rank_nobias"]
+MODELS = LLAMAS + MAMBAS
 TOL = 1e-4
 
 
@@ -29,7 +32,7 @@ def close(got, want, what):
     assert np.array_equal(np.argmax(got, -1), np.argmax(want, -1)), f"{what}: argmax differs"
 
 
-@pytest.fixture(scope="module", params=LLAMAS)
+@pytest.fixture(scope="module", params=MODELS)
 def model(request):
     return request.param, quellm.load(FIXTURES / request.param)
 
@@ -72,8 +75,9 @@ def test_last_logits_only(model):
     close(m.forward(r["tokens"], all_logits=False), r["logits_full"][-1], f"{name} last")
 
 
-def test_kv_cache_contents(model):
-    name, m = model
+@pytest.mark.parametrize("name", LLAMAS)
+def test_kv_cache_contents(name):
+    m = quellm.load(FIXTURES / name)
     r = ref(name)
     c = m.config
     state = m.new_state(1, 12)
@@ -85,6 +89,21 @@ def test_kv_cache_contents(model):
         np.testing.assert_allclose(v, r["v_cache"][layer], atol=1e-5)
 
 
+@pytest.mark.parametrize("name", MAMBAS)
+def test_mamba_states(name):
+    m = quellm.load(FIXTURES / name)
+    r = ref(name)
+    state = m.new_state()
+    m.forward(r["tokens"][:7], state)
+    m.forward(r["tokens"][7:], state)
+    assert state.len == len(r["tokens"])
+    k1 = m.config.conv_kernel - 1
+    for layer in range(m.config.num_hidden_layers):
+        # HF keeps K columns (the newest included); quellm keeps the K-1 the next step needs.
+        np.testing.assert_allclose(state.conv_state(layer), r["conv_state"][layer][:, -k1:], atol=1e-5)
+        np.testing.assert_allclose(state.ssm_state(layer), r["ssm_state"][layer], atol=1e-6)
+
+
 def test_greedy_generation(model):
     name, m = model
     r = ref(name)
@@ -92,7 +111,7 @@ def test_greedy_generation(model):
     assert out.tokens == [int(t) for t in r["greedy_tokens"]]
 
 
-@pytest.mark.parametrize("name", LLAMAS)
+@pytest.mark.parametrize("name", MODELS)
 def test_every_isa_and_thread_count(name, isa, threads):
     m = quellm.load(FIXTURES / name)
     r = ref(name)
@@ -156,7 +175,7 @@ def test_no_tokenizer_is_a_clear_error(tiny):
         tiny.generate("hello", 3)
 
 
-def test_mamba_not_runnable_yet_or_unsupported(tmp_path):
+def test_unsupported_architecture(tmp_path):
     d = tmp_path / "m"
     shutil.copytree(FIXTURES / "llama_untied", d)
     cfg = json.loads((d / "config.json").read_text())
@@ -164,3 +183,21 @@ def test_mamba_not_runnable_yet_or_unsupported(tmp_path):
     (d / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(QuellmError, match="unsupported architecture"):
         quellm.load(d)
+
+
+@pytest.mark.parametrize("name", MAMBAS)
+def test_mamba_bad_checkpoints(name, tmp_path):
+    from quellm.io import save_checkpoint
+
+    ck = load_checkpoint(FIXTURES / name)
+    tensors = {n: np.asarray(ck[n]) for n in ck}
+    del tensors["backbone.layers.1.mixer.A_log"]
+    with pytest.raises(QuellmError, match="A_log' required"):
+        quellm.load(save_checkpoint(tmp_path / "a", ck.raw_config, tensors))
+    tensors = {n: np.asarray(ck[n]) for n in ck}
+    tensors["backbone.layers.0.mixer.x_proj.weight"] = tensors["backbone.layers.0.mixer.x_proj.weight"][:-1]
+    with pytest.raises(QuellmError, match="x_proj.weight' has shape"):
+        quellm.load(save_checkpoint(tmp_path / "b", ck.raw_config, tensors))
+    m = quellm.load(FIXTURES / name)
+    with pytest.raises(QuellmError, match="out of range"):
+        m.forward([m.vocab_size])

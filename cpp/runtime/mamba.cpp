@@ -1,0 +1,102 @@
+// mamba.cpp — forward pass of the Mamba-1 runtime (see mamba.h and MODELS.md §3.3–3.4).
+//
+// Linears run over all B·T rows as GEMMs; the causal conv and the selective scan run channel by
+// channel (OpenMP over (sequence, channel)), keeping the channel's N-state in registers/L1 and
+// walking the T tokens in order — the same loop for prefill and for a single decode step.
+#include "mamba.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "common.h"
+#include "cpu_features.h"
+#include "matmul.h"
+#include "ops.h"
+
+namespace quellm {
+
+MambaState::MambaState(const MambaConfig& c)
+    : conv(size_t(c.n_layers * c.d_inner * (c.d_conv - 1)), 0.0f), ssm(size_t(c.n_layers * c.d_inner * c.d_state), 0.0f) {}
+
+void mamba_forward(const MambaConfig& c, const MambaWeights& w, const int32_t* tokens, int64_t B, int64_t T,
+                   MambaState* const* states, bool all_logits, float* logits) {
+    const int64_t D = c.dim, Di = c.d_inner, Ns = c.d_state, K = c.d_conv, R = c.dt_rank, V = c.vocab_size;
+    const int64_t N = B * T, P = R + 2 * Ns;
+    QUELLM_CHECK(B >= 1 && T >= 1, "forward: need at least one token per sequence");
+    for (int64_t i = 0; i < N; ++i)
+        QUELLM_CHECK(tokens[i] >= 0 && tokens[i] < V, "forward: token id ", tokens[i], " out of range [0, ", V, ")");
+    for (int64_t b = 0; b < B; ++b) QUELLM_CHECK(states[b] != nullptr, "forward: null state");
+    const int nt = num_threads();
+
+    std::vector<float> x(N * D), h(N * D), xz(N * 2 * Di), u(N * Di), dbc(N * P), dt(N * Di), y(N * Di);
+    for (int64_t i = 0; i < N; ++i) std::copy_n(w.embed + int64_t(tokens[i]) * D, D, x.data() + i * D);
+
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+        const MambaLayer& L = w.layers[l];
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t i = 0; i < N; ++i) rmsnorm(h.data() + i * D, x.data() + i * D, L.norm, D, c.norm_eps);
+        linear_forward(L.in_proj, h.data(), N, xz.data());
+
+        // Causal depthwise conv over [state (K-1 oldest→newest), new tokens], then SiLU.
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t bc = 0; bc < B * Di; ++bc) {
+            const int64_t b = bc / Di, ch = bc % Di;
+            float* cs = states[b]->conv.data() + (l * Di + ch) * (K - 1);
+            const float* wk = L.conv_w + ch * K;
+            float win[64];  // K - 1 + 1 <= 64 (checked at model construction)
+            for (int64_t k = 0; k < K - 1; ++k) win[k] = cs[k];
+            for (int64_t t = 0; t < T; ++t) {
+                const int64_t i = b * T + t;
+                win[K - 1] = xz[i * 2 * Di + ch];
+                float acc = L.conv_b ? L.conv_b[ch] : 0.0f;
+                for (int64_t k = 0; k < K; ++k) acc += wk[k] * win[k];
+                u[i * Di + ch] = silu(acc);
+                for (int64_t k = 0; k + 1 < K; ++k) win[k] = win[k + 1];
+            }
+            for (int64_t k = 0; k < K - 1; ++k) cs[k] = win[k];
+        }
+
+        // dt_low, B, C = x_proj(u); dt = softplus(dt_proj(dt_low) + bias).
+        linear_forward(L.x_proj, u.data(), N, dbc.data());
+        {
+            MatmulParams p{dbc.data(), L.dt_proj.w, L.dt_proj.b, dt.data(), N, Di, R, P, Di};
+            matmul_f32(p);
+        }
+
+        // Selective scan with D skip and SiLU(z) gating, channel by channel.
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t bc = 0; bc < B * Di; ++bc) {
+            const int64_t b = bc / Di, ch = bc % Di;
+            float* hs = states[b]->ssm.data() + (l * Di + ch) * Ns;
+            const float* A = L.A.data() + ch * Ns;
+            for (int64_t t = 0; t < T; ++t) {
+                const int64_t i = b * T + t;
+                const float d = softplus(dt[i * Di + ch]);
+                const float uu = u[i * Di + ch];
+                const float* Bt = dbc.data() + i * P + R;
+                const float* Ct = Bt + Ns;
+                float acc = 0.0f;
+                for (int64_t n = 0; n < Ns; ++n) {
+                    hs[n] = std::exp(d * A[n]) * hs[n] + d * Bt[n] * uu;
+                    acc += hs[n] * Ct[n];
+                }
+                const float z = xz[i * 2 * Di + Di + ch];
+                y[i * Di + ch] = (acc + L.D[ch] * uu) * silu(z);
+            }
+        }
+        linear_forward(L.out_proj, y.data(), N, h.data());
+        for (int64_t i = 0; i < N * D; ++i) x[i] += h[i];
+    }
+    for (int64_t b = 0; b < B; ++b) states[b]->len += T;
+
+    const int64_t rows = all_logits ? N : B;
+    for (int64_t r = 0; r < rows; ++r) {
+        const int64_t i = all_logits ? r : r * T + (T - 1);
+        rmsnorm(h.data() + r * D, x.data() + i * D, w.norm_f, D, c.norm_eps);
+    }
+    linear_forward(w.lm_head, h.data(), rows, logits);
+}
+
+}  // namespace quellm
