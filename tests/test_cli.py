@@ -75,3 +75,46 @@ def test_usage_errors(argv):
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _with_tokenizer(tmp_path):
+    """A fixture model with a small byte-level BPE tokenizer.json, so the CLI can take text."""
+    import shutil
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    d = tmp_path / "m"
+    shutil.copytree(FIXTURES / "llama_untied", d)
+    vocab = {chr(i) if 33 <= i < 127 else f"<{i}>": i for i in range(256)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<0>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    tok.save(str(d / "tokenizer.json"))
+    return d
+
+
+def test_generate_streams_and_reports_speed(tmp_path):
+    d = _with_tokenizer(tmp_path)
+    out = run_cli("generate", str(d), "--prompt", "abc", "--max-new-tokens", "5")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("abc") and len(out.stdout.strip()) > 3
+    assert "tok/s" in out.stderr
+
+
+def test_eval_perplexity_and_against(tmp_path):
+    d = _with_tokenizer(tmp_path)
+    data = tmp_path / "t.txt"
+    data.write_text("hello world, this is a small text for the evaluation window test. " * 3)
+    out = run_cli("eval", str(d), "--data", str(data), "--ctx", "32")
+    assert out.returncode == 0, out.stderr
+    assert "perplexity" in out.stdout and "tokens" in out.stdout
+    out = run_cli("eval", str(d), "--data", str(data), "--ctx", "32", "--against", str(d))
+    assert out.returncode == 0, out.stderr
+    assert "top-1 agreement 100.00 %" in out.stdout
+
+
+def test_eval_missing_data_file(tmp_path):
+    out = run_cli("eval", str(FIXTURES / "llama_untied"), "--data", str(tmp_path / "nope.txt"))
+    assert out.returncode == 2 and "cannot read" in out.stderr

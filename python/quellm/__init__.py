@@ -11,6 +11,7 @@ from . import _core
 from ._info import cuda_available, format_info, info
 from .errors import CheckpointError, ConfigError, QuellmError
 from .io import Checkpoint, load_checkpoint, save_checkpoint
+from .eval import compare, perplexity
 from .models import CausalLM, load
 
 __version__: str = _core.__version__
@@ -54,6 +55,7 @@ __all__ = [
     "ConfigError",
     "QuellmError",
     "__version__",
+    "compare",
     "cuda_available",
     "format_info",
     "info",
@@ -62,6 +64,7 @@ __all__ = [
     "load",
     "load_checkpoint",
     "num_threads",
+    "perplexity",
     "save_checkpoint",
     "set_isa",
     "set_num_threads",

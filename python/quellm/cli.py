@@ -80,6 +80,68 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="model directory")
+    p.add_argument("--prompt", required=True, help="text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+
+
+@command("generate", "continue a prompt, streaming the text; prints tokens/s", _generate_args)
+def _generate(args: argparse.Namespace) -> int:
+    from . import load, set_num_threads
+
+    if args.threads:
+        set_num_threads(args.threads)
+    model = load(args.path)
+    print(args.prompt, end="", flush=True)
+    out = model.generate(args.prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                         top_p=args.top_p, seed=args.seed,
+                         stream=lambda piece: print(piece, end="", flush=True))
+    print()
+    print(f"[{out.prompt_tokens} prompt tokens in {out.prefill_seconds:.2f} s "
+          f"({out.prompt_tokens / max(out.prefill_seconds, 1e-9):.1f} tok/s); {len(out.tokens)} new tokens, "
+          f"decode {out.decode_tokens_per_second:.1f} tok/s]", file=sys.stderr)
+    return 0
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="model directory")
+    p.add_argument("--data", required=True, help="UTF-8 text file to evaluate on")
+    p.add_argument("--ctx", type=int, default=512, help="window length in tokens (default 512)")
+    p.add_argument("--stride", type=int, default=None, help="score the last STRIDE tokens of overlapping windows")
+    p.add_argument("--max-windows", type=int, default=None)
+    p.add_argument("--against", default=None, help="reference model directory: also report KL and top-1 agreement")
+    p.add_argument("--threads", type=int, default=None)
+
+
+@command("eval", "perplexity on a text file; with --against, KL divergence and top-1 agreement", _eval_args)
+def _eval(args: argparse.Namespace) -> int:
+    from . import compare, load, perplexity, set_num_threads
+
+    if args.threads:
+        set_num_threads(args.threads)
+    try:
+        text = open(args.data, encoding="utf-8").read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise QuellmError(f"{args.data}: cannot read text: {e}") from None
+    model = load(args.path)
+    kw = dict(ctx=args.ctx, stride=args.stride, max_windows=args.max_windows)
+    if args.against:
+        c = compare(model, load(args.against), text, **kw)
+        print(f"perplexity {c.perplexity_model:.4f} (reference {c.perplexity_reference:.4f}) over {c.tokens} tokens")
+        print(f"KL(reference || model) {c.kl:.5f} nats/token, top-1 agreement {100 * c.top1_agreement:.2f} %")
+    else:
+        r = perplexity(model, text, **kw)
+        print(f"perplexity {r.perplexity:.4f} (NLL {r.nll:.4f}) over {r.tokens} tokens in {r.windows} windows, "
+              f"{r.seconds:.1f} s ({r.tokens_per_second:.0f} tok/s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="quellm", description="Low-bit LLM and Mamba inference despite outlier channels."
