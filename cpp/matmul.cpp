@@ -48,9 +48,11 @@ void matmul_f32(const MatmulParams& p) {
         default: break;
     }
 #endif
-    constexpr int MR = 4, NR = 4;
-    constexpr int64_t MB = 64;   // rows of x per block: MB x KC floats stay in L2
-    constexpr int64_t KC = 512;  // K per block: a W tile (NR x KC) stays in L1
+    constexpr int MR = 6, NR = 4;
+    constexpr int64_t MB = 96;   // rows of x per block: MB x KC floats stay in L2
+    // K per block: a W tile (NR x KC) stays in L1. Short K is not split (a tiny last block
+    // would cost a full reduction epilogue).
+    const int64_t KC = p.K <= 1024 ? std::max<int64_t>(p.K, 1) : 512;
     const int64_t n_tiles = ceil_div(p.N, NR);
     const int nt = int(std::min<int64_t>(num_threads(), n_tiles));
     // Each thread owns a contiguous range of W tiles (every W row is read by one thread) and

@@ -23,7 +23,7 @@ void matmul_f32_ref(const MatmulParams& p);
 void matmul_f32(const MatmulParams& p);
 
 // One register tile: the dot products over k in [k0, k1) for rows i0..i0+mr-1 of x and rows
-// j0..j0+nr-1 of W (mr, nr <= 4). The first K block writes y = acc (+ b); later blocks add.
+// j0..j0+nr-1 of W (mr <= 6, nr <= 4). The first K block writes y = acc (+ b); later blocks add.
 struct MatmulTile {
     int64_t i0, j0, k0, k1;
     int mr, nr;

@@ -63,6 +63,8 @@ void tile_rows(const quellm::MatmulParams& p, const quellm::MatmulTile& t) {
 template <class V>
 void tile_any(const quellm::MatmulParams& p, const quellm::MatmulTile& t) {
     switch (t.mr) {
+        case 6: tile_rows<V, 6>(p, t); break;
+        case 5: tile_rows<V, 5>(p, t); break;
         case 4: tile_rows<V, 4>(p, t); break;
         case 3: tile_rows<V, 3>(p, t); break;
         case 2: tile_rows<V, 2>(p, t); break;
