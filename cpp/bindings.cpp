@@ -17,6 +17,7 @@
 #include "matmul.h"
 #include "runtime/llama.h"
 #include "runtime/mamba.h"
+#include "runtime/observe.h"
 #if defined(QUELLM_HAS_CUDA)
 #include "cuda_api.h"
 #endif
@@ -228,7 +229,8 @@ std::shared_ptr<PyLlama> make_llama(const py::dict& cfg, const py::dict& tensors
     return m;
 }
 
-py::array llama_forward_binding(PyLlama& m, const py::array& tokens_in, const std::vector<KVCache*>& caches, bool all_logits) {
+py::array llama_forward_binding(PyLlama& m, const py::array& tokens_in, const std::vector<KVCache*>& caches, bool all_logits,
+                                Observers* obs) {
     auto tokens = py::array_t<int32_t, py::array::c_style | py::array::forcecast>::ensure(tokens_in);
     QUELLM_CHECK(tokens && tokens.ndim() == 2, "forward: tokens must be a 2-D integer array (batch, seq)");
     const int64_t B = tokens.shape(0), T = tokens.shape(1);
@@ -239,7 +241,7 @@ py::array llama_forward_binding(PyLlama& m, const py::array& tokens_in, const st
     const int32_t* tp = tokens.data();
     {
         py::gil_scoped_release release;
-        llama_forward(m.cfg, m.w, tp, B, T, caches.data(), all_logits, out);
+        llama_forward(m.cfg, m.w, tp, B, T, caches.data(), all_logits, out, obs);
     }
     return logits;
 }
@@ -291,7 +293,8 @@ std::shared_ptr<PyMamba> make_mamba(const py::dict& cfg, const py::dict& tensors
     return m;
 }
 
-py::array mamba_forward_binding(PyMamba& m, const py::array& tokens_in, const std::vector<MambaState*>& states_in, bool all_logits) {
+py::array mamba_forward_binding(PyMamba& m, const py::array& tokens_in, const std::vector<MambaState*>& states_in, bool all_logits,
+                                Observers* obs) {
     auto tokens = py::array_t<int32_t, py::array::c_style | py::array::forcecast>::ensure(tokens_in);
     QUELLM_CHECK(tokens && tokens.ndim() == 2, "forward: tokens must be a 2-D integer array (batch, seq)");
     const int64_t B = tokens.shape(0), T = tokens.shape(1);
@@ -302,7 +305,7 @@ py::array mamba_forward_binding(PyMamba& m, const py::array& tokens_in, const st
     const int32_t* tp = tokens.data();
     {
         py::gil_scoped_release release;
-        mamba_forward(m.cfg, m.w, tp, B, T, states.data(), all_logits, out);
+        mamba_forward(m.cfg, m.w, tp, B, T, states.data(), all_logits, out, obs);
     }
     return logits;
 }
@@ -469,6 +472,7 @@ PYBIND11_MODULE(_core, m) {
         "Llama-family runtime over float32 weight arrays (HF tensor names); see quellm.models.llama.")
         .def(py::init(&make_llama), py::arg("config"), py::arg("tensors"), py::arg("inv_freq"))
         .def("forward", &llama_forward_binding, py::arg("tokens"), py::arg("caches"), py::arg("all_logits") = true,
+             py::arg("observers") = nullptr,
              "Run tokens (B, T) through the model, appending to the B caches; logits (B, T, V) or (B, V).")
         .def_property_readonly("vocab_size", [](const PyLlama& m) { return m.cfg.vocab_size; })
         .def_property_readonly("max_seq_len", [](const PyLlama& m) { return m.cfg.max_seq_len; });
@@ -501,6 +505,7 @@ PYBIND11_MODULE(_core, m) {
         "Mamba-1 runtime over float32 weight arrays (HF tensor names); see quellm.models.mamba.")
         .def(py::init(&make_mamba), py::arg("config"), py::arg("tensors"))
         .def("forward", &mamba_forward_binding, py::arg("tokens"), py::arg("states"), py::arg("all_logits") = true,
+             py::arg("observers") = nullptr,
              "Run tokens (B, T) through the model, advancing the B states; logits (B, T, V) or (B, V).")
         .def_property_readonly("vocab_size", [](const PyMamba& m) { return m.cfg.vocab_size; });
     py::class_<MambaState>(m, "MambaState", "Conv and SSM state of one sequence, every layer.")
@@ -525,6 +530,33 @@ PYBIND11_MODULE(_core, m) {
             std::copy_n(s.ssm.data() + layer * Di * Ns, Di * Ns, out.mutable_data());
             return out;
         }, py::arg("model"), py::arg("layer"));
+
+    py::class_<Observers>(m, "Observers", "Per-channel activation statistics at every quantization point.")
+        .def(py::init<int64_t, bool>(), py::arg("n_layers"), py::arg("xtx") = false)
+        .def_readonly("n_layers", &Observers::n_layers)
+        .def_static("kinds", [] {
+            std::vector<std::string> v;
+            for (int k = 0; k < OBS_NUM_KINDS; ++k) v.emplace_back(obs_kind_name(k));
+            return v;
+        })
+        .def("stats", [](const Observers& o, int64_t layer, int kind) -> py::object {
+            QUELLM_CHECK(layer >= 0 && layer <= o.n_layers && kind >= 0 && kind < OBS_NUM_KINDS, "stats: bad point");
+            const ChannelStats& s = o.stats[size_t(layer * OBS_NUM_KINDS + kind)];
+            if (s.channels == 0) return py::none();
+            py::dict d;
+            const int64_t C = s.channels;
+            d["count"] = s.count;
+            d["absmax"] = py::array_t<float>(C, s.absmax.data());
+            d["sum"] = py::array_t<double>(C, s.sum.data());
+            d["sum2"] = py::array_t<double>(C, s.sum2.data());
+            d["sum3"] = py::array_t<double>(C, s.sum3.data());
+            d["sum4"] = py::array_t<double>(C, s.sum4.data());
+            if (!s.xtx.empty()) d["xtx"] = py::array_t<double>({C, C}, s.xtx.data());
+            d["nonfinite"] = s.nonfinite;
+            d["bad_row"] = s.bad_row;
+            d["bad_channel"] = s.bad_channel;
+            return std::move(d);
+        }, py::arg("layer"), py::arg("kind"));
 
     // ---- f16 / bf16 conversions (the helpers every kernel uses for half-precision I/O) -------
     m.def("f32_to_f16_bits", &map_array<uint16_t, float, f32_to_f16>, py::arg("x"),

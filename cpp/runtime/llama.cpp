@@ -26,7 +26,7 @@ KVCache::KVCache(const LlamaConfig& c, int64_t cap) : capacity(cap) {
 }
 
 void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const int32_t* tokens, int64_t B, int64_t T,
-                   KVCache* const* caches, bool all_logits, float* logits) {
+                   KVCache* const* caches, bool all_logits, float* logits, Observers* obs) {
     const int64_t D = c.dim, F = c.hidden_dim, H = c.n_heads, Hk = c.n_kv_heads, Hd = c.head_dim;
     const int64_t V = c.vocab_size, N = B * T, group = H / Hk, kvd = Hk * Hd;
     QUELLM_CHECK(B >= 1 && T >= 1, "forward: need at least one token per sequence");
@@ -52,6 +52,7 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const int32_t* t
         const LlamaLayer& L = w.layers[l];
 #pragma omp parallel for num_threads(nt) schedule(static)
         for (int64_t i = 0; i < N; ++i) rmsnorm(h.data() + i * D, x.data() + i * D, L.attn_norm, D, c.norm_eps);
+        if (obs) obs->observe(l, OBS_ATTN_IN, h.data(), N, D, D);
         linear_forward(L.q, h.data(), N, q.data());
         linear_forward(L.k, h.data(), N, k.data());
         linear_forward(L.v, h.data(), N, v.data());
@@ -66,6 +67,11 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const int32_t* t
             const size_t off = (size_t(l) * kc.capacity + pos) * kvd;
             std::copy_n(k.data() + i * kvd, kvd, kc.k.data() + off);
             std::copy_n(v.data() + i * kvd, kvd, kc.v.data() + off);
+        }
+
+        if (obs) {
+            obs->observe(l, OBS_K, k.data(), N, kvd, kvd);
+            obs->observe(l, OBS_V, v.data(), N, kvd, kvd);
         }
 
         // Causal attention per (row, head), over the cache.
@@ -100,26 +106,35 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const int32_t* t
                 }
             }
         }
+        if (obs) obs->observe(l, OBS_O_IN, att.data(), N, H * Hd, H * Hd);
         linear_forward(L.o, att.data(), N, h.data());
         for (int64_t i = 0; i < N * D; ++i) x[i] += h[i];
 
         // SwiGLU MLP.
 #pragma omp parallel for num_threads(nt) schedule(static)
         for (int64_t i = 0; i < N; ++i) rmsnorm(h.data() + i * D, x.data() + i * D, L.ffn_norm, D, c.norm_eps);
+        if (obs) obs->observe(l, OBS_MLP_IN, h.data(), N, D, D);
         linear_forward(L.gate, h.data(), N, g.data());
         linear_forward(L.up, h.data(), N, u.data());
 #pragma omp parallel for num_threads(nt) schedule(static)
         for (int64_t i = 0; i < N * F; ++i) g[i] = silu(g[i]) * u[i];
+        if (obs) obs->observe(l, OBS_DOWN_IN, g.data(), N, F, F);
         linear_forward(L.down, g.data(), N, h.data());
         for (int64_t i = 0; i < N * D; ++i) x[i] += h[i];
     }
     for (int64_t b = 0; b < B; ++b) caches[b]->len += T;
 
-    // Final norm and logits (every position, or the last of each sequence).
+    // Final norm and logits (every position, or the last of each sequence). Observers see the
+    // lm_head input of every position.
     const int64_t rows = all_logits ? N : B;
-    for (int64_t r = 0; r < rows; ++r) {
-        const int64_t i = all_logits ? r : r * T + (T - 1);
-        rmsnorm(h.data() + r * D, x.data() + i * D, w.final_norm, D, c.norm_eps);
+    if (all_logits || obs) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t i = 0; i < N; ++i) rmsnorm(h.data() + i * D, x.data() + i * D, w.final_norm, D, c.norm_eps);
+        if (obs) obs->observe(c.n_layers, OBS_HEAD_IN, h.data(), N, D, D);
+        if (!all_logits)  // keep each sequence's last row; row b moves down to b (b <= b*T + T-1)
+            for (int64_t b = 0; b < B; ++b) std::memmove(h.data() + b * D, h.data() + (b * T + T - 1) * D, D * sizeof(float));
+    } else {
+        for (int64_t b = 0; b < B; ++b) rmsnorm(h.data() + b * D, x.data() + (b * T + T - 1) * D, w.final_norm, D, c.norm_eps);
     }
     linear_forward(w.lm_head, h.data(), rows, logits);
 }

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "observe.h"
+
 namespace quellm {
 
 // y = x · Wᵀ (+ b); W is (out, in) row-major — the HF layout. The one place the runtime does
@@ -59,7 +61,8 @@ struct KVCache {
 // Runs B sequences of T new tokens each (positions cache.len .. cache.len+T-1), appends to the
 // caches, and writes logits: (B, T, V) if all_logits, else (B, V) for the last token.
 // tokens (B, T). Throws std::invalid_argument on a token out of range or a full cache.
+// obs (nullable) accumulates calibration statistics at every quantization point.
 void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const int32_t* tokens, int64_t B, int64_t T,
-                   KVCache* const* caches, bool all_logits, float* logits);
+                   KVCache* const* caches, bool all_logits, float* logits, Observers* obs = nullptr);
 
 }  // namespace quellm

@@ -21,7 +21,7 @@ MambaState::MambaState(const MambaConfig& c)
     : conv(size_t(c.n_layers * c.d_inner * (c.d_conv - 1)), 0.0f), ssm(size_t(c.n_layers * c.d_inner * c.d_state), 0.0f) {}
 
 void mamba_forward(const MambaConfig& c, const MambaWeights& w, const int32_t* tokens, int64_t B, int64_t T,
-                   MambaState* const* states, bool all_logits, float* logits) {
+                   MambaState* const* states, bool all_logits, float* logits, Observers* obs) {
     const int64_t D = c.dim, Di = c.d_inner, Ns = c.d_state, K = c.d_conv, R = c.dt_rank, V = c.vocab_size;
     const int64_t N = B * T, P = R + 2 * Ns;
     QUELLM_CHECK(B >= 1 && T >= 1, "forward: need at least one token per sequence");
@@ -37,6 +37,7 @@ void mamba_forward(const MambaConfig& c, const MambaWeights& w, const int32_t* t
         const MambaLayer& L = w.layers[l];
 #pragma omp parallel for num_threads(nt) schedule(static)
         for (int64_t i = 0; i < N; ++i) rmsnorm(h.data() + i * D, x.data() + i * D, L.norm, D, c.norm_eps);
+        if (obs) obs->observe(l, OBS_MAMBA_IN, h.data(), N, D, D);
         linear_forward(L.in_proj, h.data(), N, xz.data());
 
         // Causal depthwise conv over [state (K-1 oldest→newest), new tokens], then SiLU.
@@ -59,10 +60,19 @@ void mamba_forward(const MambaConfig& c, const MambaWeights& w, const int32_t* t
         }
 
         // dt_low, B, C = x_proj(u); dt = softplus(dt_proj(dt_low) + bias).
+        if (obs) obs->observe(l, OBS_MAMBA_U, u.data(), N, Di, Di);
         linear_forward(L.x_proj, u.data(), N, dbc.data());
         {
             MatmulParams p{dbc.data(), L.dt_proj.w, L.dt_proj.b, dt.data(), N, Di, R, P, Di};
             matmul_f32(p);
+        }
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t i = 0; i < N * Di; ++i) dt[i] = softplus(dt[i]);
+        if (obs) {
+            obs->observe(l, OBS_MAMBA_DT_LOW, dbc.data(), N, R, P);
+            obs->observe(l, OBS_MAMBA_B, dbc.data() + R, N, Ns, P);
+            obs->observe(l, OBS_MAMBA_C, dbc.data() + R + Ns, N, Ns, P);
+            obs->observe(l, OBS_MAMBA_DT, dt.data(), N, Di, Di);
         }
 
         // Selective scan with D skip and SiLU(z) gating, channel by channel.
@@ -73,7 +83,7 @@ void mamba_forward(const MambaConfig& c, const MambaWeights& w, const int32_t* t
             const float* A = L.A.data() + ch * Ns;
             for (int64_t t = 0; t < T; ++t) {
                 const int64_t i = b * T + t;
-                const float d = softplus(dt[i * Di + ch]);
+                const float d = dt[i * Di + ch];
                 const float uu = u[i * Di + ch];
                 const float* Bt = dbc.data() + i * P + R;
                 const float* Ct = Bt + Ns;
@@ -86,15 +96,23 @@ void mamba_forward(const MambaConfig& c, const MambaWeights& w, const int32_t* t
                 y[i * Di + ch] = (acc + L.D[ch] * uu) * silu(z);
             }
         }
+        if (obs) obs->observe(l, OBS_MAMBA_Y, y.data(), N, Di, Di);
         linear_forward(L.out_proj, y.data(), N, h.data());
         for (int64_t i = 0; i < N * D; ++i) x[i] += h[i];
     }
     for (int64_t b = 0; b < B; ++b) states[b]->len += T;
 
+    // Final norm and logits (every position, or the last of each sequence). Observers see the
+    // lm_head input of every position.
     const int64_t rows = all_logits ? N : B;
-    for (int64_t r = 0; r < rows; ++r) {
-        const int64_t i = all_logits ? r : r * T + (T - 1);
-        rmsnorm(h.data() + r * D, x.data() + i * D, w.norm_f, D, c.norm_eps);
+    if (all_logits || obs) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t i = 0; i < N; ++i) rmsnorm(h.data() + i * D, x.data() + i * D, w.norm_f, D, c.norm_eps);
+        if (obs) obs->observe(c.n_layers, OBS_HEAD_IN, h.data(), N, D, D);
+        if (!all_logits)  // keep each sequence's last row; row b moves down to b (b <= b*T + T-1)
+            for (int64_t b = 0; b < B; ++b) std::memmove(h.data() + b * D, h.data() + (b * T + T - 1) * D, D * sizeof(float));
+    } else {
+        for (int64_t b = 0; b < B; ++b) rmsnorm(h.data() + b * D, x.data() + (b * T + T - 1) * D, w.norm_f, D, c.norm_eps);
     }
     linear_forward(w.lm_head, h.data(), rows, logits);
 }

@@ -45,7 +45,8 @@ struct MambaState {
 };
 
 // B sequences of T new tokens each; logits (B, T, V) if all_logits else (B, V).
+// obs (nullable) accumulates calibration statistics at every quantization point.
 void mamba_forward(const MambaConfig& c, const MambaWeights& w, const int32_t* tokens, int64_t B, int64_t T,
-                   MambaState* const* states, bool all_logits, float* logits);
+                   MambaState* const* states, bool all_logits, float* logits, Observers* obs = nullptr);
 
 }  // namespace quellm

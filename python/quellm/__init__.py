@@ -11,6 +11,7 @@ from . import _core
 from ._info import cuda_available, format_info, info
 from .errors import CheckpointError, ConfigError, QuellmError
 from .io import Checkpoint, load_checkpoint, save_checkpoint
+from .calibrate import PointStats, Stats, calibrate
 from .eval import compare, perplexity
 from .models import CausalLM, load
 
@@ -53,8 +54,11 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "ConfigError",
+    "PointStats",
     "QuellmError",
+    "Stats",
     "__version__",
+    "calibrate",
     "compare",
     "cuda_available",
     "format_info",

@@ -95,7 +95,7 @@ class CausalLM:
         """Fresh per-sequence state (KV caches or SSM states) for ``batch`` sequences."""
         raise NotImplementedError
 
-    def _forward(self, tokens: np.ndarray, state: Any, all_logits: bool) -> np.ndarray:
+    def _forward(self, tokens: np.ndarray, state: Any, all_logits: bool, observers: Any) -> np.ndarray:
         raise NotImplementedError
 
     # ---- shared ------------------------------------------------------------------------------
@@ -119,7 +119,7 @@ class CausalLM:
             raise QuellmError(f"forward: token id {bad} out of range [0, {self.vocab_size})")
         return np.ascontiguousarray(arr, dtype=np.int32), single
 
-    def forward(self, tokens: Any, state: Any = None, *, all_logits: bool = True) -> np.ndarray:
+    def forward(self, tokens: Any, state: Any = None, *, all_logits: bool = True, observers: Any = None) -> np.ndarray:
         """Logits for ``tokens``.
 
         Args:
@@ -127,6 +127,8 @@ class CausalLM:
             state: from :meth:`new_state`; continued in place (prefill, then decode steps).
                 Default: a fresh state, used once.
             all_logits: logits for every position ``(…, T, V)``, else for the last ``(…, V)``.
+            observers: a ``quellm._core.Observers`` accumulating calibration statistics
+                (see :func:`quellm.calibrate`).
 
         Returns:
             float32 logits; the batch axis is dropped for 1-D ``tokens``.
@@ -134,7 +136,7 @@ class CausalLM:
         arr, single = self._check_tokens(tokens)
         if state is None:
             state = self.new_state(arr.shape[0], arr.shape[1])
-        out = self._forward(arr, state, all_logits)
+        out = self._forward(arr, state, all_logits, observers)
         return out[0] if single else out
 
     # ---- text ---------------------------------------------------------------------------------

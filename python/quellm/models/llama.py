@@ -75,11 +75,11 @@ class LlamaModel(CausalLM):
             raise QuellmError(f"cache capacity must be in [1, {self.max_len}] (max_position_embeddings), got {cap}")
         return LlamaState([_core.KVCache(self._rt, cap) for _ in range(batch)])
 
-    def _forward(self, tokens: np.ndarray, state: LlamaState, all_logits: bool) -> np.ndarray:
+    def _forward(self, tokens: np.ndarray, state: LlamaState, all_logits: bool, observers: Any) -> np.ndarray:
         if not isinstance(state, LlamaState) or state.batch != tokens.shape[0]:
             raise QuellmError(f"forward: state for {getattr(state, 'batch', '?')} sequences, tokens for {tokens.shape[0]}")
         end = state.len + tokens.shape[1]
         if end > state.caches[0].capacity:
             raise QuellmError(f"forward: {end} positions exceed the state's capacity {state.caches[0].capacity}"
                               + (f" (max_position_embeddings = {self.max_len})" if end > self.max_len else ""))
-        return self._rt.forward(tokens, state.caches, all_logits)
+        return self._rt.forward(tokens, state.caches, all_logits, observers)

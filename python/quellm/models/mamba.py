@@ -74,7 +74,7 @@ class MambaModel(CausalLM):
     def new_state(self, batch: int = 1, capacity: int | None = None) -> MambaSeqState:
         return MambaSeqState([_core.MambaState(self._rt) for _ in range(batch)], self)
 
-    def _forward(self, tokens: np.ndarray, state: MambaSeqState, all_logits: bool) -> np.ndarray:
+    def _forward(self, tokens: np.ndarray, state: MambaSeqState, all_logits: bool, observers: Any) -> np.ndarray:
         if not isinstance(state, MambaSeqState) or state.batch != tokens.shape[0]:
             raise QuellmError(f"forward: state for {getattr(state, 'batch', '?')} sequences, tokens for {tokens.shape[0]}")
-        return self._rt.forward(tokens, state.states, all_logits)
+        return self._rt.forward(tokens, state.states, all_logits, observers)
