@@ -14,6 +14,7 @@
 #include "common.h"
 #include "cpu_features.h"
 #include "fwht.h"
+#include "gemm.h"
 #include "matmul.h"
 #include "runtime/llama.h"
 #include "runtime/mamba.h"
@@ -428,6 +429,40 @@ PYBIND11_MODULE(_core, m) {
         cuda::fwht_cuda(p, reinterpret_cast<void*>(stream));
     }, py::arg("x"), py::arg("x_dtype"), py::arg("out"), py::arg("out_dtype"), py::arg("rows"), py::arg("n"),
        py::arg("m"), py::arg("hm"), py::arg("scale"), py::arg("stream") = 0);
+    m.def("mamba_conv_cuda", [](uintptr_t xs, int64_t ld_xs, uintptr_t conv_w, uintptr_t conv_b, uintptr_t conv_state,
+                                uintptr_t u, const std::string& act, int64_t B, int64_t T, int64_t Di, int64_t K, uintptr_t stream) {
+        cuda::MambaConvCudaParams p;
+        p.xs = reinterpret_cast<const void*>(xs);
+        p.ld_xs = ld_xs;
+        p.conv_w = reinterpret_cast<const float*>(conv_w);
+        p.conv_b = reinterpret_cast<const float*>(conv_b);
+        p.conv_state = reinterpret_cast<float*>(conv_state);
+        p.u = reinterpret_cast<void*>(u);
+        p.act = dtype_from_name(act);
+        p.B = B; p.T = T; p.Di = Di; p.K = K;
+        py::gil_scoped_release release;
+        cuda::mamba_conv_cuda(p, reinterpret_cast<void*>(stream));
+    });
+    m.def("mamba_scan_cuda", [](uintptr_t u, uintptr_t dt, uintptr_t bc, int64_t ld_bc, uintptr_t z, int64_t ld_z,
+                                uintptr_t A, uintptr_t Dskip, uintptr_t state, uintptr_t y, const std::string& act,
+                                bool dt_softplus, int64_t B, int64_t T, int64_t Di, int64_t N, uintptr_t stream) {
+        cuda::MambaScanCudaParams p;
+        p.u = reinterpret_cast<const void*>(u);
+        p.dt = reinterpret_cast<const void*>(dt);
+        p.bc = reinterpret_cast<const void*>(bc);
+        p.ld_bc = ld_bc;
+        p.z = reinterpret_cast<const void*>(z);
+        p.ld_z = ld_z;
+        p.A = reinterpret_cast<const float*>(A);
+        p.Dskip = reinterpret_cast<const float*>(Dskip);
+        p.ssm_state = reinterpret_cast<float*>(state);
+        p.y = reinterpret_cast<void*>(y);
+        p.act = dtype_from_name(act);
+        p.dt_softplus = dt_softplus;
+        p.B = B; p.T = T; p.Di = Di; p.N = N;
+        py::gil_scoped_release release;
+        cuda::mamba_scan_cuda(p, reinterpret_cast<void*>(stream));
+    });
     m.def("cuda_convert_selftest", [](carray<float> x) {
         py::array_t<uint16_t> f16(x.size()), bf16(x.size());
         cuda::convert_selftest(x.data(), size_t(x.size()), f16.mutable_data(), bf16.mutable_data());
@@ -466,6 +501,58 @@ PYBIND11_MODULE(_core, m) {
         return y;
     }, py::arg("x"), py::arg("w"), py::arg("b") = py::none(), py::arg("ref") = false,
        "y = x @ w.T (+ b) in float32: x (M, K), w (N, K), C-contiguous float32.");
+
+    py::class_<W4Packed, std::shared_ptr<W4Packed>>(m, "W4Packed",
+        "int4 weights (N, K) with per-group f32 scales, repacked for the W4A8 kernels.")
+        .def_readonly("N", &W4Packed::N)
+        .def_readonly("K", &W4Packed::K)
+        .def_readonly("G", &W4Packed::G)
+        .def_property_readonly("nbytes", [](const W4Packed& w) { return w.codes.size() + 4 * w.scales.size(); })
+        .def("unpack", [](const W4Packed& w) {
+            py::array_t<uint8_t> codes({w.N, w.K / 2});
+            py::array_t<float> scales({w.N, w.K / w.G});
+            gemm_w4_unpack(w, codes.mutable_data(), scales.mutable_data());
+            return py::make_tuple(codes, scales);
+        }, "The canonical (codes (N, K/2), scales (N, K/G)) this was packed from.");
+    m.def("gemm_w4_repack", [](const py::array& codes_in, const py::array& scales_in) {
+        auto codes = py::array_t<uint8_t, py::array::c_style>::ensure(codes_in);
+        QUELLM_CHECK(codes && codes.ndim() == 2, "gemm_w4_repack: codes must be a 2-D uint8 array (N, K/2)");
+        const float* sp = f32_data(scales_in, "scales");
+        QUELLM_CHECK(scales_in.ndim() == 2 && scales_in.shape(0) == codes.shape(0), "gemm_w4_repack: scales must be (N, K/G)");
+        const int64_t N = codes.shape(0), K = 2 * codes.shape(1), NG = scales_in.shape(1);
+        QUELLM_CHECK(NG >= 1 && K % NG == 0, "gemm_w4_repack: ", NG, " groups do not divide K = ", K);
+        return std::make_shared<W4Packed>(gemm_w4_repack(codes.data(), sp, N, K, K / NG));
+    }, py::arg("codes"), py::arg("scales"));
+    m.def("quantize_rows_int8", [](const py::array& x) {
+        const float* xp = f32_data(x, "x");
+        QUELLM_CHECK(x.ndim() == 2, "quantize_rows_int8: x must be 2-D");
+        const int64_t M = x.shape(0), K = x.shape(1);
+        py::array_t<int8_t> q({M, K});
+        py::array_t<float> s(M);
+        quantize_rows_int8(xp, M, K, q.mutable_data(), s.mutable_data());
+        return py::make_tuple(q, s);
+    }, py::arg("x"), "Per-row symmetric int8: s = absmax/127 (1 for a zero row), q = clamp(rne(x/s), -127, 127).");
+    m.def("gemm_w4a8", [](const py::array& qa_in, const py::array& sa_in, const W4Packed& w, const py::object& b, bool ref) {
+        auto qa = py::array_t<int8_t, py::array::c_style>::ensure(qa_in);
+        QUELLM_CHECK(qa && qa.ndim() == 2 && qa.shape(1) == w.K, "gemm_w4a8: qa must be int8 (M, ", w.K, ")");
+        const float* sa = f32_data(sa_in, "sa");
+        QUELLM_CHECK(sa_in.ndim() == 1 && sa_in.shape(0) == qa.shape(0), "gemm_w4a8: sa must be (M,)");
+        const float* bp = nullptr;
+        py::array bias;
+        if (!b.is_none()) {
+            bias = py::array::ensure(b);
+            bp = f32_data(bias, "b");
+            QUELLM_CHECK(bias.ndim() == 1 && bias.shape(0) == w.N, "gemm_w4a8: b must be (N,)");
+        }
+        py::array_t<float> y({qa.shape(0), w.N});
+        GemmW4A8Params p{qa.data(), sa, &w, bp, y.mutable_data(), qa.shape(0)};
+        {
+            py::gil_scoped_release release;
+            if (ref) gemm_w4a8_ref(p); else gemm_w4a8(p);
+        }
+        return y;
+    }, py::arg("qa"), py::arg("sa"), py::arg("w"), py::arg("b") = py::none(), py::arg("ref") = false,
+       "y = (qa · sa) @ (qw · sw)ᵀ (+ b) with int32 accumulation per group.");
 
     // ---- runtime ---------------------------------------------------------------------------------
     py::class_<PyLlama, std::shared_ptr<PyLlama>>(m, "LlamaModel",
