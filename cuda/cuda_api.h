@@ -43,6 +43,36 @@ struct FwhtCudaParams {
 };
 void fwht_cuda(const FwhtCudaParams& params, void* stream);  // stream: cudaStream_t or nullptr
 
+// ---- Mamba (cuda/mamba.cu): the conv and the selective scan of one layer, B sequences × T tokens,
+// one thread per (sequence, channel) walking the tokens in order; arithmetic shared with the CPU
+// runtime (mamba_conv_token / mamba_scan_token in cpp/runtime/ops.h). Device pointers; row r =
+// b·T + t; activations in `act` dtype (f32 / f16 / bf16), weights and states f32.
+struct MambaConvCudaParams {
+    const void* xs = nullptr; long long ld_xs = 0;   // (B·T, ld_xs): channel c at column c
+    const float* conv_w = nullptr;                   // (Di, K)
+    const float* conv_b = nullptr;                   // (Di) or null
+    float* conv_state = nullptr;                     // (B, Di, K-1), updated
+    void* u = nullptr;                               // (B·T, Di) out: silu(conv)
+    DType act = DType::F32;
+    long long B = 0, T = 0, Di = 0, K = 0;
+};
+void mamba_conv_cuda(const MambaConvCudaParams& p, void* stream);
+
+struct MambaScanCudaParams {
+    const void* u = nullptr;                         // (B·T, Di)
+    const void* dt = nullptr;                        // (B·T, Di): softplus'd unless dt_softplus
+    const void* bc = nullptr; long long ld_bc = 0;   // (B·T, ld_bc): B at columns [0, N), C at [N, 2N)
+    const void* z = nullptr; long long ld_z = 0;     // (B·T, ld_z) gate, or null (no gating)
+    const float* A = nullptr;                        // (Di, N) = −exp(A_log)
+    const float* Dskip = nullptr;                    // (Di)
+    float* ssm_state = nullptr;                      // (B, Di, N), updated
+    void* y = nullptr;                               // (B·T, Di) out
+    DType act = DType::F32;
+    bool dt_softplus = false;                        // apply softplus to dt in the kernel
+    long long B = 0, T = 0, Di = 0, N = 0;           // N <= 256
+};
+void mamba_scan_cuda(const MambaScanCudaParams& p, void* stream);
+
 // Runs the f16/bf16 conversion helpers of common.h on the device over `n` f32 inputs and writes
 // their bit patterns; tests compare them with the host results of the same helpers.
 void convert_selftest(const float* x_host, std::size_t n, unsigned short* f16_host,

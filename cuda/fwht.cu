@@ -19,22 +19,6 @@ namespace quellm::cuda {
 
 namespace {
 
-__device__ __forceinline__ float load_as_f32(const void* p, int64_t i, DType t) {
-    switch (t) {
-        case DType::F16: return f16_to_f32(static_cast<const uint16_t*>(p)[i]);
-        case DType::BF16: return bf16_to_f32(static_cast<const uint16_t*>(p)[i]);
-        default: return static_cast<const float*>(p)[i];
-    }
-}
-
-__device__ __forceinline__ void store_from_f32(void* p, int64_t i, float v, DType t) {
-    switch (t) {
-        case DType::F16: static_cast<uint16_t*>(p)[i] = f32_to_f16(v); break;
-        case DType::BF16: static_cast<uint16_t*>(p)[i] = f32_to_bf16(v); break;
-        default: static_cast<float*>(p)[i] = v;
-    }
-}
-
 struct RowArgs {
     const void* x;
     void* out;

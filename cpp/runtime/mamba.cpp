@@ -46,15 +46,11 @@ void mamba_forward(const MambaConfig& c, const MambaWeights& w, const int32_t* t
             const int64_t b = bc / Di, ch = bc % Di;
             float* cs = states[b]->conv.data() + (l * Di + ch) * (K - 1);
             const float* wk = L.conv_w + ch * K;
-            float win[64];  // K - 1 + 1 <= 64 (checked at model construction)
+            float win[64];  // K <= 64 (checked at model construction)
             for (int64_t k = 0; k < K - 1; ++k) win[k] = cs[k];
             for (int64_t t = 0; t < T; ++t) {
                 const int64_t i = b * T + t;
-                win[K - 1] = xz[i * 2 * Di + ch];
-                float acc = L.conv_b ? L.conv_b[ch] : 0.0f;
-                for (int64_t k = 0; k < K; ++k) acc += wk[k] * win[k];
-                u[i * Di + ch] = silu(acc);
-                for (int64_t k = 0; k + 1 < K; ++k) win[k] = win[k + 1];
+                u[i * Di + ch] = silu(mamba_conv_token(win, wk, L.conv_b ? L.conv_b[ch] : 0.0f, K, xz[i * 2 * Di + ch]));
             }
             for (int64_t k = 0; k < K - 1; ++k) cs[k] = win[k];
         }
@@ -83,17 +79,11 @@ void mamba_forward(const MambaConfig& c, const MambaWeights& w, const int32_t* t
             const float* A = L.A.data() + ch * Ns;
             for (int64_t t = 0; t < T; ++t) {
                 const int64_t i = b * T + t;
-                const float d = dt[i * Di + ch];
                 const float uu = u[i * Di + ch];
                 const float* Bt = dbc.data() + i * P + R;
-                const float* Ct = Bt + Ns;
-                float acc = 0.0f;
-                for (int64_t n = 0; n < Ns; ++n) {
-                    hs[n] = std::exp(d * A[n]) * hs[n] + d * Bt[n] * uu;
-                    acc += hs[n] * Ct[n];
-                }
+                const float acc = mamba_scan_token(hs, A, Ns, dt[i * Di + ch], uu, Bt, Bt + Ns, L.D[ch]);
                 const float z = xz[i * 2 * Di + Di + ch];
-                y[i * Di + ch] = (acc + L.D[ch] * uu) * silu(z);
+                y[i * Di + ch] = acc * silu(z);
             }
         }
         if (obs) obs->observe(l, OBS_MAMBA_Y, y.data(), N, Di, Di);
