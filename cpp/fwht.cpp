@@ -4,6 +4,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "common.h"
@@ -62,30 +63,37 @@ void fwht(const FwhtParams& p) {
     if (p.rows == 0) return;
     Isa isa = active_isa();
     if (p.p < 16) isa = Isa::SCALAR;  // sub-rows shorter than a vector: the scalar loop is fine
-    std::vector<float> hmf;
+    std::vector<float> hT;  // H_mᵀ as floats: hT[c·m + a] = H[a, c]
     if (p.m > 1) {
-        hmf.resize(size_t(p.m) * p.m);
-        for (size_t i = 0; i < hmf.size(); ++i) hmf[i] = float(p.hm[i]);
+        hT.resize(size_t(p.m) * p.m);
+        for (int a = 0; a < p.m; ++a)
+            for (int c = 0; c < p.m; ++c) hT[size_t(c) * p.m + a] = float(p.hm[a * p.m + c]);
     }
-    const int nt = int(std::min<int64_t>(num_threads(), p.rows));
+    // With m > 1 and short sub-rows, rows are transformed in groups so the mixing sees 4 lane
+    // vectors at once (one vector of 16 lanes per row when p = 16).
+    const int64_t group = (p.m > 1 && p.p < 64) ? std::max<int64_t>(1, 64 / p.p) : 1;
+    const int64_t n_groups = ceil_div(p.rows, group);
+    const int nt = int(std::min<int64_t>(num_threads(), n_groups));
 #pragma omp parallel num_threads(nt)
     {
-        std::vector<float> tmp(size_t(p.m) * 32 + 16);
+        std::vector<float> tmp(size_t(p.m) * 64 + 16);
 #pragma omp for schedule(static)
-        for (int64_t r = 0; r < p.rows; ++r) {
-            const float* src = p.x + r * p.n;
-            float* dst = p.out + r * p.n;
+        for (int64_t gi = 0; gi < n_groups; ++gi) {
+            const int64_t r0 = gi * group, nr = std::min(group, p.rows - r0);
+            const float* src = p.x + r0 * p.n;
+            float* dst = p.out + r0 * p.n;
             switch (isa) {
 #if defined(QUELLM_X86_PATHS)
                 case Isa::AVX512:
-                    x86::fwht_row_avx512(src, dst, p.p, p.m, hmf.data(), p.scale, tmp.data());
+                    x86::fwht_rows_avx512(src, dst, nr, p.p, p.m, hT.data(), p.scale, tmp.data());
                     break;
                 case Isa::AVX2:
-                    x86::fwht_row_avx2(src, dst, p.p, p.m, hmf.data(), p.scale, tmp.data());
+                    x86::fwht_rows_avx2(src, dst, nr, p.p, p.m, hT.data(), p.scale, tmp.data());
                     break;
 #endif
                 default:
-                    fwht_row_ref(src, dst, p.p, p.m, p.hm, p.scale, tmp.data());
+                    for (int64_t r = 0; r < nr; ++r)
+                        fwht_row_ref(src + r * p.n, dst + r * p.n, p.p, p.m, p.hm, p.scale, tmp.data());
             }
         }
     }

@@ -52,11 +52,13 @@ void fwht_check(const FwhtParams& p);
 void fwht_ref(const FwhtParams& p);  // scalar, single thread
 void fwht(const FwhtParams& p);      // fastest path for active_isa(), OpenMP over rows
 
-// Per-row kernels of each ISA: dst[0:n] = scale · H_n · src[0:n] (src may equal dst).
-// hmf is H_m as floats (m, m); tmp is scratch of at least m·32 floats. Require p >= 16.
+// Kernels of each ISA for nrows consecutive rows: dst = scale · H_n · src per row (src may equal
+// dst). hT is H_mᵀ as floats (m, m); tmp is scratch of at least m·64 floats. Require p >= 16.
 namespace x86 {
-void fwht_row_avx2(const float* src, float* dst, int64_t p, int m, const float* hmf, float scale, float* tmp);
-void fwht_row_avx512(const float* src, float* dst, int64_t p, int m, const float* hmf, float scale, float* tmp);
+void fwht_rows_avx2(const float* src, float* dst, int64_t nrows, int64_t p, int m, const float* hT, float scale,
+                    float* tmp);
+void fwht_rows_avx512(const float* src, float* dst, int64_t nrows, int64_t p, int m, const float* hT, float scale,
+                      float* tmp);
 }  // namespace x86
 
 }  // namespace quellm

@@ -13,6 +13,7 @@ from .errors import CheckpointError, ConfigError, QuellmError
 from .io import Checkpoint, load_checkpoint, save_checkpoint
 from .calibrate import PointStats, Stats, calibrate
 from .eval import compare, perplexity
+from .fwht import fwht, fwht_sizes
 from .models import CausalLM, load
 
 __version__: str = _core.__version__
@@ -62,6 +63,8 @@ __all__ = [
     "compare",
     "cuda_available",
     "format_info",
+    "fwht",
+    "fwht_sizes",
     "info",
     "isa",
     "isa_levels",

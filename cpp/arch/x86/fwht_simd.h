@@ -8,8 +8,9 @@
 // in_vector(reg) — the log2(W) butterfly stages inside one register.
 //
 // Row plan for dst = scale · (H_m ⊗ H_p) · src, p >= W (see fwht.h):
-//   1. m > 1: mix the m sub-rows by H_m, U·W lanes at a time, through `tmp`
-//      (reads src, writes dst); R = 4 output sub-rows share each load.
+//   1. m > 1: mix the m sub-rows by H_m as a small GEMM over 4 lane vectors at a time (from one
+//      row, or from several rows when p is short), MR output sub-rows per register tile,
+//      through `tmp` (reads src, writes dst).
 //   2. H_p on each sub-row: pass A = in-vector stages + up to G cross-vector stages on 2^G
 //      consecutive registers; pass B = G more stages (stride 2^G registers) on the same
 //      block of 4^G·W floats while it is in L1; then radix-2^G (or smaller) passes over the
@@ -115,52 +116,91 @@ void fwht_subrow(const float* src, float* dst, int64_t p, float scale) {
     }
 }
 
-// dst[a, lanes] = Σ_c H[a, c] · src[c, lanes] for U·W lanes starting at c0, via tmp.
-template <class V, int U>
-void mix_chunk(const float* src, float* dst, int64_t p, int m, const float* hmf, int64_t c0, float* tmp) {
+// H_m mixing on NV "lane vectors" at once: vector j starts at xs[j] (sub-row 0 of some row, at
+// some lane offset) and its sub-row c lies at xs[j] + c·p. For every output sub-row a:
+//     ys[j] + a·p  =  Σ_c H[a, c] · (xs[j] + c·p)       (summed c = 0..m-1, exact ±1 products)
+// The vectors may come from one row (p ≥ NV·W) or from several rows (short p), so the MR×NV
+// register tile stays full: per c, NV loads and MR broadcasts feed MR·NV FMAs. Results go
+// through tmp (m·NV·W floats) so xs may equal ys. hT is H transposed: hT[c·m + a] = H[a, c].
+//
+// When p == W each lane vector is a whole sub-row, so H_p (the in-register stages) and the
+// scale are applied here on the way out (`whole_subrow`), saving a pass per sub-row.
+template <class V, int MR, int NV>
+void mix_vectors(const float* const* xs, float* const* ys, int64_t p, int m, const float* hT, float* tmp,
+                 bool whole_subrow, float scale) {
     constexpr int W = V::W;
     using reg = typename V::reg;
-    int a = 0;
-    for (; a + 4 <= m; a += 4) {
-        reg acc[4][U];
-        for (int r = 0; r < 4; ++r)
-            for (int u = 0; u < U; ++u) acc[r][u] = V::zero();
+    int a0 = 0;
+    for (; a0 + MR <= m; a0 += MR) {
+        reg acc[MR][NV];
+        for (int r = 0; r < MR; ++r)
+            for (int j = 0; j < NV; ++j) acc[r][j] = V::zero();
         for (int c = 0; c < m; ++c) {
-            reg xv[U];
-            for (int u = 0; u < U; ++u) xv[u] = V::load(src + c * p + c0 + u * W);
-            for (int r = 0; r < 4; ++r) {
-                const reg h = V::set1(hmf[(a + r) * m + c]);
-                for (int u = 0; u < U; ++u) acc[r][u] = V::fmadd(h, xv[u], acc[r][u]);
+            reg xv[NV];
+            for (int j = 0; j < NV; ++j) xv[j] = V::load(xs[j] + c * p);
+            const float* hc = hT + c * m + a0;
+            for (int r = 0; r < MR; ++r) {
+                const reg h = V::set1(hc[r]);
+                for (int j = 0; j < NV; ++j) acc[r][j] = V::fmadd(h, xv[j], acc[r][j]);
             }
         }
-        for (int r = 0; r < 4; ++r)
-            for (int u = 0; u < U; ++u) V::store(tmp + (a + r) * U * W + u * W, acc[r][u]);
+        for (int r = 0; r < MR; ++r)
+            for (int j = 0; j < NV; ++j) V::store(tmp + ((a0 + r) * NV + j) * W, acc[r][j]);
     }
-    for (; a < m; ++a) {
-        reg acc[U];
-        for (int u = 0; u < U; ++u) acc[u] = V::zero();
+    for (; a0 < m; ++a0) {  // tail rows of H, one at a time
+        reg acc[NV];
+        for (int j = 0; j < NV; ++j) acc[j] = V::zero();
         for (int c = 0; c < m; ++c) {
-            const reg h = V::set1(hmf[a * m + c]);
-            for (int u = 0; u < U; ++u) acc[u] = V::fmadd(h, V::load(src + c * p + c0 + u * W), acc[u]);
+            const reg h = V::set1(hT[c * m + a0]);
+            for (int j = 0; j < NV; ++j) acc[j] = V::fmadd(h, V::load(xs[j] + c * p), acc[j]);
         }
-        for (int u = 0; u < U; ++u) V::store(tmp + a * U * W + u * W, acc[u]);
+        for (int j = 0; j < NV; ++j) V::store(tmp + (a0 * NV + j) * W, acc[j]);
     }
-    for (int b = 0; b < m; ++b)
-        for (int u = 0; u < U; ++u) V::store(dst + b * p + c0 + u * W, V::load(tmp + b * U * W + u * W));
-}
-
-template <class V>
-void fwht_row(const float* src, float* dst, int64_t p, int m, const float* hmf, float scale, float* tmp) {
-    constexpr int W = V::W;
-    if (m == 1) {
-        fwht_subrow<V>(src, dst, p, scale);
+    if (whole_subrow) {
+        const reg sc = V::set1(scale);
+        for (int a = 0; a < m; ++a)
+            for (int j = 0; j < NV; ++j) {
+                const reg v = V::in_vector(V::load(tmp + (a * NV + j) * W));
+                V::store(ys[j] + a * p, scale == 1.0f ? v : V::mul(v, sc));
+            }
         return;
     }
-    if (p % (2 * W) == 0)
-        for (int64_t c0 = 0; c0 < p; c0 += 2 * W) mix_chunk<V, 2>(src, dst, p, m, hmf, c0, tmp);
-    else
-        for (int64_t c0 = 0; c0 < p; c0 += W) mix_chunk<V, 1>(src, dst, p, m, hmf, c0, tmp);
-    for (int a = 0; a < m; ++a) fwht_subrow<V>(dst + a * p, dst + a * p, p, scale);
+    for (int a = 0; a < m; ++a)
+        for (int j = 0; j < NV; ++j) V::store(ys[j] + a * p, V::load(tmp + (a * NV + j) * W));
+}
+
+// nrows consecutive rows (row stride n = m·p) of dst = scale · (H_m ⊗ H_p) · src. Requires
+// p ≥ W; tmp holds m·4·W floats.
+template <class V>
+void fwht_rows(const float* src, float* dst, int64_t nrows, int64_t p, int m, const float* hT, float scale, float* tmp) {
+    constexpr int W = V::W;
+    const int64_t n = int64_t(m) * p;
+    if (m > 1) {
+        // Enumerate the (row, lane chunk) vectors of the group and mix them four at a time.
+        const int64_t per_row = p / W, total = nrows * per_row;
+        int64_t v = 0;
+        for (; v + 4 <= total; v += 4) {
+            const float* xs[4];
+            float* ys[4];
+            for (int j = 0; j < 4; ++j) {
+                const int64_t r = (v + j) / per_row, off = ((v + j) % per_row) * W;
+                xs[j] = src + r * n + off;
+                ys[j] = dst + r * n + off;
+            }
+            mix_vectors<V, V::MIX_MR, 4>(xs, ys, p, m, hT, tmp, p == W, scale);
+        }
+        for (; v < total; ++v) {
+            const int64_t r = v / per_row, off = (v % per_row) * W;
+            const float* xs[1] = {src + r * n + off};
+            float* ys[1] = {dst + r * n + off};
+            mix_vectors<V, V::MIX_MR, 1>(xs, ys, p, m, hT, tmp, p == W, scale);
+        }
+        if (p == W) return;  // H_p and the scale were applied by the mixing
+        for (int64_t r = 0; r < nrows; ++r)
+            for (int a = 0; a < m; ++a) fwht_subrow<V>(dst + r * n + a * p, dst + r * n + a * p, p, scale);
+    } else {
+        for (int64_t r = 0; r < nrows; ++r) fwht_subrow<V>(src + r * n, dst + r * n, p, scale);
+    }
 }
 
 }  // namespace
