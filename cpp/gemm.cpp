@@ -97,8 +97,13 @@ void gemm_w4a8(const GemmW4A8Params& p) {
     const W4Packed& w = *p.w;
     if (p.M == 0) return;
 #if defined(QUELLM_X86_PATHS)
-    const CpuFeatures& f = cpu_features();
-    if (active_isa() == Isa::AVX512 && f.avx512vnni) {
+    using Tile = void (*)(const GemmW4A8Params&, int64_t, int64_t, int, const int32_t*);
+    Tile tile = nullptr;
+    if (active_isa() == Isa::AVX512 && cpu_features().avx512vnni)
+        tile = x86::gemm_w4a8_tile_avx512;
+    else if (active_isa() >= Isa::AVX2)
+        tile = x86::gemm_w4a8_tile_avx2;
+    if (tile) {
         // Σ qa per (row, group): removes the +8 offset of the unsigned weight nibbles.
         const int64_t NG = w.K / w.G;
         std::vector<int32_t> asum(size_t(p.M * NG));
@@ -111,8 +116,7 @@ void gemm_w4a8(const GemmW4A8Params& p) {
         const int nt = int(std::min<int64_t>(num_threads(), w.tiles));
 #pragma omp parallel for num_threads(nt) schedule(static)
         for (int64_t t = 0; t < w.tiles; ++t)
-            for (int64_t m0 = 0; m0 < p.M; m0 += 4)
-                x86::gemm_w4a8_tile_avx512(p, t, m0, int(std::min<int64_t>(4, p.M - m0)), asum.data());
+            for (int64_t m0 = 0; m0 < p.M; m0 += 4) tile(p, t, m0, int(std::min<int64_t>(4, p.M - m0)), asum.data());
         return;
     }
 #endif

@@ -11,8 +11,8 @@
 // The kernels use a repacked copy (gemm_w4_repack): rows in tiles of 16, and for each group of 4
 // k-steps the 16 rows' 4 nibbles side by side, stored offset-binary (q + 8, 0..15) so an unpacked
 // byte is the u8 operand of VNNI's vpdpbusd; the +8 is removed with 8·Σ qa per group.
-// Versions: gemm_w4a8_ref (scalar, the definition), gemm_w4a8 (AVX-512 VNNI when available,
-// else the reference), OpenMP over 16-row tiles. Integer sums are exact, and the float epilogue
+// Versions: gemm_w4a8_ref (scalar, the definition), gemm_w4a8 (AVX-512 VNNI vpdpbusd, or AVX2
+// vpmaddubsw + vpmaddwd), OpenMP over 16-row tiles. Integer sums are exact, and the float epilogue
 // does the same operations in the same order in every version, so all agree bit for bit.
 #pragma once
 
@@ -50,6 +50,7 @@ void gemm_w4a8(const GemmW4A8Params& p);
 namespace x86 {
 // Rows [m0, m0+mr) of x (mr <= 4) against 16-row tile t: writes y for the tile's valid rows.
 void gemm_w4a8_tile_avx512(const GemmW4A8Params& p, int64_t t, int64_t m0, int mr, const int32_t* asum);
+void gemm_w4a8_tile_avx2(const GemmW4A8Params& p, int64_t t, int64_t m0, int mr, const int32_t* asum);
 }  // namespace x86
 
 }  // namespace quellm
