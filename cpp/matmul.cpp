@@ -54,7 +54,8 @@ void matmul_f32(const MatmulParams& p) {
     // would cost a full reduction epilogue).
     const int64_t KC = p.K <= 1024 ? std::max<int64_t>(p.K, 1) : 512;
     const int64_t n_tiles = ceil_div(p.N, NR);
-    const int nt = int(std::min<int64_t>(num_threads(), n_tiles));
+    // Small products (x_proj, dt_proj at decode) are not worth a parallel region.
+    const int nt = p.M * p.N * p.K < (int64_t(1) << 17) ? 1 : int(std::min<int64_t>(num_threads(), n_tiles));
     // Each thread owns a contiguous range of W tiles (every W row is read by one thread) and
     // sweeps it once per (K block, x row block), so x blocks are reused from cache.
 #pragma omp parallel num_threads(nt)

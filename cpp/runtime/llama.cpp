@@ -50,7 +50,7 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const int32_t* t
 
     for (int64_t l = 0; l < c.n_layers; ++l) {
         const LlamaLayer& L = w.layers[l];
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if (N * D >= kParallelMin)
         for (int64_t i = 0; i < N; ++i) rmsnorm(h.data() + i * D, x.data() + i * D, L.attn_norm, D, c.norm_eps);
         if (obs) obs->observe(l, OBS_ATTN_IN, h.data(), N, D, D);
         linear_forward(L.q, h.data(), N, q.data());
@@ -58,7 +58,7 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const int32_t* t
         linear_forward(L.v, h.data(), N, v.data());
 
         // RoPE on q and k, then append k, v to each sequence's cache.
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if (N * (H + Hk) * Hd >= kParallelMin)
         for (int64_t i = 0; i < N; ++i) {
             const int64_t b = i / T, pos = caches[b]->len + i % T;
             for (int64_t hh = 0; hh < H; ++hh) rope_rotate_half(q.data() + (i * H + hh) * Hd, w.inv_freq.data(), Hd, pos);
@@ -111,12 +111,12 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const int32_t* t
         for (int64_t i = 0; i < N * D; ++i) x[i] += h[i];
 
         // SwiGLU MLP.
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if (N * D >= kParallelMin)
         for (int64_t i = 0; i < N; ++i) rmsnorm(h.data() + i * D, x.data() + i * D, L.ffn_norm, D, c.norm_eps);
         if (obs) obs->observe(l, OBS_MLP_IN, h.data(), N, D, D);
         linear_forward(L.gate, h.data(), N, g.data());
         linear_forward(L.up, h.data(), N, u.data());
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if (N * F >= kParallelMin)
         for (int64_t i = 0; i < N * F; ++i) g[i] = silu(g[i]) * u[i];
         if (obs) obs->observe(l, OBS_DOWN_IN, g.data(), N, F, F);
         linear_forward(L.down, g.data(), N, h.data());
@@ -128,7 +128,7 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const int32_t* t
     // lm_head input of every position.
     const int64_t rows = all_logits ? N : B;
     if (all_logits || obs) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if (N * D >= kParallelMin)
         for (int64_t i = 0; i < N; ++i) rmsnorm(h.data() + i * D, x.data() + i * D, w.final_norm, D, c.norm_eps);
         if (obs) obs->observe(c.n_layers, OBS_HEAD_IN, h.data(), N, D, D);
         if (!all_logits)  // keep each sequence's last row; row b moves down to b (b <= b*T + T-1)

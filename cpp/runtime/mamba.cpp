@@ -35,13 +35,13 @@ void mamba_forward(const MambaConfig& c, const MambaWeights& w, const int32_t* t
 
     for (int64_t l = 0; l < c.n_layers; ++l) {
         const MambaLayer& L = w.layers[l];
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if (N * D >= kParallelMin)
         for (int64_t i = 0; i < N; ++i) rmsnorm(h.data() + i * D, x.data() + i * D, L.norm, D, c.norm_eps);
         if (obs) obs->observe(l, OBS_MAMBA_IN, h.data(), N, D, D);
         linear_forward(L.in_proj, h.data(), N, xz.data());
 
         // Causal depthwise conv over [state (K-1 oldest→newest), new tokens], then SiLU.
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if (N * Di * K >= kParallelMin)
         for (int64_t bc = 0; bc < B * Di; ++bc) {
             const int64_t b = bc / Di, ch = bc % Di;
             float* cs = states[b]->conv.data() + (l * Di + ch) * (K - 1);
@@ -62,7 +62,7 @@ void mamba_forward(const MambaConfig& c, const MambaWeights& w, const int32_t* t
             MatmulParams p{dbc.data(), L.dt_proj.w, L.dt_proj.b, dt.data(), N, Di, R, P, Di};
             matmul_f32(p);
         }
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if (N * Di >= kParallelMin)
         for (int64_t i = 0; i < N * Di; ++i) dt[i] = softplus(dt[i]);
         if (obs) {
             obs->observe(l, OBS_MAMBA_DT_LOW, dbc.data(), N, R, P);
@@ -96,7 +96,7 @@ void mamba_forward(const MambaConfig& c, const MambaWeights& w, const int32_t* t
     // lm_head input of every position.
     const int64_t rows = all_logits ? N : B;
     if (all_logits || obs) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if (N * D >= kParallelMin)
         for (int64_t i = 0; i < N; ++i) rmsnorm(h.data() + i * D, x.data() + i * D, w.norm_f, D, c.norm_eps);
         if (obs) obs->observe(c.n_layers, OBS_HEAD_IN, h.data(), N, D, D);
         if (!all_logits)  // keep each sequence's last row; row b moves down to b (b <= b*T + T-1)

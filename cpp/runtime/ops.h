@@ -12,6 +12,11 @@
 
 namespace quellm {
 
+// Element-wise regions with less work than this run on one thread: an OpenMP barrier costs
+// microseconds on a quiet machine, and a whole scheduler time slice when another process holds
+// the other core (decode steps are full of small regions).
+constexpr int64_t kParallelMin = int64_t(1) << 15;
+
 // out[i] = x[i] · (mean(x²) + eps)^-½ · w[i]  (w may be null: weightless norm). Computed in f32
 // with a double accumulator for the mean, as HF computes it in f32 (within 1e-6).
 QUELLM_INLINE void rmsnorm(float* out, const float* x, const float* w, int64_t d, float eps) {
