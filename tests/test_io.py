@@ -70,6 +70,13 @@ def test_rope_both_spellings_agree():
     assert parse_config(old_style).rope.rope_type == "linear"
 
 
+@pytest.mark.parametrize("bad, match", [({"rms_norm": False}, "rms_norm"), ({"hidden_act": "gelu"}, "hidden_act"),
+                                        ({"time_step_rank": 0}, "time_step_rank")])
+def test_unsupported_mamba_options(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_config(dict(TINY_MAMBA, **bad))
+
+
 def test_qwen2_and_tied_layouts():
     q = parse_config(dict(TINY_LLAMA, architectures=["Qwen2ForCausalLM"], tie_word_embeddings=True))
     req, opt = q.tensor_shapes()

@@ -282,6 +282,8 @@ class MambaConfig:
         act = _get(d, "hidden_act", str, where, "silu")
         if act != "silu":
             raise ConfigError(f"{where}: unsupported hidden_act {act!r}; quellm supports 'silu'")
+        if d.get("rms_norm") is False:  # original-format configs may ask for LayerNorm blocks
+            raise ConfigError(f"{where}: rms_norm = false (LayerNorm Mamba blocks) is not supported; quellm runs RMSNorm Mamba")
         return MambaConfig(
             architecture=arch,
             hidden_size=H,
