@@ -93,6 +93,7 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const int32_t* t
                 for (int64_t t = 0; t < n; ++t) {
                     const float* kv = kbase + (start + t) * kvd;
                     float s = 0.0f;
+#pragma omp simd reduction(+ : s)
                     for (int64_t d = 0; d < Hd; ++d) s += qv[d] * kv[d];
                     sc[t] = s * inv_sqrt;
                 }
@@ -102,6 +103,7 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const int32_t* t
                 for (int64_t t = 0; t < n; ++t) {
                     const float* vv = vbase + (start + t) * kvd;
                     const float p = sc[t];
+#pragma omp simd
                     for (int64_t d = 0; d < Hd; ++d) o[d] += p * vv[d];
                 }
             }
