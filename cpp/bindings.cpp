@@ -230,23 +230,6 @@ std::shared_ptr<PyLlama> make_llama(const py::dict& cfg, const py::dict& tensors
     return m;
 }
 
-py::array llama_forward_binding(PyLlama& m, const py::array& tokens_in, const std::vector<KVCache*>& caches, bool all_logits,
-                                Observers* obs) {
-    auto tokens = py::array_t<int32_t, py::array::c_style | py::array::forcecast>::ensure(tokens_in);
-    QUELLM_CHECK(tokens && tokens.ndim() == 2, "forward: tokens must be a 2-D integer array (batch, seq)");
-    const int64_t B = tokens.shape(0), T = tokens.shape(1);
-    checked_states(caches, B);
-    const int64_t V = m.cfg.vocab_size;
-    py::array_t<float> logits = all_logits ? py::array_t<float>({B, T, V}) : py::array_t<float>({B, V});
-    float* out = logits.mutable_data();
-    const int32_t* tp = tokens.data();
-    {
-        py::gil_scoped_release release;
-        llama_forward(m.cfg, m.w, tp, B, T, caches.data(), all_logits, out, obs);
-    }
-    return logits;
-}
-
 struct PyMamba {
     MambaConfig cfg;
     MambaWeights w;
@@ -294,19 +277,22 @@ std::shared_ptr<PyMamba> make_mamba(const py::dict& cfg, const py::dict& tensors
     return m;
 }
 
-py::array mamba_forward_binding(PyMamba& m, const py::array& tokens_in, const std::vector<MambaState*>& states_in, bool all_logits,
-                                Observers* obs) {
+// forward(tokens (B, T), states, all_logits, observers) for a runtime (PyLlama / PyMamba):
+// validates the arguments, releases the GIL and calls the runtime's forward function.
+template <class Model, class State, auto Forward>
+py::array forward_binding(Model& m, const py::array& tokens_in, const std::vector<State*>& states_in, bool all_logits,
+                          Observers* obs) {
     auto tokens = py::array_t<int32_t, py::array::c_style | py::array::forcecast>::ensure(tokens_in);
     QUELLM_CHECK(tokens && tokens.ndim() == 2, "forward: tokens must be a 2-D integer array (batch, seq)");
     const int64_t B = tokens.shape(0), T = tokens.shape(1);
-    std::vector<MambaState*> states = checked_states(states_in, B);
+    std::vector<State*> states = checked_states(states_in, B);
     const int64_t V = m.cfg.vocab_size;
     py::array_t<float> logits = all_logits ? py::array_t<float>({B, T, V}) : py::array_t<float>({B, V});
     float* out = logits.mutable_data();
     const int32_t* tp = tokens.data();
     {
         py::gil_scoped_release release;
-        mamba_forward(m.cfg, m.w, tp, B, T, states.data(), all_logits, out, obs);
+        Forward(m.cfg, m.w, tp, B, T, states.data(), all_logits, out, obs);
     }
     return logits;
 }
@@ -558,7 +544,7 @@ PYBIND11_MODULE(_core, m) {
     py::class_<PyLlama, std::shared_ptr<PyLlama>>(m, "LlamaModel",
         "Llama-family runtime over float32 weight arrays (HF tensor names); see quellm.models.llama.")
         .def(py::init(&make_llama), py::arg("config"), py::arg("tensors"), py::arg("inv_freq"))
-        .def("forward", &llama_forward_binding, py::arg("tokens"), py::arg("caches"), py::arg("all_logits") = true,
+        .def("forward", &forward_binding<PyLlama, KVCache, llama_forward>, py::arg("tokens"), py::arg("caches"), py::arg("all_logits") = true,
              py::arg("observers") = nullptr,
              "Run tokens (B, T) through the model, appending to the B caches; logits (B, T, V) or (B, V).")
         .def_property_readonly("vocab_size", [](const PyLlama& m) { return m.cfg.vocab_size; })
@@ -591,7 +577,7 @@ PYBIND11_MODULE(_core, m) {
     py::class_<PyMamba, std::shared_ptr<PyMamba>>(m, "MambaModel",
         "Mamba-1 runtime over float32 weight arrays (HF tensor names); see quellm.models.mamba.")
         .def(py::init(&make_mamba), py::arg("config"), py::arg("tensors"))
-        .def("forward", &mamba_forward_binding, py::arg("tokens"), py::arg("states"), py::arg("all_logits") = true,
+        .def("forward", &forward_binding<PyMamba, MambaState, mamba_forward>, py::arg("tokens"), py::arg("states"), py::arg("all_logits") = true,
              py::arg("observers") = nullptr,
              "Run tokens (B, T) through the model, advancing the B states; logits (B, T, V) or (B, V).")
         .def_property_readonly("vocab_size", [](const PyMamba& m) { return m.cfg.vocab_size; });

@@ -18,6 +18,21 @@ void linear_forward(const Linear& l, const float* x, int64_t rows, float* y) {
     matmul_f32(p);
 }
 
+void final_norm_logits(const float* x, float* h, const float* norm_w, float eps, const Linear& lm_head, int64_t B,
+                       int64_t T, int64_t D, bool all_logits, Observers* obs, int64_t obs_layer, float* logits) {
+    const int64_t N = B * T, rows = all_logits ? N : B;
+    if (all_logits || obs) {
+#pragma omp parallel for num_threads(num_threads()) schedule(static) if (N * D >= kParallelMin)
+        for (int64_t i = 0; i < N; ++i) rmsnorm(h + i * D, x + i * D, norm_w, D, eps);
+        if (obs) obs->observe(obs_layer, OBS_HEAD_IN, h, N, D, D);
+        if (!all_logits)  // keep each sequence's last row; row b moves down to b (b <= b*T + T-1)
+            for (int64_t b = 0; b < B; ++b) std::memmove(h + b * D, h + (b * T + T - 1) * D, D * sizeof(float));
+    } else {
+        for (int64_t b = 0; b < B; ++b) rmsnorm(h + b * D, x + (b * T + T - 1) * D, norm_w, D, eps);
+    }
+    linear_forward(lm_head, h, rows, logits);
+}
+
 KVCache::KVCache(const LlamaConfig& c, int64_t cap) : capacity(cap) {
     QUELLM_CHECK(cap >= 1, "KVCache: capacity must be >= 1, got ", cap);
     const size_t n = size_t(c.n_layers) * size_t(cap) * size_t(c.n_kv_heads * c.head_dim);
@@ -126,19 +141,7 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const int32_t* t
     }
     for (int64_t b = 0; b < B; ++b) caches[b]->len += T;
 
-    // Final norm and logits (every position, or the last of each sequence). Observers see the
-    // lm_head input of every position.
-    const int64_t rows = all_logits ? N : B;
-    if (all_logits || obs) {
-#pragma omp parallel for num_threads(nt) schedule(static) if (N * D >= kParallelMin)
-        for (int64_t i = 0; i < N; ++i) rmsnorm(h.data() + i * D, x.data() + i * D, w.final_norm, D, c.norm_eps);
-        if (obs) obs->observe(c.n_layers, OBS_HEAD_IN, h.data(), N, D, D);
-        if (!all_logits)  // keep each sequence's last row; row b moves down to b (b <= b*T + T-1)
-            for (int64_t b = 0; b < B; ++b) std::memmove(h.data() + b * D, h.data() + (b * T + T - 1) * D, D * sizeof(float));
-    } else {
-        for (int64_t b = 0; b < B; ++b) rmsnorm(h.data() + b * D, x.data() + (b * T + T - 1) * D, w.final_norm, D, c.norm_eps);
-    }
-    linear_forward(w.lm_head, h.data(), rows, logits);
+    final_norm_logits(x.data(), h.data(), w.final_norm, c.norm_eps, w.lm_head, B, T, D, all_logits, obs, c.n_layers, logits);
 }
 
 }  // namespace quellm

@@ -21,6 +21,12 @@ struct Linear {
 };
 void linear_forward(const Linear& l, const float* x, int64_t rows, float* y);  // x (rows, in), y (rows, out)
 
+// The last step of every runtime: final RMSNorm of x (B·T, D) into h (B·T, D) for the rows
+// that need logits — every position, or each sequence's last — then logits = h · lm_headᵀ
+// ((B·T, V) or (B, V)). Observers see the lm_head input of every position (as layer obs_layer).
+void final_norm_logits(const float* x, float* h, const float* norm_w, float eps, const Linear& lm_head, int64_t B,
+                       int64_t T, int64_t D, bool all_logits, Observers* obs, int64_t obs_layer, float* logits);
+
 struct LlamaConfig {
     int64_t dim = 0;          // D
     int64_t hidden_dim = 0;   // F

@@ -92,19 +92,7 @@ void mamba_forward(const MambaConfig& c, const MambaWeights& w, const int32_t* t
     }
     for (int64_t b = 0; b < B; ++b) states[b]->len += T;
 
-    // Final norm and logits (every position, or the last of each sequence). Observers see the
-    // lm_head input of every position.
-    const int64_t rows = all_logits ? N : B;
-    if (all_logits || obs) {
-#pragma omp parallel for num_threads(nt) schedule(static) if (N * D >= kParallelMin)
-        for (int64_t i = 0; i < N; ++i) rmsnorm(h.data() + i * D, x.data() + i * D, w.norm_f, D, c.norm_eps);
-        if (obs) obs->observe(c.n_layers, OBS_HEAD_IN, h.data(), N, D, D);
-        if (!all_logits)  // keep each sequence's last row; row b moves down to b (b <= b*T + T-1)
-            for (int64_t b = 0; b < B; ++b) std::memmove(h.data() + b * D, h.data() + (b * T + T - 1) * D, D * sizeof(float));
-    } else {
-        for (int64_t b = 0; b < B; ++b) rmsnorm(h.data() + b * D, x.data() + (b * T + T - 1) * D, w.norm_f, D, c.norm_eps);
-    }
-    linear_forward(w.lm_head, h.data(), rows, logits);
+    final_norm_logits(x.data(), h.data(), w.norm_f, c.norm_eps, w.lm_head, B, T, D, all_logits, obs, c.n_layers, logits);
 }
 
 }  // namespace quellm

@@ -18,7 +18,24 @@ import numpy as np
 from ..errors import QuellmError
 from ..io.config import ModelConfig
 
-__all__ = ["CausalLM", "GenerationResult", "float32_tensors", "sample_next"]
+__all__ = ["CausalLM", "GenerationResult", "SequenceState", "float32_tensors", "sample_next"]
+
+
+class SequenceState:
+    """Per-sequence runtime state of a batch (KV caches, SSM states): ``items[b]`` belongs to
+    sequence ``b``; all advance together."""
+
+    def __init__(self, items: list[Any]):
+        self.items = items
+
+    @property
+    def batch(self) -> int:
+        return len(self.items)
+
+    @property
+    def len(self) -> int:
+        """Tokens consumed so far."""
+        return int(self.items[0].len)
 
 
 def float32_tensors(ckpt: Any) -> dict[str, np.ndarray]:

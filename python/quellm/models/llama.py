@@ -11,24 +11,17 @@ from ..errors import QuellmError
 from ..io.checkpoint import Checkpoint
 from ..io.config import LlamaConfig
 from ..reference import rope_inv_freq
-from .base import CausalLM, float32_tensors
+from .base import CausalLM, SequenceState, float32_tensors
 
 __all__ = ["LlamaModel", "LlamaState"]
 
 
-class LlamaState:
+class LlamaState(SequenceState):
     """KV caches of a batch of sequences (keys after RoPE, every layer)."""
 
-    def __init__(self, caches: list[Any]):
-        self.caches = caches
-
     @property
-    def batch(self) -> int:
-        return len(self.caches)
-
-    @property
-    def len(self) -> int:
-        return int(self.caches[0].len)
+    def caches(self) -> list[Any]:
+        return self.items
 
     def truncate(self, n: int) -> None:
         """Forget positions from ``n`` on (e.g. to reuse a prompt prefix)."""

@@ -10,7 +10,7 @@ from .. import _core
 from ..errors import QuellmError
 from ..io.checkpoint import Checkpoint
 from ..io.config import MambaConfig
-from .base import CausalLM, float32_tensors
+from .base import CausalLM, SequenceState, float32_tensors
 
 __all__ = ["MambaModel", "MambaSeqState"]
 
@@ -18,20 +18,16 @@ __all__ = ["MambaModel", "MambaSeqState"]
 _MAX_LEN = 1 << 30
 
 
-class MambaSeqState:
+class MambaSeqState(SequenceState):
     """Conv and SSM states of a batch of sequences (constant size, whatever the length)."""
 
     def __init__(self, states: list[Any], model: "MambaModel"):
-        self.states = states
+        super().__init__(states)
         self._model = model
 
     @property
-    def batch(self) -> int:
-        return len(self.states)
-
-    @property
-    def len(self) -> int:
-        return int(self.states[0].len)
+    def states(self) -> list[Any]:
+        return self.items
 
     def conv_state(self, layer: int, seq: int = 0) -> np.ndarray:
         """(d_inner, conv_kernel - 1): the newest pre-conv inputs, oldest first."""
