@@ -8,8 +8,14 @@ quellm's FWHT (SPEC §0, §3) multiplies by ``H_n = kron(H_m, H_{2^k})``:
 
 Index convention: element ``i = a·2^k + b`` of a length-``n`` vector sits in row ``a`` of ``H_m``
 and row ``b`` of the Sylvester part, i.e. the vector is viewed as an ``[m, 2^k]`` array ``X`` and
-``H_n x = vec(H_m · X · H_{2^k})`` (``H_{2^k}`` is symmetric). ``H_n`` itself is *not* symmetric
-when ``m > 2``, so transposes matter (SPEC §3.4).
+``H_n x = vec(H_m · X · H_{2^k})`` (``H_{2^k}`` is symmetric).
+
+Symmetry: ``H_n`` is symmetric exactly when ``H_m`` is, which holds for the powers of two and the
+Paley II orders (36, 52, 76, 100, 124, 148, ... and their doublings) but *not* for the Paley I
+(12, 20, 28, 44, 60, 108, 140, ...) or Williamson (92, 116, 156, 172) factors. So in general
+``H_n⁻¹ = H_nᵀ/n ≠ H_n/n``, applying the transform twice is not the identity, and transposes
+matter (SPEC §3.4). (Symmetric Hadamard matrices of orders 156 and 172 do exist, but finding them
+is a research-scale search; they are not shipped.)
 
 Where the factors come from (all built here from constructions, nothing copied from tables):
 
@@ -226,7 +232,7 @@ def _split_two(n: int) -> tuple[int, int]:
 def _construction(m: int) -> str:
     """How :func:`hadamard_factor` builds order ``m``, e.g. ``"paley1(q=11)"``,
     ``"williamson(t=43)"``, ``"paley1(q=19) x sylvester(2)"``, ``"sylvester(64)"``."""
-    hadamard_factor(m)  # validates m
+    m = _check_factor_order(m)
     o, p = _split_two(m)
     if o == 1:
         return f"sylvester({m})"
@@ -290,14 +296,19 @@ def hadamard_factor(m: int) -> np.ndarray:
         >>> bool((h.astype(int) @ h.T == 12 * np.eye(12)).all())
         True
     """
+    return _factor_cached(_check_factor_order(m))
+
+
+def _check_factor_order(m) -> int:
+    """``m`` as an int if :func:`hadamard_factor` supports it, else QuellmError."""
     m = _as_int(m, "m")
-    o, _ = _split_two(m) if m >= 1 else (0, 0)
+    o = _split_two(m)[0] if m >= 1 else 0
     if m < 1 or m > MAX_FACTOR_ORDER or (o > 1 and (o not in _base_orders()
                                                     or m % _base_orders()[o][0])):
         raise QuellmError(
             f"no Hadamard factor of order m={m}: supported are the powers of two up to "
             f"{MAX_FACTOR_ORDER} and {', '.join(map(str, factor_orders()))}")
-    return _factor_cached(m)
+    return m
 
 
 def decompose(n: int) -> tuple[int, int]:
@@ -380,7 +391,7 @@ def hadamard_matrix(n: int, normalized: bool = False) -> np.ndarray:
                [ 1., -1.]])
     """
     m, p = decompose(n)
-    h = np.kron(hadamard_factor(m).astype(np.float64), _sylvester(p).astype(np.float64))
+    h = np.kron(hadamard_factor(m), _sylvester(p)).astype(np.float64)  # kron in int8: exact, fast
     if normalized:
         h /= math.sqrt(h.shape[0])
     return h
@@ -409,12 +420,15 @@ def fwht_numpy(x, scale: float | None = None) -> np.ndarray:
     Args:
         x: real array of shape ``(..., n)``, ``n`` a supported size (:func:`fwht_sizes`);
             any batch shape, including empty batches. Computed in float64.
-        scale: multiplies the result; default ``1/sqrt(n)`` (orthonormal transform, so applying
-            it twice gives back ``x`` up to rounding when ``m <= 2``; for ``m > 2`` the second
-            application is with ``H_nᵀ`` only if you transpose — see below).
+        scale: multiplies the result; default ``1/sqrt(n)`` (the orthonormal transform).
 
     Returns:
         float64 array of shape ``(..., n)``: ``y = scale · H_n x`` for each row ``x``.
+
+    Inverse: with the default scale the inverse is ``y @ hadamard_matrix(n, normalized=True)``
+    (i.e. ``H_nᵀ/√n``). Applying ``fwht_numpy`` twice returns ``x`` only when ``H_m`` is
+    symmetric — powers of two and the Paley II orders (36, 52, 76, 100, 124, 148, ...) — but not
+    for the Paley I (12, 20, 28, 44, ...) or Williamson (92, 116, 156, 172) factors.
 
     Algorithm (what the C++ kernels do): view each row as ``X`` of shape ``[m, 2^k]``
     (``(m, 2^k) = decompose(n)``), run ``k`` butterfly stages along the ``2^k`` axis (stage with
@@ -438,15 +452,16 @@ def fwht_numpy(x, scale: float | None = None) -> np.ndarray:
         raise QuellmError(f"fwht_numpy: last axis of x has length {n}: {e}") from None
     lead = x.shape[:-1]
     y = x.astype(np.float64).reshape(*lead, m, p)
-    h = 1
-    while h < p:  # butterfly stage: blocks of width 2h, halves a | b -> a+b | a-b
-        y = y.reshape(*lead, m, p // (2 * h), 2, h)
-        a, b = y[..., 0, :], y[..., 1, :]
-        y = np.stack((a + b, a - b), axis=-2)
-        h *= 2
-    y = y.reshape(*lead, m, p)
-    if m > 1:
-        y = np.matmul(hadamard_factor(m).astype(np.float64), y)  # H_m · X along the m axis
-    y = y.reshape(*lead, n)
-    y *= 1.0 / math.sqrt(n) if scale is None else scale
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf -> NaN, like the dense product
+        h = 1
+        while h < p:  # butterfly stage: blocks of width 2h, halves a | b -> a+b | a-b
+            y = y.reshape(*lead, m, p // (2 * h), 2, h)
+            a, b = y[..., 0, :], y[..., 1, :]
+            y = np.stack((a + b, a - b), axis=-2)
+            h *= 2
+        y = y.reshape(*lead, m, p)
+        if m > 1:
+            y = np.matmul(hadamard_factor(m).astype(np.float64), y)  # H_m · X along the m axis
+        y = y.reshape(*lead, n)
+        y *= 1.0 / math.sqrt(n) if scale is None else scale
     return y
