@@ -317,6 +317,17 @@ def decode_e8m0(codes: Any) -> np.ndarray:
 
 # ---- bit packing -----------------------------------------------------------------------------
 
+def _block_exponent(xb: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Shared by MX and BFP: ``(finite, x, e)`` per block row — ``finite`` marks blocks with no
+    NaN/Inf, ``x`` is the float32 block with non-finite blocks zeroed, and ``e`` is
+    ``floor(log2(max |x|))`` of each block (-127 for an all-zero or all-subnormal block)."""
+    xb = np.asarray(xb, dtype=_F32)
+    finite = np.isfinite(xb).all(axis=1)
+    x = np.where(finite[:, None], xb, _F32(0))
+    be = floor_log2_e8m0(np.max(np.abs(x), axis=1)).astype(np.int64)
+    return finite, x, np.where(be > 0, be - 127, -127)
+
+
 def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
     """Pack ``(n, L)`` codes of ``bits`` = 4, 6 or 8 along the last axis into uint8 ``(n, L*bits/8)``.
 
@@ -989,11 +1000,7 @@ class MxFormat(Format):
         self.info = FormatInfo(name, "mx", bits, 32, 32 * bits // 8, "e8m0", "block", 32, bits + 8 / 32)
 
     def encode_blocks(self, xb: np.ndarray) -> Blocks:
-        xb = np.asarray(xb, dtype=_F32)
-        finite = np.isfinite(xb).all(axis=1)
-        x = np.where(finite[:, None], xb, _F32(0))
-        be = floor_log2_e8m0(np.max(np.abs(x), axis=1)).astype(np.int64)
-        e = np.where(be > 0, be - 127, -127)
+        finite, x, e = _block_exponent(xb)
         shared = np.clip(e - self.emax, -127, 127)
         sign, sig, e2, ex = _f32_split(x)
         off = shared[:, None]
@@ -1099,11 +1106,7 @@ class BfpFormat(Format):
         self.info = FormatInfo(name, "bfp", m, b, b * m // 8, "e8m0", "block", b, m + 8 / b)
 
     def encode_blocks(self, xb: np.ndarray) -> Blocks:
-        xb = np.asarray(xb, dtype=_F32)
-        finite = np.isfinite(xb).all(axis=1)
-        x = np.where(finite[:, None], xb, _F32(0))
-        be = floor_log2_e8m0(np.max(np.abs(x), axis=1)).astype(np.int64)
-        e = np.where(be > 0, be - 127, -127)
+        finite, x, e = _block_exponent(xb)
         sign, sig, e2, _ = _f32_split(x)
         q = np.minimum(_round_shift(sig, (e[:, None] + 2 - self.m) - e2, self.rounding), (1 << (self.m - 1)) - 1)
         codes = np.where(q > 0, (sign << (self.m - 1)) | q, 0)
