@@ -26,6 +26,10 @@
 namespace py = pybind11;
 using namespace quellm;
 
+// Kernel families bound in their own files (bindings_<family>.cpp).
+void bind_formats(py::module_& m);
+void bind_quant(py::module_& m);
+
 namespace {
 
 template <typename T>
@@ -341,6 +345,8 @@ PYBIND11_MODULE(_core, m) {
 #else
     m.attr("HAS_CUDA") = false;
 #endif
+    bind_formats(m);
+    bind_quant(m);
 
     // ---- ISA and threads -------------------------------------------------------------------
     m.def("cpu_features", &cpu_dict, "CPU feature flags found by cpuid/xgetbv.");
