@@ -1,10 +1,11 @@
 """Low-bit GEMM/GEMV throughput against numpy f32 `x @ W.T` (BLAS) measured in the same run.
 
-For each shape M x K -> N: GOPS (2·M·N·K / time), GB/s of weight traffic at M = 1, and the ratio
-to numpy. W4A8 = int4 weights (group 128 scales) × per-token int8 activations; the time includes
-quantizing the activations. Also the f32 kernel of the runtime (quellm matmul_f32).
+For each shape M x K -> N and each QuantLinear kernel (W4A16, W8A16 weight-only; W4A8, W8A8, W4A4
+integer; group 128 weights (96 where 128 does not divide K), per-token activations): GOPS (2·M·N·K / time) and the ratio to numpy
+(>1 = faster). Times include the activation quantization (the whole QuantLinear.forward). At
+M = 1 the W4A8 weight traffic in GB/s is shown too. `f32` is the runtime's own float GEMM.
 
-Usage: python bench/bench_gemm.py [--threads N]
+Usage: python bench/bench_gemm.py [--threads N] [--group G] [--kernels w4a8,w8a8,...]
 """
 
 from __future__ import annotations
@@ -20,49 +21,47 @@ from common import header, table, timeit  # noqa: E402
 
 import quellm  # noqa: E402
 from quellm import _core  # noqa: E402
+from quellm.quant import LinearSpec, QuantLinear, fit_group  # noqa: E402
 
 SHAPES = [(1, 576, 1536), (1, 1536, 576), (1, 4096, 4096), (1, 4096, 11008), (512, 576, 1536), (512, 4096, 11008)]
-
-
-def pack_int4(q: np.ndarray) -> np.ndarray:
-    u = (q.astype(np.int16) & 0xF).astype(np.uint8)
-    return (u[:, 0::2] | (u[:, 1::2] << 4)).astype(np.uint8)
+KERNELS = {"w4a16": ("int4", "none"), "w8a16": ("int8", "none"), "w4a8": ("int4", "int8"),
+           "w8a8": ("int8", "int8"), "w4a4": ("int4", "int4")}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--group", type=int, default=128)
+    ap.add_argument("--kernels", default=",".join(KERNELS))
     args = ap.parse_args()
     if args.threads:
         quellm.set_num_threads(args.threads)
-    header(f"bench_gemm: W4A8 (int4 g{args.group} x int8 per token) and f32, vs numpy f32 BLAS")
+    kernels = args.kernels.split(",")
+    header(f"bench_gemm: QuantLinear kernels (g{args.group} weights, per-token activations) vs numpy f32 BLAS")
     rng = np.random.default_rng(0)
     rows = []
     for M, K, N in SHAPES:
         x = rng.standard_normal((M, K)).astype(np.float32)
         W = rng.standard_normal((N, K)).astype(np.float32)
-        qw = rng.integers(-8, 8, (N, K)).astype(np.int8)
-        sw = rng.uniform(0.001, 0.01, (N, K // args.group)).astype(np.float32)
-        w4 = _core.gemm_w4_repack(pack_int4(qw), sw)
-        # validate one product against the integer reference before timing
-        qa, sa = _core.quantize_rows_int8(x[:1])
-        ref = _core.gemm_w4a8(qa, sa, w4, ref=True)
-        assert np.array_equal(_core.gemm_w4a8(qa, sa, w4), ref)
-
-        def w4a8() -> None:
-            q, s = _core.quantize_rows_int8(x)
-            _core.gemm_w4a8(q, s, w4)
-
         t_np, _ = timeit(lambda: x @ W.T)
-        t_w4, _ = timeit(w4a8)
-        t_f32, _ = timeit(lambda: _core.matmul_f32(x, W))
         ops = 2.0 * M * N * K
-        wbytes = w4.nbytes
-        rows.append([f"{M}x{K}->{N}", ops / t_np / 1e9, ops / t_f32 / 1e9, ops / t_w4 / 1e9,
-                     (wbytes / t_w4 / 1e9) if M == 1 else "-", t_np / t_f32, t_np / t_w4])
-    table(["shape", "numpy GF", "f32 GF", "W4A8 GOPS", "W4A8 GB/s", "f32/np", "W4A8/np"], rows,
-          [16, 9, 8, 10, 10, 7, 8])
+        t_f32, _ = timeit(lambda: _core.matmul_f32(x, W))
+        row: list[object] = [f"{M}x{K}->{N}", ops / t_np / 1e9, t_np / t_f32]
+        for name in kernels:
+            wf, af = KERNELS[name]
+            ql = QuantLinear(W, spec=LinearSpec(w_format=wf, a_format=af, group=fit_group(args.group, K)))
+            y = ql(x[:2])
+            assert np.allclose(y, ql.simulate(x[:2]), rtol=1e-4, atol=1e-3 * np.abs(y).max())
+            t, _ = timeit(lambda: ql(x))
+            row.append(t_np / t)
+            if name == "w4a8":
+                row.insert(3, ops / t / 1e9)
+                row.insert(4, ql.nbytes / t / 1e9 if M == 1 else "-")
+        rows.append(row)
+    cols = ["shape", "numpy GF", "f32/np"]
+    if "w4a8" in kernels:
+        cols += ["W4A8 GOPS", "W4A8 GB/s"]
+    table(cols + [f"{k}/np" for k in kernels], rows, [16, 9, 7] + ([10, 10] if "w4a8" in kernels else []) + [9] * len(kernels))
 
 
 if __name__ == "__main__":

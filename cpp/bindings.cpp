@@ -11,6 +11,7 @@
 
 #include <algorithm>
 
+#include "bindings_util.h"
 #include "common.h"
 #include "cpu_features.h"
 #include "fwht.h"
@@ -18,6 +19,7 @@
 #include "matmul.h"
 #include "runtime/llama.h"
 #include "runtime/mamba.h"
+#include "quant_linear.h"
 #include "runtime/observe.h"
 #if defined(QUELLM_HAS_CUDA)
 #include "cuda_api.h"
@@ -31,9 +33,6 @@ void bind_formats(py::module_& m);
 void bind_quant(py::module_& m);
 
 namespace {
-
-template <typename T>
-using carray = py::array_t<T, py::array::c_style | py::array::forcecast>;
 
 py::dict cpu_dict() {
     const CpuFeatures& f = cpu_features();
@@ -91,21 +90,6 @@ py::array_t<Out> map_array(carray<In> x) {
     return out;
 }
 
-// A float32, C-contiguous array, or ValueError naming the argument: for outputs and for inputs
-// the Python layer has already converted, so nothing is copied behind the caller's back.
-const float* f32_data(const py::array& a, const char* name) {
-    if (!py::isinstance<py::array_t<float>>(a) || !(a.flags() & py::array::c_style))
-        throw std::invalid_argument(std::string(name) + ": expected a C-contiguous float32 array, got dtype " +
-                                    std::string(py::str(a.dtype())));
-    return static_cast<const float*>(a.data());
-}
-
-float* f32_mutable(py::array& a, const char* name) {
-    f32_data(a, name);
-    if (!a.writeable()) throw std::invalid_argument(std::string(name) + ": array is read-only");
-    return static_cast<float*>(a.mutable_data());
-}
-
 void fwht_binding(const py::array& x, py::array& out, int64_t m, const py::object& hm, float scale, bool ref) {
     const float* xp = f32_data(x, "x");
     float* op = f32_mutable(out, "out");
@@ -143,7 +127,7 @@ void fwht_binding(const py::array& x, py::array& out, int64_t m, const py::objec
 // each array so the runtime can point into it.
 struct WeightTable {
     const py::dict& tensors;
-    std::vector<py::array>& keep;
+    std::vector<py::object>& keep;
     const char* who;
 
     const float* operator()(const std::string& name, const std::vector<int64_t>& shape, bool required = true) {
@@ -158,8 +142,24 @@ struct WeightTable {
         keep.push_back(a);
         return p;
     }
+    // A linear layer: float32 `<pre>.weight` (+ optional `.bias`), or a QuantLinear object under
+    // `<pre>.weight` that carries its own bias.
     Linear linear(const std::string& pre, int64_t out, int64_t in) {
         Linear l;
+        const std::string wname = pre + ".weight";
+        if (tensors.contains(wname.c_str()) && py::isinstance<QuantLinear>(tensors[wname.c_str()])) {
+            py::object o = tensors[wname.c_str()];
+            const QuantLinear& q = o.cast<const QuantLinear&>();
+            QUELLM_CHECK(q.N == out && q.K == in, who, ": quantized linear '", pre, "' is (", q.N, ", ", q.K,
+                         "), expected (", out, ", ", in, ")");
+            QUELLM_CHECK(!tensors.contains((pre + ".bias").c_str()), who, ": quantized linear '", pre,
+                         "' carries its bias; drop the separate '", pre, ".bias' tensor");
+            keep.push_back(o);
+            l.q = &q;
+            l.out = out;
+            l.in = in;
+            return l;
+        }
         l.w = (*this)(pre + ".weight", {out, in});
         l.b = (*this)(pre + ".bias", {out}, false);
         l.out = out;
@@ -181,7 +181,7 @@ std::vector<State*> checked_states(const std::vector<State*>& states, int64_t B)
 struct PyLlama {
     LlamaConfig cfg;
     LlamaWeights w;
-    std::vector<py::array> keep;
+    std::vector<py::object> keep;
 };
 
 int64_t dict_int(const py::dict& d, const char* key) {
@@ -237,7 +237,7 @@ std::shared_ptr<PyLlama> make_llama(const py::dict& cfg, const py::dict& tensors
 struct PyMamba {
     MambaConfig cfg;
     MambaWeights w;
-    std::vector<py::array> keep;
+    std::vector<py::object> keep;
 };
 
 std::shared_ptr<PyMamba> make_mamba(const py::dict& cfg, const py::dict& tensors) {
@@ -265,6 +265,7 @@ std::shared_ptr<PyMamba> make_mamba(const py::dict& cfg, const py::dict& tensors
         L.conv_b = get(p + "mixer.conv1d.bias", {Di}, false);
         L.x_proj = get.linear(p + "mixer.x_proj", R + 2 * Ns, Di);
         L.dt_proj = get.linear(p + "mixer.dt_proj", Di, R);
+        QUELLM_CHECK(L.dt_proj.q == nullptr, "MambaModel: dt_proj stays float32 (it reads a strided input)");
         QUELLM_CHECK(L.dt_proj.b != nullptr, "MambaModel: tensor '", p, "mixer.dt_proj.bias' is missing");
         const float* a_log = get(p + "mixer.A_log", {Di, Ns});
         L.A.resize(size_t(Di * Ns));
@@ -493,58 +494,6 @@ PYBIND11_MODULE(_core, m) {
         return y;
     }, py::arg("x"), py::arg("w"), py::arg("b") = py::none(), py::arg("ref") = false,
        "y = x @ w.T (+ b) in float32: x (M, K), w (N, K), C-contiguous float32.");
-
-    py::class_<W4Packed, std::shared_ptr<W4Packed>>(m, "W4Packed",
-        "int4 weights (N, K) with per-group f32 scales, repacked for the W4A8 kernels.")
-        .def_readonly("N", &W4Packed::N)
-        .def_readonly("K", &W4Packed::K)
-        .def_readonly("G", &W4Packed::G)
-        .def_property_readonly("nbytes", [](const W4Packed& w) { return w.codes.size() + 4 * w.scales.size(); })
-        .def("unpack", [](const W4Packed& w) {
-            py::array_t<uint8_t> codes({w.N, w.K / 2});
-            py::array_t<float> scales({w.N, w.K / w.G});
-            gemm_w4_unpack(w, codes.mutable_data(), scales.mutable_data());
-            return py::make_tuple(codes, scales);
-        }, "The canonical (codes (N, K/2), scales (N, K/G)) this was packed from.");
-    m.def("gemm_w4_repack", [](const py::array& codes_in, const py::array& scales_in) {
-        auto codes = py::array_t<uint8_t, py::array::c_style>::ensure(codes_in);
-        QUELLM_CHECK(codes && codes.ndim() == 2, "gemm_w4_repack: codes must be a 2-D uint8 array (N, K/2)");
-        const float* sp = f32_data(scales_in, "scales");
-        QUELLM_CHECK(scales_in.ndim() == 2 && scales_in.shape(0) == codes.shape(0), "gemm_w4_repack: scales must be (N, K/G)");
-        const int64_t N = codes.shape(0), K = 2 * codes.shape(1), NG = scales_in.shape(1);
-        QUELLM_CHECK(NG >= 1 && K % NG == 0, "gemm_w4_repack: ", NG, " groups do not divide K = ", K);
-        return std::make_shared<W4Packed>(gemm_w4_repack(codes.data(), sp, N, K, K / NG));
-    }, py::arg("codes"), py::arg("scales"));
-    m.def("quantize_rows_int8", [](const py::array& x) {
-        const float* xp = f32_data(x, "x");
-        QUELLM_CHECK(x.ndim() == 2, "quantize_rows_int8: x must be 2-D");
-        const int64_t M = x.shape(0), K = x.shape(1);
-        py::array_t<int8_t> q({M, K});
-        py::array_t<float> s(M);
-        quantize_rows_int8(xp, M, K, q.mutable_data(), s.mutable_data());
-        return py::make_tuple(q, s);
-    }, py::arg("x"), "Per-row symmetric int8: s = absmax/127 (1 for a zero row), q = clamp(rne(x/s), -127, 127).");
-    m.def("gemm_w4a8", [](const py::array& qa_in, const py::array& sa_in, const W4Packed& w, const py::object& b, bool ref) {
-        auto qa = py::array_t<int8_t, py::array::c_style>::ensure(qa_in);
-        QUELLM_CHECK(qa && qa.ndim() == 2 && qa.shape(1) == w.K, "gemm_w4a8: qa must be int8 (M, ", w.K, ")");
-        const float* sa = f32_data(sa_in, "sa");
-        QUELLM_CHECK(sa_in.ndim() == 1 && sa_in.shape(0) == qa.shape(0), "gemm_w4a8: sa must be (M,)");
-        const float* bp = nullptr;
-        py::array bias;
-        if (!b.is_none()) {
-            bias = py::array::ensure(b);
-            bp = f32_data(bias, "b");
-            QUELLM_CHECK(bias.ndim() == 1 && bias.shape(0) == w.N, "gemm_w4a8: b must be (N,)");
-        }
-        py::array_t<float> y({qa.shape(0), w.N});
-        GemmW4A8Params p{qa.data(), sa, &w, bp, y.mutable_data(), qa.shape(0)};
-        {
-            py::gil_scoped_release release;
-            if (ref) gemm_w4a8_ref(p); else gemm_w4a8(p);
-        }
-        return y;
-    }, py::arg("qa"), py::arg("sa"), py::arg("w"), py::arg("b") = py::none(), py::arg("ref") = false,
-       "y = (qa · sa) @ (qw · sw)ᵀ (+ b) with int32 accumulation per group.");
 
     // ---- runtime ---------------------------------------------------------------------------------
     py::class_<PyLlama, std::shared_ptr<PyLlama>>(m, "LlamaModel",

@@ -1,83 +1,129 @@
-// gemm.cpp — W4A8 GEMM/GEMV: repacking, activation quantization, scalar reference, dispatch.
-// See gemm.h for the math and layouts.
+// gemm.cpp — low-bit GEMM/GEMV: repacking, activation quantization, scalar references, dispatch.
+// See gemm.h for the math and layouts; SIMD kernels live in arch/x86/gemm_*.cpp.
 #include "gemm.h"
 
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 
 #include "common.h"
 #include "cpu_features.h"
+#include "matmul.h"
 
 namespace quellm {
 
-W4Packed gemm_w4_repack(const uint8_t* codes, const float* scales, int64_t N, int64_t K, int64_t G) {
-    QUELLM_CHECK(N >= 1 && K >= 1, "gemm_w4_repack: empty weight");
-    QUELLM_CHECK(K % 8 == 0, "gemm_w4_repack: K = ", K, " must be a multiple of 8");
-    QUELLM_CHECK(G >= 4 && G % 4 == 0 && K % G == 0, "gemm_w4_repack: group size ", G, " must divide K = ", K,
+namespace {
+IntPacked packed_shell(int bits, int64_t N, int64_t K, int64_t G) {
+    QUELLM_CHECK(N >= 1 && K >= 1, "gemm repack: empty weight");
+    QUELLM_CHECK(K % (bits == 4 ? 8 : 4) == 0, "gemm repack: K = ", K, " must be a multiple of ", bits == 4 ? 8 : 4);
+    QUELLM_CHECK(G >= 4 && G % 4 == 0 && K % G == 0, "gemm repack: group size ", G, " must divide K = ", K,
                  " and be a multiple of 4");
-    W4Packed w;
+    IntPacked w;
+    w.bits = bits;
     w.N = N;
     w.K = K;
     w.G = G;
     w.tiles = ceil_div(N, 16);
+    w.scales.assign(size_t(w.tiles * (K / G) * 16), 0.0f);
+    return w;
+}
+
+// Index of weight (row j of tile t, k-quad kq) in the packed codes; bytes per quad: bits / 2.
+inline size_t quad_at(const IntPacked& w, int64_t t, int64_t kq, int64_t j) {
+    return size_t(((t * (w.K / 4) + kq) * 16 + j) * (w.bits / 2));
+}
+
+inline int qw_at(const IntPacked& w, int64_t n, int64_t k) {
+    const size_t q = quad_at(w, n / 16, k / 4, n % 16);
+    if (w.bits == 8) return int(int8_t(w.codes[q + size_t(k % 4)]));
+    const uint8_t byte = w.codes[q + size_t(k % 4) / 2];
+    return int((k % 2 ? byte >> 4 : byte & 15)) - 8;
+}
+}  // namespace
+
+IntPacked gemm_w4_repack(const uint8_t* codes, const float* scales, int64_t N, int64_t K, int64_t G) {
+    IntPacked w = packed_shell(4, N, K, G);
     const int64_t KQ = K / 4, NG = K / G;
     w.codes.assign(size_t(w.tiles * KQ * 32), 0x88);  // padding rows: q = 0
-    w.scales.assign(size_t(w.tiles * NG * 16), 0.0f);
     for (int64_t n = 0; n < N; ++n) {
         const int64_t t = n / 16, j = n % 16;
         for (int64_t kq = 0; kq < KQ; ++kq)
-            for (int b = 0; b < 2; ++b)
-                w.codes[size_t(((t * KQ + kq) * 16 + j) * 2 + b)] = codes[n * (K / 2) + kq * 2 + b] ^ 0x88;
+            for (int b = 0; b < 2; ++b) w.codes[quad_at(w, t, kq, j) + b] = codes[n * (K / 2) + kq * 2 + b] ^ 0x88;
         for (int64_t g = 0; g < NG; ++g) w.scales[size_t((t * NG + g) * 16 + j)] = scales[n * NG + g];
     }
     return w;
 }
 
-void gemm_w4_unpack(const W4Packed& w, uint8_t* codes, float* scales) {
-    const int64_t KQ = w.K / 4, NG = w.K / w.G;
+IntPacked gemm_w8_repack(const int8_t* codes, const float* scales, int64_t N, int64_t K, int64_t G) {
+    IntPacked w = packed_shell(8, N, K, G);
+    const int64_t KQ = K / 4, NG = K / G;
+    w.codes.assign(size_t(w.tiles * KQ * 64), 0);
+    w.wsum.assign(w.scales.size(), 0);
+    for (int64_t n = 0; n < N; ++n) {
+        const int64_t t = n / 16, j = n % 16;
+        for (int64_t k = 0; k < K; ++k) {
+            w.codes[quad_at(w, t, k / 4, j) + size_t(k % 4)] = uint8_t(codes[n * K + k]);
+            w.wsum[size_t((t * NG + k / G) * 16 + j)] += codes[n * K + k];
+        }
+        for (int64_t g = 0; g < NG; ++g) w.scales[size_t((t * NG + g) * 16 + j)] = scales[n * NG + g];
+    }
+    return w;
+}
+
+void gemm_int_unpack(const IntPacked& w, uint8_t* codes, float* scales) {
+    const int64_t NG = w.K / w.G;
     for (int64_t n = 0; n < w.N; ++n) {
         const int64_t t = n / 16, j = n % 16;
-        for (int64_t kq = 0; kq < KQ; ++kq)
-            for (int b = 0; b < 2; ++b)
-                codes[n * (w.K / 2) + kq * 2 + b] = w.codes[size_t(((t * KQ + kq) * 16 + j) * 2 + b)] ^ 0x88;
+        if (w.bits == 8)
+            for (int64_t k = 0; k < w.K; ++k) codes[n * w.K + k] = uint8_t(qw_at(w, n, k));
+        else
+            for (int64_t kq = 0; kq < w.K / 4; ++kq)
+                for (int b = 0; b < 2; ++b) codes[n * (w.K / 2) + kq * 2 + b] = w.codes[quad_at(w, t, kq, j) + b] ^ 0x88;
         for (int64_t g = 0; g < NG; ++g) scales[n * NG + g] = w.scales[size_t((t * NG + g) * 16 + j)];
     }
 }
 
-void quantize_rows_int8(const float* x, int64_t M, int64_t K, int8_t* q, float* sa) {
+void quantize_rows(const float* x, int64_t M, int64_t K, int qmax, float clip, int8_t* q, float* sa) {
+    QUELLM_CHECK(qmax >= 1 && qmax <= 127, "quantize_rows: qmax must lie in [1, 127]");
+    QUELLM_CHECK(clip > 0.0f && clip <= 1.0f, "quantize_rows: clip ratio must lie in (0, 1]");
+    const float fq = float(qmax);
+    std::atomic<int64_t> bad{-1};
+    const int nt = M * K >= (int64_t(1) << 15) ? int(std::min<int64_t>(num_threads(), M)) : 1;
+#pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t m = 0; m < M; ++m) {
         const float* r = x + m * K;
         float amax = 0.0f;
+        bool finite = true;
         for (int64_t k = 0; k < K; ++k) {
-            QUELLM_CHECK(std::isfinite(r[k]), "quantize_rows_int8: non-finite activation in row ", m, ", column ", k);
+            finite &= std::isfinite(r[k]);
             amax = std::max(amax, std::fabs(r[k]));
         }
-        const float s = amax > 0.0f ? amax / 127.0f : 1.0f;
+        if (!finite) {
+            int64_t expected = -1;
+            bad.compare_exchange_strong(expected, m);
+            continue;
+        }
+        float s = (clip * amax) / fq;
+        if (s == 0.0f) s = 1.0f;
         sa[m] = s;
         for (int64_t k = 0; k < K; ++k) {
             const float v = std::nearbyint(r[k] / s);  // RNE in the default rounding mode
-            q[m * K + k] = int8_t(std::min(127.0f, std::max(-127.0f, v)));
+            q[m * K + k] = int8_t(std::min(fq, std::max(-fq, v)));
         }
+    }
+    if (bad.load() >= 0) {
+        const int64_t m = bad.load();
+        int64_t k = 0;
+        while (std::isfinite(x[m * K + k])) ++k;
+        QUELLM_CHECK(false, "quantize_rows: non-finite activation ", x[m * K + k], " in row ", m, ", column ", k);
     }
 }
 
-namespace {
-inline int qw_at(const W4Packed& w, int64_t n, int64_t k) {
-    const int64_t t = n / 16, j = n % 16, kq = k / 4, r = k % 4;
-    const uint8_t byte = w.codes[size_t(((t * (w.K / 4) + kq) * 16 + j) * 2 + r / 2)];
-    return int((r % 2 ? byte >> 4 : byte & 15)) - 8;
-}
-
-void check(const GemmW4A8Params& p) {
-    QUELLM_CHECK(p.w != nullptr && p.M >= 0, "gemm_w4a8: bad parameters");
-}
-}  // namespace
-
-void gemm_w4a8_ref(const GemmW4A8Params& p) {
-    check(p);
-    const W4Packed& w = *p.w;
+void gemm_int_ref(const GemmIntParams& p) {
+    QUELLM_CHECK(p.w != nullptr && p.M >= 0, "gemm_int: bad parameters");
+    const IntPacked& w = *p.w;
     const int64_t NG = w.K / w.G;
     for (int64_t m = 0; m < p.M; ++m)
         for (int64_t n = 0; n < w.N; ++n) {
@@ -92,19 +138,19 @@ void gemm_w4a8_ref(const GemmW4A8Params& p) {
         }
 }
 
-void gemm_w4a8(const GemmW4A8Params& p) {
-    check(p);
-    const W4Packed& w = *p.w;
+void gemm_int(const GemmIntParams& p) {
+    QUELLM_CHECK(p.w != nullptr && p.M >= 0, "gemm_int: bad parameters");
+    const IntPacked& w = *p.w;
     if (p.M == 0) return;
 #if defined(QUELLM_X86_PATHS)
-    using Tile = void (*)(const GemmW4A8Params&, int64_t, int64_t, int, const int32_t*);
+    using Tile = void (*)(const GemmIntParams&, int64_t, int64_t, int, const int32_t*);
     Tile tile = nullptr;
     if (active_isa() == Isa::AVX512 && cpu_features().avx512vnni)
-        tile = x86::gemm_w4a8_tile_avx512;
+        tile = x86::gemm_int_tile_avx512;
     else if (active_isa() >= Isa::AVX2)
-        tile = x86::gemm_w4a8_tile_avx2;
+        tile = x86::gemm_int_tile_avx2;
     if (tile) {
-        // Σ qa per (row, group): removes the +8 offset of the unsigned weight nibbles.
+        // int4: Σ qa per (row, group) removes the +8 offset of the unsigned weight nibbles.
         const int64_t NG = w.K / w.G;
         std::vector<int32_t> asum(size_t(p.M * NG));
         for (int64_t m = 0; m < p.M; ++m)
@@ -120,7 +166,80 @@ void gemm_w4a8(const GemmW4A8Params& p) {
         return;
     }
 #endif
-    gemm_w4a8_ref(p);
+    gemm_int_ref(p);
+}
+
+// ---- weight-only ---------------------------------------------------------------------------
+
+namespace {
+inline float wf_code(const WfWeights& w, int64_t n, int64_t k) {
+    if (w.bits == 8) return float(int8_t(w.codes[size_t(n * w.K + k)]));
+    const uint8_t byte = w.codes[size_t(n * (w.K / 2) + k / 2)];
+    return float(k % 2 ? byte >> 4 : byte & 15);
+}
+}  // namespace
+
+void wf_dequant_rows(const WfWeights& w, int64_t n0, int64_t n1, float* out) {
+    const int64_t NG = w.K / w.G;
+    for (int64_t n = n0; n < n1; ++n)
+        for (int64_t g = 0; g < NG; ++g) {
+            const float s = w.scales[size_t(n * NG + g)], z = w.zeros[size_t(n * NG + g)];
+            for (int64_t k = g * w.G; k < (g + 1) * w.G; ++k) out[(n - n0) * w.K + k] = (wf_code(w, n, k) - z) * s;
+        }
+}
+
+void gemm_wf_ref(const GemmWfParams& p) {
+    QUELLM_CHECK(p.w != nullptr && p.M >= 0, "gemm_wf: bad parameters");
+    const WfWeights& w = *p.w;
+    const int64_t NG = w.K / w.G;
+    for (int64_t m = 0; m < p.M; ++m)
+        for (int64_t n = 0; n < w.N; ++n) {
+            float y = 0.0f;
+            for (int64_t g = 0; g < NG; ++g) {
+                const float s = w.scales[size_t(n * NG + g)], z = w.zeros[size_t(n * NG + g)];
+                for (int64_t k = g * w.G; k < (g + 1) * w.G; ++k) y += p.x[m * w.K + k] * ((wf_code(w, n, k) - z) * s);
+            }
+            p.y[m * w.N + n] = p.bias ? y + p.bias[n] : y;
+        }
+}
+
+void gemm_wf(const GemmWfParams& p) {
+    QUELLM_CHECK(p.w != nullptr && p.M >= 0, "gemm_wf: bad parameters");
+    const WfWeights& w = *p.w;
+    if (p.M == 0) return;
+    if (p.M > kWfGemvRows) {
+        // Compute-bound: dequantize panels of W once and reuse them for every row of x.
+        constexpr int64_t NB = 256;
+        std::vector<float> panel(size_t(std::min(NB, w.N) * w.K));
+        for (int64_t n0 = 0; n0 < w.N; n0 += NB) {
+            const int64_t n1 = std::min(w.N, n0 + NB);
+#pragma omp parallel for num_threads(num_threads()) schedule(static)
+            for (int64_t n = n0; n < n1; ++n) wf_dequant_rows(w, n, n + 1, panel.data() + (n - n0) * w.K);
+            matmul_f32(MatmulParams{p.x, panel.data(), p.bias ? p.bias + n0 : nullptr, p.y + n0, p.M, n1 - n0, w.K,
+                                    w.K, w.N});
+        }
+        return;
+    }
+#if defined(QUELLM_X86_PATHS)
+    using Rows = void (*)(const GemmWfParams&, int64_t, int64_t, int64_t, int);
+    Rows rows = nullptr;
+    if (active_isa() == Isa::AVX512 && w.G % 16 == 0)
+        rows = x86::gemm_wf_rows_avx512;
+    else if (active_isa() >= Isa::AVX2 && w.G % 8 == 0)
+        rows = x86::gemm_wf_rows_avx2;
+    if (rows) {
+        // Memory-bound: each thread streams its own contiguous block of W rows once per 4 x rows.
+        const int nt = w.N * w.K < (int64_t(1) << 16) ? 1 : int(std::min<int64_t>(num_threads(), ceil_div(w.N, 2)));
+#pragma omp parallel num_threads(nt)
+        {
+            const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+            const int64_t n0 = w.N * tid / nth, n1 = w.N * (tid + 1) / nth;
+            for (int64_t m0 = 0; m0 < p.M; m0 += 4) rows(p, n0, n1, m0, int(std::min<int64_t>(4, p.M - m0)));
+        }
+        return;
+    }
+#endif
+    gemm_wf_ref(p);
 }
 
 }  // namespace quellm

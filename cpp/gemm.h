@@ -1,56 +1,105 @@
-// gemm.h — low-bit GEMM/GEMV: W4A8 (int4 weights × int8 activations) to start with.
+// gemm.h — low-bit GEMM/GEMV kernels behind QuantLinear (quant_linear.h).
 //
-//   y[m, n] = Σ_g  acc[m, n, g] · (sa[m] · sw[n, g])  (+ b[n])
-//   acc[m, n, g] = Σ_{k in group g} qa[m, k] · qw[n, k]            (exact, int32)
+// Two families, both y = x·Wᵀ (+ b) with weights W (N, K) quantized in groups of G along K:
 //
-// Canonical weight storage (the on-disk format, shared/SPEC.md §3.7): codes (N, K/2) uint8, two's
-// complement int4, element 2i of a row in the low nibble of byte i; scales sw (N, K/G) f32 with G
-// the group size along K (G = K: per output channel). Activations: per-row symmetric int8
-// (qa in [-127, 127], sa = absmax / 127; an all-zero row has sa = 1).
+// 1. Integer kernels (W4A8, W8A8, and W4A4 / W8A4 with activations held as int8 in [-7, 7]):
+//      y[m, n] = Σ_g  acc[m, n, g] · (sa[m] · sw[n, g])  (+ b[n])
+//      acc[m, n, g] = Σ_{k in group g} qa[m, k] · qw[n, k]            (exact, int32)
+//    Symmetric weights only (qw = two's complement int4 or int8); activations per-row symmetric.
+// 2. Weight-only kernels (W4A16, W8A16): f32 activations times dequantized weights
+//      w[n, k] = (u[n, k] − z[n, g]) · s[n, g]
+//    with u the raw code (int4: unsigned nibble 0..15, so a symmetric int4 code q is stored as
+//    u = q + 8, z = 8; int8: signed code, z = 0 for symmetric weights), computed in registers.
 //
-// The kernels use a repacked copy (gemm_w4_repack): rows in tiles of 16, and for each group of 4
-// k-steps the 16 rows' 4 nibbles side by side, stored offset-binary (q + 8, 0..15) so an unpacked
-// byte is the u8 operand of VNNI's vpdpbusd; the +8 is removed with 8·Σ qa per group.
-// Versions: gemm_w4a8_ref (scalar, the definition), gemm_w4a8 (AVX-512 VNNI vpdpbusd, or AVX2
-// vpmaddubsw + vpmaddwd), OpenMP over 16-row tiles. Integer sums are exact, and the float epilogue
-// does the same operations in the same order in every version, so all agree bit for bit.
+// Canonical weight storage (the on-disk format, shared/SPEC.md §3.7): int4 codes (N, K/2) uint8,
+// element 2i of a row in the low nibble of byte i; int8 codes (N, K) int8; scales (N, K/G) f32.
+//
+// Integer kernels use a repacked copy (gemm_w4_repack / gemm_w8_repack): rows in tiles of 16, and
+// for each group of 4 k-steps the 16 rows' 4 codes side by side (one 64-byte VNNI operand).
+// int4 is stored offset-binary (q + 8, 0..15) so an unpacked byte is the u8 operand of VNNI's
+// vpdpbusd; the +8 is removed with 8·Σ qa per group. int8 weights are the s8 operand and the
+// activations are shifted to u8 (qa + 128); the shift is removed with 128·Σ qw per group
+// (precomputed, `wsum`). Versions: gemm_int_ref (scalar, the definition), gemm_int (AVX-512 VNNI,
+// or AVX2 vpmaddubsw/vpmaddwd), OpenMP over 16-row tiles. Integer sums are exact, and the float
+// epilogue does the same operations in the same order in every version: all agree bit for bit.
+//
+// Weight-only kernels: gemm_wf_ref (scalar), gemm_wf (AVX-512/AVX2 dequantize + FMA for up to
+// kWfGemvRows activation rows, reading each weight byte once per 4 rows; larger batches
+// dequantize panels of W to f32 and run the f32 GEMM). Float sums: results agree with the
+// reference to rounding, not bit for bit.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
 namespace quellm {
 
-struct W4Packed {
+// ---- integer kernels --------------------------------------------------------------------------
+
+struct IntPacked {
+    int bits = 4;                      // 4 or 8
     int64_t N = 0, K = 0, G = 0;       // K % G == 0, G % 4 == 0
     int64_t tiles = 0;                 // ceil(N / 16)
-    std::vector<uint8_t> codes;        // (tiles, K/4, 16, 2): nibbles q+8, k0|k1<<4, k2|k3<<4
+    std::vector<uint8_t> codes;        // bits 4: (tiles, K/4, 16, 2): nibbles q+8, k0|k1<<4, k2|k3<<4
+                                       // bits 8: (tiles, K/4, 16, 4): int8 q
     std::vector<float> scales;         // (tiles, K/G, 16)
+    std::vector<int32_t> wsum;         // bits 8: (tiles, K/G, 16) Σ q over the group; bits 4: empty
+    size_t nbytes() const { return codes.size() + 4 * scales.size() + 4 * wsum.size(); }
 };
 
-// codes (N, K/2), scales (N, K/G) -> packed. Rows past N in the last tile are zero weights.
-W4Packed gemm_w4_repack(const uint8_t* codes, const float* scales, int64_t N, int64_t K, int64_t G);
-// packed -> canonical codes (N, K/2) and scales (N, K/G): the inverse, for round-trip tests.
-void gemm_w4_unpack(const W4Packed& w, uint8_t* codes, float* scales);
+// codes (N, K/2) nibbles / (N, K) int8, scales (N, K/G) -> packed. Rows past N are zero weights.
+IntPacked gemm_w4_repack(const uint8_t* codes, const float* scales, int64_t N, int64_t K, int64_t G);
+IntPacked gemm_w8_repack(const int8_t* codes, const float* scales, int64_t N, int64_t K, int64_t G);
+// packed -> canonical codes and scales: the inverse, for round-trip tests and saving.
+void gemm_int_unpack(const IntPacked& w, uint8_t* codes, float* scales);
 
-// Per-row symmetric int8 quantization: q (M, K), sa (M). NaN/Inf rows are rejected (throws).
-void quantize_rows_int8(const float* x, int64_t M, int64_t K, int8_t* q, float* sa);
+// Per-row symmetric quantization to [-qmax, qmax] (qmax = 127 for int8, 7 for int4), f32:
+//   sa = (clip · max|x|) / qmax (1 for an all-zero row), q = clamp(RNE(x / sa), −qmax, qmax).
+// Non-finite values are rejected (throws, naming row and column).
+void quantize_rows(const float* x, int64_t M, int64_t K, int qmax, float clip, int8_t* q, float* sa);
 
-struct GemmW4A8Params {
+struct GemmIntParams {
     const int8_t* qa;   // (M, K)
     const float* sa;    // (M)
-    const W4Packed* w;
+    const IntPacked* w;
     const float* bias;  // (N) or nullptr
     float* y;           // (M, N)
     int64_t M;
 };
-void gemm_w4a8_ref(const GemmW4A8Params& p);
-void gemm_w4a8(const GemmW4A8Params& p);
+void gemm_int_ref(const GemmIntParams& p);
+void gemm_int(const GemmIntParams& p);
+
+// ---- weight-only kernels ----------------------------------------------------------------------
+
+struct WfWeights {
+    int bits = 4;                      // 4 or 8
+    int64_t N = 0, K = 0, G = 0;       // K % G == 0
+    std::vector<uint8_t> codes;        // canonical: bits 4 (N, K/2) unsigned nibbles; bits 8 (N, K) int8
+    std::vector<float> scales, zeros;  // (N, K/G) each: w = (u − z) · s
+    size_t nbytes() const { return codes.size() + 4 * scales.size() + 4 * zeros.size(); }
+};
+constexpr int64_t kWfGemvRows = 8;     // batches above this dequantize panels + f32 GEMM
+
+struct GemmWfParams {
+    const float* x;     // (M, K)
+    const WfWeights* w;
+    const float* bias;  // (N) or nullptr
+    float* y;           // (M, N)
+    int64_t M;
+};
+void gemm_wf_ref(const GemmWfParams& p);
+void gemm_wf(const GemmWfParams& p);
+// Rows [n0, n1) of W dequantized to f32 into out ((n1 − n0), K).
+void wf_dequant_rows(const WfWeights& w, int64_t n0, int64_t n1, float* out);
 
 namespace x86 {
-// Rows [m0, m0+mr) of x (mr <= 4) against 16-row tile t: writes y for the tile's valid rows.
-void gemm_w4a8_tile_avx512(const GemmW4A8Params& p, int64_t t, int64_t m0, int mr, const int32_t* asum);
-void gemm_w4a8_tile_avx2(const GemmW4A8Params& p, int64_t t, int64_t m0, int mr, const int32_t* asum);
+// Integer tile: rows m0..m0+mr-1 of x (mr <= 4) against 16-row tile t; writes y for its valid rows.
+void gemm_int_tile_avx512(const GemmIntParams& p, int64_t t, int64_t m0, int mr, const int32_t* asum);
+void gemm_int_tile_avx2(const GemmIntParams& p, int64_t t, int64_t m0, int mr, const int32_t* asum);
+// Weight-only rows: y[m0..m0+mr) × W rows [n0, n1) (mr <= 4); need G % 16 (AVX-512) / G % 8 (AVX2) == 0.
+void gemm_wf_rows_avx512(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr);
+void gemm_wf_rows_avx2(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr);
 }  // namespace x86
 
 }  // namespace quellm

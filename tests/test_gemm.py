@@ -1,5 +1,7 @@
-"""W4A8 GEMM/GEMV against an int64 numpy product of the same quantized values (bit-exact
-integer sums; the float epilogue is the same fma sequence in every version)."""
+"""Low-bit GEMM kernels. Integer kernels (W4A8, W8A8; W4A4 is W4A8 with activations in [-7, 7])
+against an int64 numpy product of the same quantized values (bit-exact integer sums; the float
+epilogue is the same fma sequence in every version). Weight-only kernels (W4A16, W8A16) against
+numpy f32 products of the dequantized weights."""
 
 from __future__ import annotations
 
@@ -18,11 +20,13 @@ def pack_int4(q):
     return (u[..., 0::2] | (u[..., 1::2] << 4)).astype(np.uint8)
 
 
-def make(N, K, G, seed):
+def make(N, K, G, seed, bits=4):
     rng = np.random.default_rng(seed)
-    qw = rng.integers(-8, 8, (N, K)).astype(np.int8)
+    lim = 1 << (bits - 1)
+    qw = rng.integers(-lim, lim, (N, K)).astype(np.int8)
     sw = rng.uniform(0.001, 0.1, (N, K // G)).astype(np.float32)
-    return qw, sw, _core.gemm_w4_repack(pack_int4(qw), sw)
+    w = _core.gemm_w4_repack(pack_int4(qw), sw) if bits == 4 else _core.gemm_w8_repack(qw, sw)
+    return qw, sw, w
 
 
 def epilogue(qa, sa, qw, sw, G, bias=None):
@@ -42,12 +46,13 @@ def epilogue(qa, sa, qw, sw, G, bias=None):
     return y, acc
 
 
-def test_repack_round_trip():
-    qw, sw, w = make(37, 256, 64, 0)
+@pytest.mark.parametrize("bits", [4, 8])
+def test_repack_round_trip(bits):
+    qw, sw, w = make(37, 256, 64, 0, bits)
     codes, scales = w.unpack()
-    assert_bit_exact(codes, pack_int4(qw))
+    assert_bit_exact(codes, pack_int4(qw) if bits == 4 else qw)
     assert_bit_exact(scales, sw)
-    assert w.N == 37 and w.K == 256 and w.G == 64
+    assert w.N == 37 and w.K == 256 and w.G == 64 and w.bits == bits
 
 
 def test_packing_golden():
@@ -55,50 +60,81 @@ def test_packing_golden():
     assert pack_int4(np.array([[-8, 7, 3, -1]], np.int8)).tolist() == [[0x78, 0xF3]]
 
 
+@pytest.mark.parametrize("bits", [4, 8])
 @pytest.mark.parametrize("M,N,K,G", [(1, 16, 64, 64), (1, 1536, 576, 576), (3, 17, 128, 32), (17, 33, 256, 128),
                                      (5, 100, 512, 512), (2, 7, 8, 8)])
-def test_matches_integer_reference(M, N, K, G, isa, threads):
-    qw, sw, w = make(N, K, G, M + N + K)
+def test_matches_integer_reference(M, N, K, G, bits, isa, threads):
+    qw, sw, w = make(N, K, G, M + N + K, bits)
     rng = np.random.default_rng(1)
     qa = rng.integers(-127, 128, (M, K)).astype(np.int8)
     sa = rng.uniform(0.01, 1.0, M).astype(np.float32)
     bias = rng.standard_normal(N).astype(np.float32)
     want, _ = epilogue(qa, sa, qw, sw, G, bias)
-    assert_bit_exact(_core.gemm_w4a8(qa, sa, w, bias, ref=True), want, "ref")
-    assert_bit_exact(_core.gemm_w4a8(qa, sa, w, bias), want, f"{isa} t={threads}")
+    assert_bit_exact(_core.gemm_int(qa, sa, w, bias, ref=True), want, "ref")
+    assert_bit_exact(_core.gemm_int(qa, sa, w, bias), want, f"{isa} t={threads}")
 
 
-@given(M=st.integers(1, 9), N=st.integers(1, 40), kq=st.integers(1, 12), seed=st.integers(0, 2**31), data=st.data())
-def test_random_shapes(M, N, kq, seed, data):
+@given(M=st.integers(1, 9), N=st.integers(1, 40), kq=st.integers(1, 12), bits=st.sampled_from([4, 8]),
+       a4=st.booleans(), seed=st.integers(0, 2**31), data=st.data())
+def test_random_shapes(M, N, kq, bits, a4, seed, data):
     K = 8 * kq
     G = data.draw(st.sampled_from([d for d in range(4, K + 1, 4) if K % d == 0]), "G")
-    qw, sw, w = make(N, K, G, seed)
+    qw, sw, w = make(N, K, G, seed, bits)
     rng = np.random.default_rng(seed)
-    qa = rng.integers(-127, 128, (M, K)).astype(np.int8)
+    lim = 7 if a4 else 127  # W*A4: int4 activations held as int8
+    qa = rng.integers(-lim, lim + 1, (M, K)).astype(np.int8)
     sa = rng.uniform(0.01, 1.0, M).astype(np.float32)
     want, _ = epilogue(qa, sa, qw, sw, G)
-    assert_bit_exact(_core.gemm_w4a8(qa, sa, w), want)
+    assert_bit_exact(_core.gemm_int(qa, sa, w), want)
 
 
-def test_extreme_values_exact():
+@pytest.mark.parametrize("bits, wq, aq", [(4, -8, -127), (8, -128, -127), (8, -128, 127), (8, 127, 127)])
+def test_extreme_values_exact(bits, wq, aq, isa):
     N, K, G = 16, 4096, 4096
-    qw = np.full((N, K), -8, np.int8)
+    qw = np.full((N, K), wq, np.int8)
     sw = np.ones((N, 1), np.float32)
-    w = _core.gemm_w4_repack(pack_int4(qw), sw)
-    qa = np.full((2, K), -127, np.int8)
-    y = _core.gemm_w4a8(qa, np.ones(2, np.float32), w)
-    assert np.all(y == np.float32(8 * 127 * K))
+    w = _core.gemm_w4_repack(pack_int4(qw), sw) if bits == 4 else _core.gemm_w8_repack(qw, sw)
+    qa = np.full((2, K), aq, np.int8)
+    y = _core.gemm_int(qa, np.ones(2, np.float32), w)
+    assert np.all(y == np.float32(wq * aq * K))
 
 
-def test_quantize_rows_int8():
+def test_quantize_rows():
     x = np.array([[0.0, 0.0, 0.0], [1.0, -2.54, 0.01], [127.0, 63.5, -63.5]], np.float32)
-    q, s = _core.quantize_rows_int8(x)
+    q, s = _core.quantize_rows(x)
     assert s[0] == 1.0 and np.all(q[0] == 0)
     assert s[1] == np.float32(2.54) / np.float32(127)
     assert q[1].tolist() == [50, -127, 0]
     assert q[2].tolist() == [127, 64, -64]  # 63.5 -> 64 (ties to even), -63.5 -> -64
-    with pytest.raises(ValueError, match="non-finite"):
-        _core.quantize_rows_int8(np.array([[1.0, np.nan]], np.float32))
+    q4, s4 = _core.quantize_rows(x, qmax=7, clip=0.5)
+    assert s4[2] == np.float32(0.5) * np.float32(127) / np.float32(7)
+    assert q4[1].tolist() == [6, -7, 0] and q4[2].tolist() == [7, 7, -7]  # clipped
+    with pytest.raises(ValueError, match="non-finite .* row 1, column 0"):
+        _core.quantize_rows(np.array([[1.0, 2.0], [np.inf, 1.0]], np.float32))
+    for bad in (dict(qmax=0), dict(qmax=128), dict(clip=0.0), dict(clip=1.5)):
+        with pytest.raises(ValueError):
+            _core.quantize_rows(x, **bad)
+
+
+@pytest.mark.parametrize("M", [1, 2, 3, 8, 9, 17])
+@pytest.mark.parametrize("bits, sym", [(4, True), (4, False), (8, True)])
+def test_weight_only_kernels(M, bits, sym, isa, threads):
+    from quellm.formats import IntFormat
+
+    N, K, G = 37, 256, 64
+    rng = np.random.default_rng(M * 10 + bits)
+    W = rng.standard_normal((N, K)).astype(np.float32)
+    fmt = IntFormat(f"int{bits}", bits, sym=sym, group=G)
+    p = fmt.encode(W)
+    ql = _core.QuantLinear.from_int(bits, p.codes.reshape(N, -1), p.scales.reshape(N, -1),
+                                    None if sym else p.zeros.reshape(N, -1))
+    bias = rng.standard_normal(N).astype(np.float32)
+    ql.set_bias(bias)
+    assert ql.kernel == f"w{bits}a16"
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    want = x.astype(np.float64) @ p.decode().astype(np.float64).T + bias
+    got = ql.forward(x)
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
 
 
 @pytest.mark.parametrize("shape, G, match", [((4, 3), 1, "multiple of 8"), ((4, 8), 3, "groups")])
@@ -107,3 +143,5 @@ def test_bad_packing(shape, G, match):
     scales = np.ones((shape[0], G), np.float32)
     with pytest.raises(ValueError, match=match):
         _core.gemm_w4_repack(codes, scales)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        _core.gemm_w8_repack(np.zeros((4, 6), np.int8), np.ones((4, 1), np.float32))

@@ -10,10 +10,15 @@
 #include "cpu_features.h"
 #include "matmul.h"
 #include "ops.h"
+#include "quant_linear.h"
 
 namespace quellm {
 
 void linear_forward(const Linear& l, const float* x, int64_t rows, float* y) {
+    if (l.q) {
+        l.q->forward(x, rows, y);
+        return;
+    }
     MatmulParams p{x, l.w, l.b, y, rows, l.out, l.in, l.in, l.out};
     matmul_f32(p);
 }

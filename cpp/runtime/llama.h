@@ -14,10 +14,15 @@ namespace quellm {
 
 // y = x · Wᵀ (+ b); W is (out, in) row-major — the HF layout. The one place the runtime does
 // matrix work; quantized formats plug in here.
+class QuantLinear;
+
+// A linear layer of a runtime: float32 weights used in place, or a QuantLinear (which then holds
+// the weights, bias and the kernel choice).
 struct Linear {
     const float* w = nullptr;  // (out, in)
     const float* b = nullptr;  // (out) or nullptr
     int64_t out = 0, in = 0;
+    const QuantLinear* q = nullptr;
 };
 void linear_forward(const Linear& l, const float* x, int64_t rows, float* y);  // x (rows, in), y (rows, out)
 

@@ -1,43 +1,67 @@
-// gemm_avx2.cpp — W4A8 tile kernel for AVX2 (no VNNI), see gemm.h.
+// gemm_avx2.cpp — integer and weight-only kernels for AVX2 (no VNNI), see gemm.h.
 //
-// Same layout and epilogue as the AVX-512 kernel, in two halves of 8 rows: per 4 k-steps the 16
-// bytes of a half-tile's nibbles are widened to 32 u8 weights; vpmaddubsw multiplies them by the
-// broadcast int8 activations (u8 × s8 → pairs summed to s16: at most 2·15·127 = 3810, never
-// saturating) and vpmaddwd with ones widens the pairs to the 8 int32 lane sums.
+// Integer tile: same layout and epilogue as the AVX-512 kernel, in two halves of 8 rows.
+//   int4: per 4 k-steps the 16 bytes of a half-tile's nibbles widen to 32 u8 weights; vpmaddubsw
+//   multiplies them by the broadcast int8 activations (u8 × s8 → pairs summed to s16: at most
+//   2·15·127 = 3810, never saturating) and vpmaddwd with ones widens the pairs to 8 int32 lane sums.
+//   int8: the 32 weight bytes of a half-tile widen to two s16 vectors (rows 0-3, rows 4-7) and
+//   vpmaddwd with the broadcast activations (s16 × s16, exact) gives per-row pair sums; the pairs
+//   are folded with one vphaddd + permute at each group end. No shift, so no correction.
 #include <immintrin.h>
 
 #include "gemm.h"
+#include "gemm_wf_simd.h"
 
 namespace {
 
-template <int MR>
-void tile(const quellm::GemmW4A8Params& p, int64_t t, int64_t m0, const int32_t* asum) {
-    const quellm::W4Packed& w = *p.w;
+template <int BITS, int MR>
+void int_tile(const quellm::GemmIntParams& p, int64_t t, int64_t m0, const int32_t* asum) {
+    const quellm::IntPacked& w = *p.w;
     const int64_t K = w.K, KQ = K / 4, G = w.G, NG = K / G;
-    const uint8_t* wt = w.codes.data() + t * KQ * 32;
+    const uint8_t* wt = w.codes.data() + t * KQ * 8 * BITS;
     const __m256i lo4 = _mm256_set1_epi16(0x000f), hi4 = _mm256_set1_epi16(0x0f00), ones = _mm256_set1_epi16(1);
     const int64_t n0 = t * 16;
     for (int half = 0; half < 2; ++half) {
         __m256 y[MR];
         for (int r = 0; r < MR; ++r) y[r] = _mm256_setzero_ps();
         for (int64_t g = 0; g < NG; ++g) {
-            __m256i acc[MR];
-            for (int r = 0; r < MR; ++r) acc[r] = _mm256_setzero_si256();
+            __m256i acc[MR], acc2[MR];
+            for (int r = 0; r < MR; ++r) acc[r] = acc2[r] = _mm256_setzero_si256();
             for (int64_t kq = g * G / 4; kq < (g + 1) * G / 4; ++kq) {
-                const __m256i b16 = _mm256_cvtepu8_epi16(
-                    _mm_loadu_si128(reinterpret_cast<const __m128i*>(wt + kq * 32 + half * 16)));
-                const __m256i wv = _mm256_or_si256(_mm256_and_si256(b16, lo4), _mm256_and_si256(_mm256_slli_epi16(b16, 4), hi4));
-                for (int r = 0; r < MR; ++r) {
-                    int32_t a4;
-                    __builtin_memcpy(&a4, p.qa + (m0 + r) * K + kq * 4, 4);
-                    const __m256i prod = _mm256_maddubs_epi16(wv, _mm256_set1_epi32(a4));
-                    acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(prod, ones));
+                if constexpr (BITS == 4) {
+                    const __m256i b16 = _mm256_cvtepu8_epi16(
+                        _mm_loadu_si128(reinterpret_cast<const __m128i*>(wt + kq * 32 + half * 16)));
+                    const __m256i wv = _mm256_or_si256(_mm256_and_si256(b16, lo4), _mm256_and_si256(_mm256_slli_epi16(b16, 4), hi4));
+                    for (int r = 0; r < MR; ++r) {
+                        int32_t a4;
+                        __builtin_memcpy(&a4, p.qa + (m0 + r) * K + kq * 4, 4);
+                        const __m256i prod = _mm256_maddubs_epi16(wv, _mm256_set1_epi32(a4));
+                        acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(prod, ones));
+                    }
+                } else {
+                    const uint8_t* src = wt + kq * 64 + half * 32;
+                    const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
+                    const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 16)));
+                    for (int r = 0; r < MR; ++r) {
+                        int32_t a4;
+                        __builtin_memcpy(&a4, p.qa + (m0 + r) * K + kq * 4, 4);
+                        const __m256i a = _mm256_cvtepi8_epi16(_mm_set1_epi32(a4));
+                        acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(w0, a));
+                        acc2[r] = _mm256_add_epi32(acc2[r], _mm256_madd_epi16(w1, a));
+                    }
                 }
             }
             const __m256 sw = _mm256_loadu_ps(w.scales.data() + (t * NG + g) * 16 + half * 8);
             for (int r = 0; r < MR; ++r) {
-                const __m256i corr = _mm256_set1_epi32(8 * asum[(m0 + r) * NG + g]);
-                const __m256 a = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[r], corr));
+                __m256i sum;
+                if constexpr (BITS == 4) {
+                    sum = _mm256_sub_epi32(acc[r], _mm256_set1_epi32(8 * asum[(m0 + r) * NG + g]));
+                } else {
+                    // acc: pair sums of rows 0-3 (2 per row), acc2: rows 4-7. hadd gives per 128-bit
+                    // lane [r0 r1 r4 r5 | r2 r3 r6 r7]; the permute restores row order.
+                    sum = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[r], acc2[r]), 0xd8);
+                }
+                const __m256 a = _mm256_cvtepi32_ps(sum);
                 const __m256 s = _mm256_mul_ps(_mm256_set1_ps(p.sa[m0 + r]), sw);
                 y[r] = _mm256_fmadd_ps(a, s, y[r]);
             }
@@ -54,15 +78,56 @@ void tile(const quellm::GemmW4A8Params& p, int64_t t, int64_t m0, const int32_t*
     }
 }
 
+template <int BITS>
+void int_tile_any(const quellm::GemmIntParams& p, int64_t t, int64_t m0, int mr, const int32_t* asum) {
+    switch (mr) {
+        case 4: int_tile<BITS, 4>(p, t, m0, asum); break;
+        case 3: int_tile<BITS, 3>(p, t, m0, asum); break;
+        case 2: int_tile<BITS, 2>(p, t, m0, asum); break;
+        default: int_tile<BITS, 1>(p, t, m0, asum); break;
+    }
+}
+
+struct V256 {
+    using reg = __m256;
+    static constexpr int W = 8;
+    static reg zero() { return _mm256_setzero_ps(); }
+    static reg set1(float v) { return _mm256_set1_ps(v); }
+    static reg load(const float* p) { return _mm256_loadu_ps(p); }
+    static reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
+    static reg sub(reg a, reg b) { return _mm256_sub_ps(a, b); }
+    static reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
+    static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
+    static float reduce(reg a) {
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        return _mm_cvtss_f32(s);
+    }
+    // 8 nibbles from 4 bytes (element 2i = low nibble of byte i) as floats 0..15.
+    static reg load_u4(const uint8_t* p) {
+        int32_t v;
+        __builtin_memcpy(&v, p, 4);
+        const __m128i b = _mm_cvtsi32_si128(v);
+        const __m128i m = _mm_set1_epi8(0x0f);
+        const __m128i e = _mm_unpacklo_epi8(_mm_and_si128(b, m), _mm_and_si128(_mm_srli_epi16(b, 4), m));
+        return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(e));
+    }
+    static reg load_s8(const uint8_t* p) {
+        return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+    }
+};
+
 }  // namespace
 
 namespace quellm::x86 {
-void gemm_w4a8_tile_avx2(const GemmW4A8Params& p, int64_t t, int64_t m0, int mr, const int32_t* asum) {
-    switch (mr) {
-        case 4: tile<4>(p, t, m0, asum); break;
-        case 3: tile<3>(p, t, m0, asum); break;
-        case 2: tile<2>(p, t, m0, asum); break;
-        default: tile<1>(p, t, m0, asum); break;
-    }
+void gemm_int_tile_avx2(const GemmIntParams& p, int64_t t, int64_t m0, int mr, const int32_t* asum) {
+    if (p.w->bits == 4)
+        int_tile_any<4>(p, t, m0, mr, asum);
+    else
+        int_tile_any<8>(p, t, m0, mr, asum);
+}
+void gemm_wf_rows_avx2(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr) {
+    wf_rows<V256>(p, n0, n1, m0, mr);
 }
 }  // namespace quellm::x86

@@ -1,20 +1,24 @@
-// gemm_avx512.cpp — W4A8 tile kernel with AVX-512 VNNI (vpdpbusd), see gemm.h.
+// gemm_avx512.cpp — integer (VNNI vpdpbusd) and weight-only (dequantize + FMA) kernels, see gemm.h.
 //
-// One call: rows m0..m0+mr-1 (mr <= 4) of the int8 activations against one 16-row weight tile.
-// Per 4 k-steps: 32 bytes of nibbles are widened to 64 bytes (16 lanes × 4 weights, u8 0..15)
-// and fed to one vpdpbusd per activation row, whose 4 int8 activations are broadcast to every
-// lane. At each group end: y += float(acc − 8·Σqa) · (sa · sw), the same fma as the reference.
+// Integer tile: rows m0..m0+mr-1 (mr <= 4) of the int8 activations against one 16-row weight
+// tile; one 64-byte operand per 4 k-steps (16 lanes × 4 weights) and one vpdpbusd per activation
+// row, its 4 activations broadcast to every lane.
+//   int4: 32 bytes of nibbles widen to 64 u8 weights (0..15); activations are the s8 operand.
+//   int8: the 64 weight bytes are the s8 operand; activations shifted to u8 (qa ^ 0x80 = qa + 128).
+// At each group end: y += float(acc − correction) · (sa · sw), the same fma as the reference, with
+// correction 8·Σqa (int4) or 128·Σqw (int8).
 #include <immintrin.h>
 
 #include "gemm.h"
+#include "gemm_wf_simd.h"
 
 namespace {
 
-template <int MR>
-void tile(const quellm::GemmW4A8Params& p, int64_t t, int64_t m0, const int32_t* asum) {
-    const quellm::W4Packed& w = *p.w;
+template <int BITS, int MR>
+void int_tile(const quellm::GemmIntParams& p, int64_t t, int64_t m0, const int32_t* asum) {
+    const quellm::IntPacked& w = *p.w;
     const int64_t K = w.K, KQ = K / 4, G = w.G, NG = K / G;
-    const uint8_t* wt = w.codes.data() + t * KQ * 32;
+    const uint8_t* wt = w.codes.data() + t * KQ * 8 * BITS;
     const __m512i lo4 = _mm512_set1_epi16(0x000f), hi4 = _mm512_set1_epi16(0x0f00);
     __m512 y[MR];
     for (int r = 0; r < MR; ++r) y[r] = _mm512_setzero_ps();
@@ -22,19 +26,29 @@ void tile(const quellm::GemmW4A8Params& p, int64_t t, int64_t m0, const int32_t*
         __m512i acc[MR];
         for (int r = 0; r < MR; ++r) acc[r] = _mm512_setzero_si512();
         for (int64_t kq = g * G / 4; kq < (g + 1) * G / 4; ++kq) {
-            // 16 rows × 2 bytes -> 16 rows × 4 bytes: each u16 0xHL (nibbles b a, d c) becomes
-            // bytes (a, b) then (c, d): low nibble first, matching k order.
-            const __m512i b16 = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt + kq * 32)));
-            const __m512i wv = _mm512_or_si512(_mm512_and_si512(b16, lo4), _mm512_and_si512(_mm512_slli_epi16(b16, 4), hi4));
+            __m512i wv;
+            if constexpr (BITS == 4) {
+                // 16 rows × 2 bytes -> 16 rows × 4 bytes: each u16 0xHL (nibbles b a, d c) becomes
+                // bytes (a, b) then (c, d): low nibble first, matching k order.
+                const __m512i b16 = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt + kq * 32)));
+                wv = _mm512_or_si512(_mm512_and_si512(b16, lo4), _mm512_and_si512(_mm512_slli_epi16(b16, 4), hi4));
+            } else {
+                wv = _mm512_loadu_si512(wt + kq * 64);
+            }
             for (int r = 0; r < MR; ++r) {
                 int32_t a4;
                 __builtin_memcpy(&a4, p.qa + (m0 + r) * K + kq * 4, 4);
-                acc[r] = _mm512_dpbusd_epi32(acc[r], wv, _mm512_set1_epi32(a4));
+                if constexpr (BITS == 4)
+                    acc[r] = _mm512_dpbusd_epi32(acc[r], wv, _mm512_set1_epi32(a4));
+                else
+                    acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_set1_epi32(a4 ^ int32_t(0x80808080)), wv);
             }
         }
         const __m512 sw = _mm512_loadu_ps(w.scales.data() + (t * NG + g) * 16);
+        __m512i wcorr = _mm512_setzero_si512();
+        if constexpr (BITS == 8) wcorr = _mm512_slli_epi32(_mm512_loadu_si512(w.wsum.data() + (t * NG + g) * 16), 7);
         for (int r = 0; r < MR; ++r) {
-            const __m512i corr = _mm512_set1_epi32(8 * asum[(m0 + r) * NG + g]);
+            const __m512i corr = BITS == 4 ? _mm512_set1_epi32(8 * asum[(m0 + r) * NG + g]) : wcorr;
             const __m512 a = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r], corr));
             const __m512 s = _mm512_mul_ps(_mm512_set1_ps(p.sa[m0 + r]), sw);
             y[r] = _mm512_fmadd_ps(a, s, y[r]);
@@ -50,15 +64,49 @@ void tile(const quellm::GemmW4A8Params& p, int64_t t, int64_t m0, const int32_t*
     }
 }
 
+template <int BITS>
+void int_tile_any(const quellm::GemmIntParams& p, int64_t t, int64_t m0, int mr, const int32_t* asum) {
+    switch (mr) {
+        case 4: int_tile<BITS, 4>(p, t, m0, asum); break;
+        case 3: int_tile<BITS, 3>(p, t, m0, asum); break;
+        case 2: int_tile<BITS, 2>(p, t, m0, asum); break;
+        default: int_tile<BITS, 1>(p, t, m0, asum); break;
+    }
+}
+
+struct V512 {
+    using reg = __m512;
+    static constexpr int W = 16;
+    static reg zero() { return _mm512_setzero_ps(); }
+    static reg set1(float v) { return _mm512_set1_ps(v); }
+    static reg load(const float* p) { return _mm512_loadu_ps(p); }
+    static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
+    static reg sub(reg a, reg b) { return _mm512_sub_ps(a, b); }
+    static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
+    static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
+    static float reduce(reg a) { return _mm512_reduce_add_ps(a); }
+    // 16 nibbles from 8 bytes (element 2i = low nibble of byte i) as floats 0..15.
+    static reg load_u4(const uint8_t* p) {
+        const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+        const __m128i m = _mm_set1_epi8(0x0f);
+        const __m128i e = _mm_unpacklo_epi8(_mm_and_si128(b, m), _mm_and_si128(_mm_srli_epi16(b, 4), m));
+        return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(e));
+    }
+    static reg load_s8(const uint8_t* p) {
+        return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+    }
+};
+
 }  // namespace
 
 namespace quellm::x86 {
-void gemm_w4a8_tile_avx512(const GemmW4A8Params& p, int64_t t, int64_t m0, int mr, const int32_t* asum) {
-    switch (mr) {
-        case 4: tile<4>(p, t, m0, asum); break;
-        case 3: tile<3>(p, t, m0, asum); break;
-        case 2: tile<2>(p, t, m0, asum); break;
-        default: tile<1>(p, t, m0, asum); break;
-    }
+void gemm_int_tile_avx512(const GemmIntParams& p, int64_t t, int64_t m0, int mr, const int32_t* asum) {
+    if (p.w->bits == 4)
+        int_tile_any<4>(p, t, m0, mr, asum);
+    else
+        int_tile_any<8>(p, t, m0, mr, asum);
+}
+void gemm_wf_rows_avx512(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr) {
+    wf_rows<V512>(p, n0, n1, m0, mr);
 }
 }  // namespace quellm::x86
