@@ -25,6 +25,9 @@ from .calibrate import PointStats, Stats, calibrate
 from .eval import compare, perplexity
 from .fwht import fwht, fwht_sizes
 from .models import CausalLM, load
+from . import recipes
+from .quant import LinearSpec, QuantLinear
+from .recipes import Recipe, quantize
 
 __version__: str = _core.__version__
 HAS_CUDA: bool = _core.HAS_CUDA
@@ -65,8 +68,11 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "ConfigError",
+    "LinearSpec",
     "PointStats",
+    "QuantLinear",
     "QuellmError",
+    "Recipe",
     "Stats",
     "__version__",
     "calibrate",
@@ -82,6 +88,8 @@ __all__ = [
     "load_checkpoint",
     "num_threads",
     "perplexity",
+    "quantize",
+    "recipes",
     "save_checkpoint",
     "set_isa",
     "set_num_threads",

@@ -213,6 +213,7 @@ def llama_forward(
     *,
     past: LlamaCache | None = None,
     collect_hidden: list[np.ndarray] | None = None,
+    linears: Mapping[str, Any] | None = None,
 ) -> tuple[np.ndarray, LlamaCache]:
     """Forward pass of a Llama-family decoder (Llama, Mistral, Qwen2, SmolLM; MODELS.md §2.3).
 
@@ -224,6 +225,9 @@ def llama_forward(
             not modified.
         collect_hidden: if a list, the residual stream after each layer and then the
             final-norm output are appended to it (L+1 arrays shaped like the logits but with H).
+        linears: module name (e.g. ``"model.layers.0.mlp.down_proj"``, ``"lm_head"``) -> a
+            function ``x -> y`` used instead of that layer's float matmul (and bias), e.g.
+            :meth:`quellm.QuantLinear.simulate` for a fake-quantized reference.
 
     Returns:
         ``(logits, cache)``: logits [T, V] or [B, T, V] (float32, matching the rank of
@@ -243,15 +247,20 @@ def llama_forward(
     def bias(name: str, present: bool) -> np.ndarray | None:
         return w(name) if present else None
 
+    def linear(name: str, x: np.ndarray, present: bool) -> np.ndarray:
+        if linears is not None and name in linears:
+            return np.asarray(linears[name](x), dtype=F32)
+        return _linear(x, w(name + ".weight"), bias(name + ".bias", present))
+
     x = w("model.embed_tokens.weight")[ids]  # [B, T, H]
     keys, values = [], []
     for i in range(cfg.num_hidden_layers):
         p = f"model.layers.{i}."
         h = rmsnorm(x, w(p + "input_layernorm.weight"), cfg.rms_norm_eps)
         a = p + "self_attn."
-        q = _linear(h, w(a + "q_proj.weight"), bias(a + "q_proj.bias", qkv_bias))
-        k = _linear(h, w(a + "k_proj.weight"), bias(a + "k_proj.bias", qkv_bias))
-        v = _linear(h, w(a + "v_proj.weight"), bias(a + "v_proj.bias", qkv_bias))
+        q = linear(a + "q_proj", h, qkv_bias)
+        k = linear(a + "k_proj", h, qkv_bias)
+        v = linear(a + "v_proj", h, qkv_bias)
         q = apply_rope(q.reshape(B, T, nh, hd).transpose(0, 2, 1, 3), cos, sin)
         k = apply_rope(k.reshape(B, T, nkv, hd).transpose(0, 2, 1, 3), cos, sin)
         v = v.reshape(B, T, nkv, hd).transpose(0, 2, 1, 3)
@@ -261,20 +270,23 @@ def llama_forward(
         keys.append(k)
         values.append(v)
         attn = _attention(q, k, v, past_len)
-        x = x + _linear(attn, w(a + "o_proj.weight"), bias(a + "o_proj.bias", cfg.attention_bias))
+        x = x + linear(a + "o_proj", attn, cfg.attention_bias)
 
         h = rmsnorm(x, w(p + "post_attention_layernorm.weight"), cfg.rms_norm_eps)
         m = p + "mlp."
-        gate = _linear(h, w(m + "gate_proj.weight"), bias(m + "gate_proj.bias", cfg.mlp_bias))
-        up = _linear(h, w(m + "up_proj.weight"), bias(m + "up_proj.bias", cfg.mlp_bias))
-        x = x + _linear(silu(gate) * up, w(m + "down_proj.weight"), bias(m + "down_proj.bias", cfg.mlp_bias))
+        gate = linear(m + "gate_proj", h, cfg.mlp_bias)
+        up = linear(m + "up_proj", h, cfg.mlp_bias)
+        x = x + linear(m + "down_proj", silu(gate) * up, cfg.mlp_bias)
         if collect_hidden is not None:
             collect_hidden.append(x[0] if single else x)
 
     x = rmsnorm(x, w("model.norm.weight"), cfg.rms_norm_eps)
     if collect_hidden is not None:
         collect_hidden.append(x[0] if single else x)
-    logits = x @ w.head("model.embed_tokens.weight").T
+    if linears is not None and "lm_head" in linears:
+        logits = np.asarray(linears["lm_head"](x), dtype=F32)
+    else:
+        logits = x @ w.head("model.embed_tokens.weight").T
     return (logits[0] if single else logits), LlamaCache(keys, values)
 
 

@@ -11,6 +11,7 @@ from ..io import LlamaConfig, MambaConfig, load_checkpoint
 from .base import CausalLM, GenerationResult, sample_next
 from .llama import LlamaModel, LlamaState
 from .mamba import MambaModel, MambaSeqState
+from .quantized import is_quantized_checkpoint, load_quantized
 
 __all__ = ["CausalLM", "GenerationResult", "LlamaModel", "LlamaState", "MambaModel", "MambaSeqState", "load", "sample_next"]
 
@@ -31,6 +32,9 @@ def load(path: str | os.PathLike[str]) -> CausalLM:
     tokenizer.json) or a ``.gguf`` file (llama/qwen2 architectures; dequantized to float32 in
     memory — ``quellm convert`` writes it out once instead).
 
+    A directory written by ``model.save()`` after :func:`quellm.quantize` loads as the
+    quantized model, running on the low-bit kernels.
+
     Supported: ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``,
     ``MambaForCausalLM``.
 
@@ -47,6 +51,9 @@ def load(path: str | os.PathLike[str]) -> CausalLM:
         cfg = parse_config(config, str(p))
         assert isinstance(cfg, LlamaConfig)
         return LlamaModel(cfg, tensors, Tokenizer.from_str(tok_json) if tok_json else None, p)
+    if is_quantized_checkpoint(p):
+        return load_quantized(p, _tokenizer(p / "tokenizer.json" if (p / "tokenizer.json").is_file() else None),
+                              {"LlamaConfig": LlamaModel, "MambaConfig": MambaModel})
     ckpt = load_checkpoint(path)
     tok = _tokenizer(ckpt.tokenizer_path)
     if isinstance(ckpt.config, LlamaConfig):

@@ -96,11 +96,42 @@ class CausalLM:
     """
 
     family = "base"
+    embedding_name = ""
+    #: The recipe a quantized model was made with (None: float model).
+    recipe: Any = None
+    #: Quantized linears by module name (empty for a float model).
+    quant_layers: dict[str, Any] = {}
+    _tensors: dict[str, Any]
 
     def __init__(self, config: ModelConfig, tokenizer: Any = None, path: str | os.PathLike[str] | None = None):
         self.config = config
         self.tokenizer = tokenizer
         self.path = Path(path) if path is not None else None
+
+    # ---- quantized models ----------------------------------------------------------------------
+    def with_quantized(self, tensors: dict[str, np.ndarray], quant: dict[str, Any], recipe: Any) -> "CausalLM":
+        """A model of the same family whose linears ``quant`` (name → QuantLinear) run on the
+        low-bit kernels; ``tensors`` are the remaining float tensors (norms possibly smoothed)."""
+        rt_tensors: dict[str, Any] = {k: v for k, v in tensors.items() if k.removesuffix(".weight") not in quant}
+        rt_tensors.update({name + ".weight": q._core for name, q in quant.items()})
+        m = type(self)(self.config, rt_tensors, self.tokenizer, self.path)
+        m._float_tensors = {k: v for k, v in rt_tensors.items() if isinstance(v, np.ndarray)}
+        m.recipe, m.quant_layers = recipe, dict(quant)
+        return m
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of weights the runtime holds (float tensors + packed quantized layers)."""
+        floats = getattr(self, "_float_tensors", self._tensors)
+        return sum(int(v.nbytes) for v in floats.values()) + sum(q.nbytes for q in self.quant_layers.values())
+
+    def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write the model as a checkpoint directory (atomically; an existing directory only with
+        ``overwrite``): float tensors and, for a quantized model, the packed low-bit weights and
+        the recipe (``quellm_quant.json``). :func:`quellm.load` reads it back."""
+        from .quantized import save_model
+
+        return save_model(self, directory, overwrite=overwrite)
 
     # ---- hooks for the families -------------------------------------------------------------
     @property

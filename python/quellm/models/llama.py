@@ -34,6 +34,7 @@ class LlamaModel(CausalLM):
     checkpoints are used straight from their memory map)."""
 
     family = "llama"
+    embedding_name = "model.embed_tokens.weight"
 
     def __init__(self, config: LlamaConfig, tensors: dict[str, np.ndarray], tokenizer: Any = None, path: Any = None):
         super().__init__(config, tokenizer, path)

@@ -42,6 +42,7 @@ class MambaModel(CausalLM):
     """A Mamba-1 language model (MambaForCausalLM in the Hugging Face layout)."""
 
     family = "mamba"
+    embedding_name = "backbone.embeddings.weight"
 
     def __init__(self, config: MambaConfig, tensors: dict[str, np.ndarray], tokenizer: Any = None, path: Any = None):
         super().__init__(config, tokenizer, path)
@@ -55,6 +56,7 @@ class MambaModel(CausalLM):
             "vocab_size": config.vocab_size,
             "layer_norm_epsilon": config.layer_norm_epsilon,
         }
+        self._tensors = tensors
         self._rt = _core.MambaModel(cfg, tensors)
 
     @classmethod

@@ -1,0 +1,305 @@
+"""Quantization recipes: what to do to each linear layer, as data, and :func:`quantize`.
+
+A :class:`Recipe` is a small dataclass saved as JSON with the checkpoint: a default
+:class:`~quellm.quant.LinearSpec` for every linear, per-layer overrides (``fnmatch`` patterns on
+the Hugging Face module names, e.g. ``"model.layers.*.mlp.down_proj"``), the layers kept in
+float, and an optional smoothing step (SmoothQuant, shared/SPEC.md §5.1) folded into the float
+weights before quantization.
+
+Factories (also by name, ``get("w4a8:group=64,w_clip=0.9")``):
+
+* :func:`rtn` — round-to-nearest with an optional per-channel weight clip search;
+* :func:`w8a8`, :func:`w4a16`, :func:`w4a8`, :func:`w4a4` — the usual RTN settings;
+* :func:`smoothquant` — W8A8 after migrating activation outliers into the weights;
+* ``hadamard=True`` on any of them rotates every quantized linear's input online (the
+  un-fused form of QuaRot's rotation; exact in float).
+
+Example::
+
+    stats = quellm.calibrate(model, text)
+    qmodel = quellm.quantize(model, quellm.recipes.smoothquant(alpha=0.5), calibration=stats)
+    qmodel.save("smollm2-w8a8")
+    quellm.load("smollm2-w8a8")     # runs on the low-bit kernels
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .errors import QuellmError
+from .quant import LinearSpec, QuantLinear, fit_group
+
+__all__ = ["Recipe", "get", "names", "rtn", "w8a8", "w4a16", "w4a8", "w4a4", "smoothquant", "linear_layers",
+           "quantize"]
+
+SMOOTHERS = (None, "smoothquant")
+
+
+@dataclasses.dataclass
+class Recipe:
+    """How to quantize a model.
+
+    Attributes:
+        name: label stored with the checkpoint.
+        linear: spec of every linear layer not kept in float and not overridden.
+        overrides: ``fnmatch`` pattern on module names → spec (first match wins).
+        keep_float: patterns of linears left in float32 (default: the LM head and Mamba's
+            ``dt_proj``, whose input is a strided view).
+        smooth: ``None`` or ``"smoothquant"``.
+        alpha: SmoothQuant migration strength.
+    """
+
+    name: str
+    linear: LinearSpec
+    overrides: dict[str, LinearSpec] = dataclasses.field(default_factory=dict)
+    keep_float: tuple[str, ...] = ("lm_head", "*.dt_proj")
+    smooth: str | None = None
+    alpha: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.smooth not in SMOOTHERS:
+            raise QuellmError(f"recipe {self.name}: smooth must be one of {SMOOTHERS}, got {self.smooth!r}")
+        if not 0.0 <= float(self.alpha) <= 1.0:
+            raise QuellmError(f"recipe {self.name}: alpha must lie in [0, 1], got {self.alpha}")
+        self.keep_float = tuple(self.keep_float)
+
+    def spec_for(self, name: str) -> LinearSpec | None:
+        """The spec of linear ``name`` (None: kept in float)."""
+        if any(fnmatch.fnmatchcase(name, p) for p in self.keep_float):
+            return None
+        for pattern, spec in self.overrides.items():
+            if fnmatch.fnmatchcase(name, pattern):
+                return spec
+        return self.linear
+
+    @property
+    def needs_calibration(self) -> bool:
+        specs = [self.linear, *self.overrides.values()]
+        return self.smooth is not None or any(s.w_clip == "search" for s in specs)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "linear": self.linear.to_json(),
+                "overrides": {k: v.to_json() for k, v in self.overrides.items()},
+                "keep_float": list(self.keep_float), "smooth": self.smooth, "alpha": self.alpha}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "Recipe":
+        try:
+            return cls(d["name"], LinearSpec.from_json(d["linear"]),
+                       {k: LinearSpec.from_json(v) for k, v in d.get("overrides", {}).items()},
+                       tuple(d.get("keep_float", ())), d.get("smooth"), float(d.get("alpha", 0.5)))
+        except (KeyError, TypeError) as e:
+            raise QuellmError(f"bad recipe JSON: {e}") from None
+
+
+# ---- factories ------------------------------------------------------------------------------
+
+def rtn(w_bits: int = 4, a_bits: int = 16, group: int | None = 128, sym: bool = True,
+        w_clip: float | str = "search", a_clip: float = 1.0, hadamard: bool = False, name: str | None = None) -> Recipe:
+    """Round-to-nearest: ``w_bits`` ∈ {4, 8} weights in groups of ``group`` (None: per channel,
+    fitted down to a divisor of each layer's input size), ``a_bits`` ∈ {4, 8, 16} per-token
+    activations (16: float). ``w_clip="search"`` picks each output channel's clip ratio by the
+    output error on calibration statistics."""
+    if w_bits not in (4, 8) or a_bits not in (4, 8, 16):
+        raise QuellmError(f"rtn: w_bits must be 4 or 8 and a_bits 4, 8 or 16, got w{w_bits}a{a_bits}")
+    spec = LinearSpec(w_format=f"int{w_bits}", group=group, w_sym=sym, w_clip=w_clip,
+                      a_format="none" if a_bits == 16 else f"int{a_bits}", a_clip=a_clip,
+                      transform="hadamard" if hadamard else None)
+    return Recipe(name or f"rtn-{spec.name}", spec)
+
+
+def w8a8(hadamard: bool = False, w_clip: float | str = 1.0) -> Recipe:
+    """int8 per-channel weights × int8 per-token activations (the SmoothQuant baseline)."""
+    return rtn(8, 8, None, w_clip=w_clip, hadamard=hadamard, name="w8a8" + ("-had" if hadamard else ""))
+
+
+def w4a16(group: int | None = 128, sym: bool = False, w_clip: float | str = "search", hadamard: bool = False) -> Recipe:
+    """int4 weight-only (asymmetric by default), float activations."""
+    return rtn(4, 16, group, sym, w_clip, hadamard=hadamard, name=f"w4a16-g{group}" + ("-had" if hadamard else ""))
+
+
+def w4a8(group: int | None = 128, w_clip: float | str = "search", hadamard: bool = False) -> Recipe:
+    """int4 symmetric weights × int8 per-token activations."""
+    return rtn(4, 8, group, True, w_clip, hadamard=hadamard, name=f"w4a8-g{group}" + ("-had" if hadamard else ""))
+
+
+def w4a4(group: int | None = 128, w_clip: float | str = "search", a_clip: float = 0.9, hadamard: bool = False) -> Recipe:
+    """int4 × int4 per-token (clip 0.9, QuaRot's setting); with ``hadamard=True`` the rotation
+    that makes 4-bit activations workable."""
+    return rtn(4, 4, group, True, w_clip, a_clip, hadamard, name=f"w4a4-g{group}" + ("-had" if hadamard else ""))
+
+
+def smoothquant(alpha: float = 0.5, w_bits: int = 8, a_bits: int = 8, group: int | None = None,
+                w_clip: float | str = 1.0) -> Recipe:
+    """SmoothQuant (§5.1): per input channel ``s = max|X|^α / max|W|^(1−α)`` over each group of
+    linears sharing a norm's output (q/k/v, gate/up; Mamba in_proj), folded into the norm gain
+    and the weights; then RTN ``w{w_bits}a{a_bits}``."""
+    r = rtn(w_bits, a_bits, group, True, w_clip, name=f"smoothquant-a{alpha}-w{w_bits}a{a_bits}")
+    return dataclasses.replace(r, smooth="smoothquant", alpha=float(alpha))
+
+
+_FACTORIES: dict[str, Callable[..., Recipe]] = {
+    "rtn": rtn, "w8a8": w8a8, "w4a16": w4a16, "w4a8": w4a8, "w4a4": w4a4, "smoothquant": smoothquant,
+}
+
+
+def names() -> list[str]:
+    return sorted(_FACTORIES)
+
+
+def _value(v: str) -> Any:
+    low = v.lower()
+    if low in ("none", "null"):
+        return None
+    if low in ("true", "false"):
+        return low == "true"
+    for conv in (int, float):
+        try:
+            return conv(v)
+        except ValueError:
+            pass
+    return v
+
+
+def get(spec: str) -> Recipe:
+    """A recipe from ``NAME[:k=v,...]``, e.g. ``"w4a8"``, ``"smoothquant:alpha=0.8"``,
+    ``"rtn:w_bits=4,a_bits=4,hadamard=true"``."""
+    name, _, args = spec.partition(":")
+    if name not in _FACTORIES:
+        raise QuellmError(f"unknown recipe {name!r}; available: {', '.join(names())}")
+    kw = {}
+    for item in filter(None, args.split(",")):
+        k, eq, v = item.partition("=")
+        if not eq:
+            raise QuellmError(f"recipe argument {item!r} must be key=value")
+        kw[k.strip()] = _value(v.strip())
+    try:
+        return _FACTORIES[name](**kw)
+    except TypeError as e:
+        raise QuellmError(f"recipe {name}: {e}") from None
+
+
+# ---- the model's linears and their calibration points ---------------------------------------
+
+def linear_layers(model: Any) -> list[tuple[str, str, int]]:
+    """``(module name, calibration kind, layer index)`` of every linear of ``model``."""
+    cfg = model.config
+    out: list[tuple[str, str, int]] = []
+    n = int(cfg.num_hidden_layers)
+    if model.family == "llama":
+        for i in range(n):
+            p = f"model.layers.{i}."
+            out += [(p + f"self_attn.{x}_proj", "attn_in", i) for x in "qkv"]
+            out += [(p + "self_attn.o_proj", "o_proj_in", i)]
+            out += [(p + "mlp.gate_proj", "mlp_in", i), (p + "mlp.up_proj", "mlp_in", i),
+                    (p + "mlp.down_proj", "down_proj_in", i)]
+    else:
+        for i in range(n):
+            p = f"backbone.layers.{i}.mixer."
+            out += [(p + "in_proj", "in_proj_in", i), (p + "x_proj", "x_proj_in", i),
+                    (p + "dt_proj", "dt_proj_in", i), (p + "out_proj", "out_proj_in", i)]
+    out.append(("lm_head", "lm_head_in", n))
+    return out
+
+
+def _smooth_groups(model: Any) -> list[tuple[str, list[str], str, int]]:
+    """(norm gain tensor, linears sharing its output, calibration kind, layer)."""
+    n = int(model.config.num_hidden_layers)
+    if model.family == "llama":
+        g = []
+        for i in range(n):
+            p = f"model.layers.{i}."
+            g.append((p + "input_layernorm.weight", [p + f"self_attn.{x}_proj" for x in "qkv"], "attn_in", i))
+            g.append((p + "post_attention_layernorm.weight", [p + "mlp.gate_proj", p + "mlp.up_proj"], "mlp_in", i))
+        return g
+    return [(f"backbone.layers.{i}.norm.weight", [f"backbone.layers.{i}.mixer.in_proj"], "in_proj_in", i)
+            for i in range(n)]
+
+
+def _smoothquant(model: Any, tensors: dict[str, np.ndarray], recipe: Recipe, stats: Any) -> dict[str, np.ndarray]:
+    """Scales per smoothing group (§5.1), folded into new arrays (the model's are not touched).
+    Returns {calibration point "kind/layer": s} so the statistics can be rescaled."""
+    scales = {}
+    for norm, linears, kind, layer in _smooth_groups(model):
+        if recipe.spec_for(linears[0]) is None:
+            continue
+        a = stats[kind, layer].absmax.astype(np.float64)
+        w = np.max([np.abs(tensors[n + ".weight"]).max(axis=0) for n in linears], axis=0).astype(np.float64)
+        w = np.maximum(w, 1e-5)
+        s = np.maximum(a ** recipe.alpha / w ** (1.0 - recipe.alpha), 1e-5)
+        tensors[norm] = (tensors[norm] / s).astype(np.float32)
+        for n in linears:
+            tensors[n + ".weight"] = (tensors[n + ".weight"] * s).astype(np.float32)
+        scales[f"{kind}/{layer}"] = s
+    return scales
+
+
+def _hessian(stats: Any, kind: str, layer: int, s: np.ndarray | None) -> np.ndarray | None:
+    """Input second moments of a point (XᵀX when collected, else its diagonal), after smoothing
+    by ``s`` (inputs divided by s)."""
+    if stats is None:
+        return None
+    p = stats[kind, layer]
+    h = p.xtx if p.xtx is not None else p.sum2
+    h = np.asarray(h, np.float64) / max(p.count, 1)
+    if s is not None:
+        h = h / np.outer(s, s) if h.ndim == 2 else h / (s * s)
+    return h
+
+
+def quantize(model: Any, recipe: Recipe | str, calibration: Any = None) -> Any:
+    """A quantized copy of ``model`` (same family and interface), running ``recipe`` on the
+    low-bit kernels. The float model and its arrays are left as they were.
+
+    Args:
+        model: a float :class:`~quellm.models.CausalLM` (loaded with :func:`quellm.load`).
+        recipe: a :class:`Recipe` or a name for :func:`get`.
+        calibration: :class:`~quellm.Stats` of this model (required for smoothing and the
+            weight clip search).
+
+    Returns:
+        The quantized model: ``.recipe``, ``.quant_layers`` (name → :class:`QuantLinear`),
+        ``.save(dir)``.
+
+    Raises:
+        QuellmError: statistics missing or from another model, a spec with no kernel for a
+            layer's shape (e.g. a group that does not divide its inputs).
+    """
+    if isinstance(recipe, str):
+        recipe = get(recipe)
+    if getattr(model, "recipe", None) is not None:
+        raise QuellmError("quantize: the model is already quantized; start from the float model")
+    if recipe.needs_calibration and calibration is None:
+        raise QuellmError(f"recipe {recipe.name} needs calibration statistics (quellm.calibrate(model, text))")
+    if calibration is not None:
+        calibration.check_model(model)
+    tensors = dict(model._tensors)
+    smooth = _smoothquant(model, tensors, recipe, calibration) if recipe.smooth == "smoothquant" else {}
+    quant: dict[str, QuantLinear] = {}
+    for name, kind, layer in linear_layers(model):
+        spec = recipe.spec_for(name)
+        if spec is None:
+            continue
+        w = tensors.get(name + ".weight")
+        if w is None:  # tied LM head
+            w = tensors[model.embedding_name]
+        spec = dataclasses.replace(spec, group=fit_group(spec.group, w.shape[1]))
+        h = _hessian(calibration, kind, layer, smooth.get(f"{kind}/{layer}")) if spec.w_clip == "search" else None
+        try:
+            quant[name] = QuantLinear(w, tensors.pop(name + ".bias", None), spec, hessian=h)
+        except QuellmError as e:
+            raise QuellmError(f"quantize: layer {name}: {e}") from None
+    return model.with_quantized(tensors, quant, recipe)
+
+
+def read_quant_json(path: Any) -> tuple[Recipe, dict[str, LinearSpec]]:
+    d = json.loads(path.read_text(encoding="utf-8"))
+    if d.get("quellm_quant") != 1:
+        raise QuellmError(f"{path}: not a quellm quantization file (version {d.get('quellm_quant')!r})")
+    return Recipe.from_json(d["recipe"]), {k: LinearSpec.from_json(v) for k, v in d["layers"].items()}
