@@ -160,6 +160,8 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import cli_quant  # noqa: F401  (registers calibrate, quantize, quickstart)
+
     parser = argparse.ArgumentParser(
         prog="quellm", description="Low-bit LLM and Mamba inference despite outlier channels."
     )

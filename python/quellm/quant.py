@@ -94,6 +94,10 @@ class LinearSpec:
             raise QuellmError(f"transform must be None or 'hadamard', got {self.transform!r}")
         if self.group is not None and (not isinstance(self.group, int) or self.group < 1):
             raise QuellmError(f"group must be a positive int or None, got {self.group!r}")
+        if self.group is not None and self.a_format != "none" and self.group % 4:
+            raise QuellmError(f"integer-activation kernels need a group size that is a multiple of 4, got {self.group}")
+        if self.group is not None and self.w_format == "int4" and self.group % 2:
+            raise QuellmError(f"int4 weights need an even group size, got {self.group}")
         if not self.w_sym and (self.w_format != "int4" or self.a_format != "none"):
             raise QuellmError("asymmetric weights are supported for int4 weight-only layers (a_format 'none')")
         if self.w_clip != "search" and not (isinstance(self.w_clip, (int, float)) and 0 < float(self.w_clip) <= 1):
