@@ -174,10 +174,35 @@ void gemm_int(const GemmIntParams& p) {
 namespace {
 inline float wf_code(const WfWeights& w, int64_t n, int64_t k) {
     if (w.bits == 8) return float(int8_t(w.codes[size_t(n * w.K + k)]));
-    const uint8_t byte = w.codes[size_t(n * (w.K / 2) + k / 2)];
+    const uint8_t* row = w.codes.data() + n * (w.K / 2);
+    if (w.split32) {
+        const uint8_t byte = row[(k / 32) * 16 + k % 16];
+        return float(k % 32 < 16 ? byte & 15 : byte >> 4);
+    }
+    const uint8_t byte = row[k / 2];
     return float(k % 2 ? byte >> 4 : byte & 15);
 }
 }  // namespace
+
+void wf_split32(uint8_t* row, int64_t K, bool to_split) {
+    QUELLM_CHECK(K % 32 == 0, "wf_split32: K = ", K, " is not a multiple of 32");
+    uint8_t e[32];
+    for (int64_t c = 0; c < K / 32; ++c) {
+        uint8_t* b = row + c * 16;
+        for (int j = 0; j < 16; ++j) {
+            const int lo = b[j] & 15, hi = b[j] >> 4;
+            if (to_split) {  // canonical byte j holds elements 2j, 2j+1
+                e[2 * j] = uint8_t(lo);
+                e[2 * j + 1] = uint8_t(hi);
+            } else {         // split byte j holds elements j, j+16
+                e[j] = uint8_t(lo);
+                e[j + 16] = uint8_t(hi);
+            }
+        }
+        for (int j = 0; j < 16; ++j)
+            b[j] = to_split ? uint8_t(e[j] | (e[j + 16] << 4)) : uint8_t(e[2 * j] | (e[2 * j + 1] << 4));
+    }
+}
 
 void wf_dequant_rows(const WfWeights& w, int64_t n0, int64_t n1, float* out) {
     const int64_t NG = w.K / w.G;
@@ -221,20 +246,30 @@ void gemm_wf(const GemmWfParams& p) {
         return;
     }
 #if defined(QUELLM_X86_PATHS)
-    using Rows = void (*)(const GemmWfParams&, int64_t, int64_t, int64_t, int);
+    using Rows = void (*)(const GemmWfParams&, int64_t, int64_t, int64_t, int, const float*);
     Rows rows = nullptr;
-    if (active_isa() == Isa::AVX512 && w.G % 16 == 0)
+    const bool layout_ok = w.G % 32 == 0 && (w.bits == 8 || w.split32);
+    if (active_isa() == Isa::AVX512 && layout_ok)
         rows = x86::gemm_wf_rows_avx512;
-    else if (active_isa() >= Isa::AVX2 && w.G % 8 == 0)
+    else if (active_isa() >= Isa::AVX2 && layout_ok)
         rows = x86::gemm_wf_rows_avx2;
     if (rows) {
+        const int64_t NG = w.K / w.G;
+        std::vector<float> xsum(size_t(p.M * NG));
+        for (int64_t m = 0; m < p.M; ++m)
+            for (int64_t g = 0; g < NG; ++g) {
+                float s = 0.0f;
+                for (int64_t k = g * w.G; k < (g + 1) * w.G; ++k) s += p.x[m * w.K + k];
+                xsum[size_t(m * NG + g)] = s;
+            }
         // Memory-bound: each thread streams its own contiguous block of W rows once per 4 x rows.
         const int nt = w.N * w.K < (int64_t(1) << 16) ? 1 : int(std::min<int64_t>(num_threads(), ceil_div(w.N, 2)));
 #pragma omp parallel num_threads(nt)
         {
             const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
             const int64_t n0 = w.N * tid / nth, n1 = w.N * (tid + 1) / nth;
-            for (int64_t m0 = 0; m0 < p.M; m0 += 4) rows(p, n0, n1, m0, int(std::min<int64_t>(4, p.M - m0)));
+            for (int64_t m0 = 0; m0 < p.M; m0 += 4)
+                rows(p, n0, n1, m0, int(std::min<int64_t>(4, p.M - m0)), xsum.data());
         }
         return;
     }

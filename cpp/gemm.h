@@ -23,9 +23,10 @@
 // or AVX2 vpmaddubsw/vpmaddwd), OpenMP over 16-row tiles. Integer sums are exact, and the float
 // epilogue does the same operations in the same order in every version: all agree bit for bit.
 //
-// Weight-only kernels: gemm_wf_ref (scalar), gemm_wf (AVX-512/AVX2 dequantize + FMA for up to
-// kWfGemvRows activation rows, reading each weight byte once per 4 rows; larger batches
-// dequantize panels of W to f32 and run the f32 GEMM). Float sums: results agree with the
+// Weight-only kernels: gemm_wf_ref (scalar), gemm_wf (AVX-512/AVX2 for up to kWfGemvRows
+// activation rows, reading each weight byte once per 4 rows: per group acc = Σ x·u in registers,
+// then y += s·acc − s·z·Σx, so a code costs one int→float conversion and one FMA; larger
+// batches dequantize panels of W to f32 and run the f32 GEMM). Float sums: results agree with the
 // reference to rounding, not bit for bit.
 #pragma once
 
@@ -75,10 +76,18 @@ void gemm_int(const GemmIntParams& p);
 struct WfWeights {
     int bits = 4;                      // 4 or 8
     int64_t N = 0, K = 0, G = 0;       // K % G == 0
-    std::vector<uint8_t> codes;        // canonical: bits 4 (N, K/2) unsigned nibbles; bits 8 (N, K) int8
+    // bits 8: (N, K) int8. bits 4: (N, K/2) unsigned nibbles, either canonical (element 2i in the
+    // low nibble of byte i) or, when split32, in chunks of 32 elements / 16 bytes with element j
+    // in the low nibble and element j + 16 in the high nibble of the chunk's byte j — so a SIMD
+    // load of 16 bytes yields 16 consecutive elements from the low nibbles and the next 16 from
+    // the high ones, without an interleave. Kernels take split32 when G % 32 == 0.
+    std::vector<uint8_t> codes;
     std::vector<float> scales, zeros;  // (N, K/G) each: w = (u − z) · s
+    bool split32 = false;
     size_t nbytes() const { return codes.size() + 4 * scales.size() + 4 * zeros.size(); }
 };
+// Canonical nibbles <-> split32 layout of one row's codes (K/2 bytes, K % 32 == 0), in place.
+void wf_split32(uint8_t* row, int64_t K, bool to_split);
 constexpr int64_t kWfGemvRows = 8;     // batches above this dequantize panels + f32 GEMM
 
 struct GemmWfParams {
@@ -97,9 +106,10 @@ namespace x86 {
 // Integer tile: rows m0..m0+mr-1 of x (mr <= 4) against 16-row tile t; writes y for its valid rows.
 void gemm_int_tile_avx512(const GemmIntParams& p, int64_t t, int64_t m0, int mr, const int32_t* asum);
 void gemm_int_tile_avx2(const GemmIntParams& p, int64_t t, int64_t m0, int mr, const int32_t* asum);
-// Weight-only rows: y[m0..m0+mr) × W rows [n0, n1) (mr <= 4); need G % 16 (AVX-512) / G % 8 (AVX2) == 0.
-void gemm_wf_rows_avx512(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr);
-void gemm_wf_rows_avx2(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr);
+// Weight-only rows: y[m0..m0+mr) × W rows [n0, n1) (mr <= 4). Need G % 32 == 0 (int4: split32
+// layout). xsum (M, K/G): Σ x over each group, for the zero-point term z · s · Σx.
+void gemm_wf_rows_avx512(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr, const float* xsum);
+void gemm_wf_rows_avx2(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr, const float* xsum);
 }  // namespace x86
 
 }  // namespace quellm

@@ -64,6 +64,9 @@ void QuantLinear::pack(const std::vector<uint8_t>& codes, const std::vector<floa
         } else if (w_bits == 8) {
             wf_.zeros.assign(scales.size(), 0.0f);
         }
+        wf_.split32 = w_bits == 4 && group % 32 == 0;
+        if (wf_.split32)
+            for (int64_t n = 0; n < N; ++n) wf_split32(wf_.codes.data() + n * (K / 2), K, true);
     } else {
         wf_ = WfWeights{};
         wi_ = w_bits == 4 ? gemm_w4_repack(codes.data(), scales.data(), N, K, group)
@@ -148,6 +151,8 @@ void QuantLinear::export_int(std::vector<uint8_t>& codes, std::vector<float>& sc
     zeros.clear();
     if (aq == AQuant::None) {
         codes = wf_.codes;
+        if (wf_.split32)
+            for (int64_t n = 0; n < N; ++n) wf_split32(codes.data() + n * (K / 2), K, false);
         scales = wf_.scales;
         if (asym_)
             zeros = wf_.zeros;

@@ -95,26 +95,25 @@ struct V256 {
     static reg set1(float v) { return _mm256_set1_ps(v); }
     static reg load(const float* p) { return _mm256_loadu_ps(p); }
     static reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
-    static reg sub(reg a, reg b) { return _mm256_sub_ps(a, b); }
-    static reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
-    static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
     static float reduce(reg a) {
         __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
         s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         s = _mm_add_ss(s, _mm_movehdup_ps(s));
         return _mm_cvtss_f32(s);
     }
-    // 8 nibbles from 4 bytes (element 2i = low nibble of byte i) as floats 0..15.
-    static reg load_u4(const uint8_t* p) {
-        int32_t v;
-        __builtin_memcpy(&v, p, 4);
-        const __m128i b = _mm_cvtsi32_si128(v);
+    // 32 nibbles (split32 layout) from 16 bytes as floats 0..15, in element order.
+    static void u4_chunk(const uint8_t* p, reg out[4]) {
+        const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
         const __m128i m = _mm_set1_epi8(0x0f);
-        const __m128i e = _mm_unpacklo_epi8(_mm_and_si128(b, m), _mm_and_si128(_mm_srli_epi16(b, 4), m));
-        return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(e));
+        const __m128i lo = _mm_and_si128(b, m), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
+        out[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
+        out[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
+        out[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
+        out[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
     }
-    static reg load_s8(const uint8_t* p) {
-        return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+    static void s8_chunk(const uint8_t* p, reg out[4]) {
+        for (int c = 0; c < 4; ++c)
+            out[c] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8 * c))));
     }
 };
 
@@ -127,7 +126,7 @@ void gemm_int_tile_avx2(const GemmIntParams& p, int64_t t, int64_t m0, int mr, c
     else
         int_tile_any<8>(p, t, m0, mr, asum);
 }
-void gemm_wf_rows_avx2(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr) {
-    wf_rows<V256>(p, n0, n1, m0, mr);
+void gemm_wf_rows_avx2(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr, const float* xsum) {
+    wf_rows<V256>(p, n0, n1, m0, mr, xsum);
 }
 }  // namespace quellm::x86

@@ -81,19 +81,17 @@ struct V512 {
     static reg set1(float v) { return _mm512_set1_ps(v); }
     static reg load(const float* p) { return _mm512_loadu_ps(p); }
     static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
-    static reg sub(reg a, reg b) { return _mm512_sub_ps(a, b); }
-    static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
-    static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
     static float reduce(reg a) { return _mm512_reduce_add_ps(a); }
-    // 16 nibbles from 8 bytes (element 2i = low nibble of byte i) as floats 0..15.
-    static reg load_u4(const uint8_t* p) {
-        const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+    // 32 nibbles (split32 layout) from 16 bytes as floats 0..15, elements 0..15 then 16..31.
+    static void u4_chunk(const uint8_t* p, reg out[2]) {
+        const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
         const __m128i m = _mm_set1_epi8(0x0f);
-        const __m128i e = _mm_unpacklo_epi8(_mm_and_si128(b, m), _mm_and_si128(_mm_srli_epi16(b, 4), m));
-        return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(e));
+        out[0] = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(b, m)));
+        out[1] = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(b, 4), m)));
     }
-    static reg load_s8(const uint8_t* p) {
-        return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+    static void s8_chunk(const uint8_t* p, reg out[2]) {
+        for (int c = 0; c < 2; ++c)
+            out[c] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * c))));
     }
 };
 
@@ -106,7 +104,7 @@ void gemm_int_tile_avx512(const GemmIntParams& p, int64_t t, int64_t m0, int mr,
     else
         int_tile_any<8>(p, t, m0, mr, asum);
 }
-void gemm_wf_rows_avx512(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr) {
-    wf_rows<V512>(p, n0, n1, m0, mr);
+void gemm_wf_rows_avx512(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr, const float* xsum) {
+    wf_rows<V512>(p, n0, n1, m0, mr, xsum);
 }
 }  // namespace quellm::x86
