@@ -25,6 +25,7 @@ from .calibrate import PointStats, Stats, calibrate
 from .eval import compare, perplexity
 from .fwht import fwht, fwht_sizes
 from .models import CausalLM, load
+from .report import report
 
 __version__: str = _core.__version__
 HAS_CUDA: bool = _core.HAS_CUDA
@@ -82,6 +83,7 @@ __all__ = [
     "load_checkpoint",
     "num_threads",
     "perplexity",
+    "report",
     "save_checkpoint",
     "set_isa",
     "set_num_threads",
