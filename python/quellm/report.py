@@ -329,9 +329,9 @@ def _plot_kind(mpl, kind: str, pts: list[_Point], path: Path) -> None:
         a.set_xticks(ticks)
     if same:
         rel = np.stack([p.absmax / max(float(np.median(p.absmax)), 1e-30) for p in pts])
-        im = axes[3].imshow(np.log10(np.maximum(rel, 1e-3)), aspect="auto", interpolation="nearest",
+        im = axes[3].imshow(np.log10(np.maximum(rel, 1.0)), aspect="auto", interpolation="nearest",  # <= median: 0
                             cmap="magma", extent=(-0.5, rel.shape[1] - 0.5, layers[-1] + 0.5, layers[0] - 0.5))
-        fig.colorbar(im, ax=axes[3], label="log10(absmax / median)")
+        fig.colorbar(im, ax=axes[3], label="log10(absmax / median), >= 0")
         axes[3].set_yticks(ticks)
         axes[3].set(title="channel absmax / layer median", xlabel="channel", ylabel="layer")
     fig.suptitle(f"{kind}: across layers")
