@@ -28,6 +28,7 @@ from .models import CausalLM, load
 from . import recipes
 from .quant import LinearSpec, QuantLinear
 from .recipes import Recipe, quantize
+from .report import report
 
 __version__: str = _core.__version__
 HAS_CUDA: bool = _core.HAS_CUDA
@@ -90,6 +91,7 @@ __all__ = [
     "perplexity",
     "quantize",
     "recipes",
+    "report",
     "save_checkpoint",
     "set_isa",
     "set_num_threads",

@@ -159,6 +159,30 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("stats", help="statistics file from quellm.calibrate(...).save (.npz)")
+    p.add_argument("--out", default=None, help="directory for index.html and img/*.png (optional with --text-only)")
+    p.add_argument("--top", type=int, default=8, help="channels listed per point (default 8)")
+    p.add_argument("--no-rotate", action="store_true", help="skip the Hadamard-rotation estimate")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out directory")
+    p.add_argument("--text-only", action="store_true", help="no plots (no matplotlib needed); tables only in --out")
+    p.add_argument("--worst", type=int, default=3, help="layers printed per point kind (default 3)")
+
+
+@command("report", "outlier channels per layer and point, before/after a Hadamard rotation", _report_args)
+def _report(args: argparse.Namespace) -> int:
+    from .report import report
+
+    if args.out is None and not args.text_only:
+        raise QuellmError("--out DIR is required (or --text-only to print the summary only)")
+    s = report(args.stats, args.out, top=args.top, rotate=not args.no_rotate, plots=not args.text_only,
+               force=args.force)
+    print(s.text(worst=args.worst))
+    if s.out_dir is not None:
+        print(f"\nwrote {s.out_dir / 'index.html'} ({sum(f.suffix == '.png' for f in s.files)} plots)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import cli_quant  # noqa: F401  (registers calibrate, quantize, quickstart)
 
