@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import zipfile
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -134,7 +135,8 @@ class Stats:
     @staticmethod
     def load(path: str | os.PathLike[str]) -> "Stats":
         try:
-            with np.load(path, allow_pickle=False) as z:
+            # Open the file ourselves: np.load leaks its handle when the archive is corrupt.
+            with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
                 head = json.loads(bytes(z["__meta__"]).decode())
                 points: dict[tuple[str, int], PointStats] = {}
                 keys = {k.rsplit("/", 1)[0] for k in z.files if k != "__meta__"}
@@ -144,7 +146,8 @@ class Stats:
                     points[(kind, int(layer))] = PointStats(
                         int(layer), kind, int(g("count")), g("absmax"), g("sum"), g("sum2"), g("sum3"), g("sum4"),
                         z[f"{key}/xtx"] if f"{key}/xtx" in z.files else None)
-        except (OSError, ValueError, KeyError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (OSError, ValueError, KeyError, EOFError, AttributeError, TypeError, UnicodeDecodeError,
+                zipfile.BadZipFile) as e:
             raise QuellmError(f"{path}: not a quellm statistics file: {e}") from None
         return Stats(head["model"], points, head.get("meta", {}))
 

@@ -30,7 +30,6 @@ import math
 import os
 import shutil
 import uuid
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -231,12 +230,7 @@ def _load(stats: Stats | str | os.PathLike[str]) -> Stats:
     path = os.fspath(stats)
     if not os.path.isfile(path):
         raise QuellmError(f"{path}: no such statistics file (make one with quellm.calibrate(...).save(path))")
-    if not zipfile.is_zipfile(path):  # checked first: np.load leaks its file on a truncated archive
-        raise QuellmError(f"{path}: not a quellm statistics file: not an .npz archive (truncated or another format)")
-    try:
-        return Stats.load(path)
-    except (zipfile.BadZipFile, EOFError, AttributeError, TypeError) as e:  # what Stats.load does not wrap
-        raise QuellmError(f"{path}: not a quellm statistics file: {e}") from None
+    return Stats.load(path)
 
 
 # ---- output ----------------------------------------------------------------------------------
