@@ -36,6 +36,7 @@ def llama_stats(llama):
 
 
 RECIPES = ["w8a8", "w4a16:group=16", "w4a8:group=16", "w4a4:group=16,hadamard=true", "smoothquant:alpha=0.5",
+           "os_plus", "os_plus:w_bits=4,a_bits=8,group=16,steps=8",
            "rtn:w_bits=8,a_bits=16,group=none,w_clip=0.9"]
 
 
@@ -81,9 +82,30 @@ def test_smoothquant_is_exact_in_float(llama, llama_stats):
     assert not np.array_equal(q._float_tensors[name], llama._tensors[name])
 
 
+def test_os_plus_scales():
+    """§5.2 properties: s >= 1, s = 1 for channels inside [-t, t]; an outlier channel is scaled
+    down when activation rounding dominates, and the proxy loss picks t from the grid."""
+    from quellm.calibrate import PointStats
+    from quellm.recipes import _os_plus_scales
+
+    rng = np.random.default_rng(0)
+    K = 64
+    absmax = np.abs(rng.standard_normal(K)) + 0.5
+    absmax[5] = 200.0
+    ex2 = (absmax / 3) ** 2
+    p = PointStats(0, "attn_in", 100, absmax, np.zeros(K), ex2 * 100, np.zeros(K), np.zeros(K))
+    ws = [rng.standard_normal((32, K)).astype(np.float32) * 0.05]
+    s = _os_plus_scales(ws, quellm.LinearSpec("int8", a_format="int8"), p, 20)
+    assert np.all(s >= 1.0) and s[5] > 1.0
+    t = absmax[5] / s[5]
+    assert np.all(s[absmax <= t] == 1.0)
+    with pytest.raises(ValueError, match="a_bits"):
+        recipes.os_plus(a_bits=16)
+
+
 def test_mamba_quantize_save_load(mamba, tmp_path):
     stats = quellm.calibrate(mamba, tokens(mamba, 1, 64).ravel().tolist(), n_samples=4, seq_len=16, progress=False)
-    for name in ("w8a8", "smoothquant", "w4a16:group=16"):
+    for name in ("w8a8", "smoothquant", "os_plus", "w4a16:group=16"):
         q = quellm.quantize(mamba, name, stats)
         assert "backbone.layers.0.mixer.dt_proj" not in q.quant_layers  # kept in float
         toks = tokens(mamba)
@@ -107,7 +129,7 @@ def test_recipe_parsing_and_json():
     o = quellm.Recipe("mixed", quellm.LinearSpec("int4", 16), {"*.down_proj": quellm.LinearSpec("int8")})
     assert o.spec_for("model.layers.0.mlp.down_proj").w_format == "int8"
     assert o.spec_for("model.layers.0.mlp.up_proj").w_format == "int4"
-    assert set(recipes.names()) >= {"rtn", "w8a8", "w4a16", "w4a8", "w4a4", "smoothquant"}
+    assert set(recipes.names()) >= {"rtn", "w8a8", "w4a16", "w4a8", "w4a4", "smoothquant", "os_plus"}
 
 
 @pytest.mark.parametrize("spec, match", [

@@ -11,6 +11,7 @@ Factories (also by name, ``get("w4a8:group=64,w_clip=0.9")``):
 * :func:`rtn` — round-to-nearest with an optional per-channel weight clip search;
 * :func:`w8a8`, :func:`w4a16`, :func:`w4a8`, :func:`w4a4` — the usual RTN settings;
 * :func:`smoothquant` — W8A8 after migrating activation outliers into the weights;
+* :func:`os_plus` — OS+ channel scaling with a searched threshold (Llama form: scaling only);
 * ``hadamard=True`` on any of them rotates every quantized linear's input online (the
   un-fused form of QuaRot's rotation; exact in float).
 
@@ -35,10 +36,10 @@ import numpy as np
 from .errors import QuellmError
 from .quant import LinearSpec, QuantLinear, fit_group
 
-__all__ = ["Recipe", "get", "names", "rtn", "w8a8", "w4a16", "w4a8", "w4a4", "smoothquant", "linear_layers",
-           "quantize"]
+__all__ = ["Recipe", "get", "names", "rtn", "w8a8", "w4a16", "w4a8", "w4a4", "smoothquant", "os_plus",
+           "linear_layers", "quantize"]
 
-SMOOTHERS = (None, "smoothquant")
+SMOOTHERS = (None, "smoothquant", "os_plus")
 
 
 @dataclasses.dataclass
@@ -51,8 +52,9 @@ class Recipe:
         overrides: ``fnmatch`` pattern on module names → spec (first match wins).
         keep_float: patterns of linears left in float32 (default: the LM head and Mamba's
             ``dt_proj``, whose input is a strided view).
-        smooth: ``None`` or ``"smoothquant"``.
+        smooth: ``None``, ``"smoothquant"`` or ``"os_plus"``.
         alpha: SmoothQuant migration strength.
+        os_steps: OS+ threshold candidates tried per group.
     """
 
     name: str
@@ -61,6 +63,7 @@ class Recipe:
     keep_float: tuple[str, ...] = ("lm_head", "*.dt_proj")
     smooth: str | None = None
     alpha: float = 0.5
+    os_steps: int = 20
 
     def __post_init__(self) -> None:
         if self.smooth not in SMOOTHERS:
@@ -86,14 +89,16 @@ class Recipe:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "linear": self.linear.to_json(),
                 "overrides": {k: v.to_json() for k, v in self.overrides.items()},
-                "keep_float": list(self.keep_float), "smooth": self.smooth, "alpha": self.alpha}
+                "keep_float": list(self.keep_float), "smooth": self.smooth, "alpha": self.alpha,
+                "os_steps": self.os_steps}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Recipe":
         try:
             return cls(d["name"], LinearSpec.from_json(d["linear"]),
                        {k: LinearSpec.from_json(v) for k, v in d.get("overrides", {}).items()},
-                       tuple(d.get("keep_float", ())), d.get("smooth"), float(d.get("alpha", 0.5)))
+                       tuple(d.get("keep_float", ())), d.get("smooth"), float(d.get("alpha", 0.5)),
+                       int(d.get("os_steps", 20)))
         except (KeyError, TypeError) as e:
             raise QuellmError(f"bad recipe JSON: {e}") from None
 
@@ -144,8 +149,26 @@ def smoothquant(alpha: float = 0.5, w_bits: int = 8, a_bits: int = 8, group: int
     return dataclasses.replace(r, smooth="smoothquant", alpha=float(alpha))
 
 
+def os_plus(w_bits: int = 8, a_bits: int = 8, group: int | None = None, steps: int = 20,
+            w_clip: float | str = 1.0) -> Recipe:
+    """Outlier Suppression+ scaling (§5.2, the Llama form: no shift). Per smoothing group, for
+    thresholds ``t`` from the largest calibrated channel max ``T`` down to ``T / steps``:
+    ``s_j = max(1, absmax_j / t)``; keep the ``t`` with the lowest predicted output error
+
+        Σ_j E[x_j²]/s_j² · ‖Δw_j‖²  +  (t / qmax)² / 12 · Σ_j s_j² ‖w_j‖²
+
+    (weight rounding error of ``W·diag(s)`` on the scaled inputs, plus uniform activation
+    rounding noise at step ``t/qmax`` through the scaled weights) — a statistics-based proxy for
+    the reference's block-output loss on calibration samples, which quellm does not keep."""
+    r = rtn(w_bits, a_bits, group, True, w_clip, name=f"os_plus-w{w_bits}a{a_bits}")
+    if a_bits == 16:
+        raise QuellmError("os_plus: scaling only helps quantized activations (a_bits 4 or 8)")
+    return dataclasses.replace(r, smooth="os_plus", os_steps=int(steps))
+
+
 _FACTORIES: dict[str, Callable[..., Recipe]] = {
     "rtn": rtn, "w8a8": w8a8, "w4a16": w4a16, "w4a8": w4a8, "w4a4": w4a4, "smoothquant": smoothquant,
+    "os_plus": os_plus,
 }
 
 
@@ -222,17 +245,45 @@ def _smooth_groups(model: Any) -> list[tuple[str, list[str], str, int]]:
             for i in range(n)]
 
 
-def _smoothquant(model: Any, tensors: dict[str, np.ndarray], recipe: Recipe, stats: Any) -> dict[str, np.ndarray]:
-    """Scales per smoothing group (§5.1), folded into new arrays (the model's are not touched).
-    Returns {calibration point "kind/layer": s} so the statistics can be rescaled."""
+def _os_plus_scales(ws: list[np.ndarray], spec: LinearSpec, p: Any, steps: int) -> np.ndarray:
+    """OS+ per-channel scales of one group: see :func:`os_plus`."""
+    a = p.absmax.astype(np.float64)
+    ex2 = p.sum2.astype(np.float64) / max(p.count, 1)
+    top = float(a.max())
+    qmax = {"int8": 127, "int4": 7}[spec.a_format]
+    best, best_loss = np.ones_like(a), None
+    for t in np.linspace(top, top / steps, steps):
+        s = np.maximum(1.0, a / t)
+        loss = 0.0
+        for w in ws:
+            ws_ = (w * s).astype(np.float32)
+            fmt = spec.weight_format(w.shape[1]) if spec.w_format != "f32" else None
+            dw = (fmt.quantize_dequantize(ws_) - ws_).astype(np.float64) if fmt else 0.0 * ws_
+            loss += float(((dw * dw).sum(0) * ex2 / (s * s)).sum())
+            loss += (t / qmax) ** 2 / 12.0 * float(((ws_.astype(np.float64) ** 2).sum(0)).sum())
+        if best_loss is None or loss < best_loss:
+            best, best_loss = s, loss
+    return best
+
+
+def _smooth(model: Any, tensors: dict[str, np.ndarray], recipe: Recipe, stats: Any) -> dict[str, np.ndarray]:
+    """Per-input-channel scales s per smoothing group (SmoothQuant §5.1 or OS+ §5.2), folded into
+    new arrays (the model's are not touched): norm gain γ/s, weights W·diag(s). Returns
+    {calibration point "kind/layer": s} so the statistics can be rescaled."""
     scales = {}
     for norm, linears, kind, layer in _smooth_groups(model):
-        if recipe.spec_for(linears[0]) is None:
+        spec = recipe.spec_for(linears[0])
+        if spec is None:
             continue
-        a = stats[kind, layer].absmax.astype(np.float64)
-        w = np.max([np.abs(tensors[n + ".weight"]).max(axis=0) for n in linears], axis=0).astype(np.float64)
-        w = np.maximum(w, 1e-5)
-        s = np.maximum(a ** recipe.alpha / w ** (1.0 - recipe.alpha), 1e-5)
+        if recipe.smooth == "os_plus":
+            ws = [tensors[n + ".weight"] for n in linears]
+            s = _os_plus_scales(ws, dataclasses.replace(spec, group=fit_group(spec.group, ws[0].shape[1])),
+                                stats[kind, layer], recipe.os_steps)
+        else:
+            a = stats[kind, layer].absmax.astype(np.float64)
+            w = np.max([np.abs(tensors[n + ".weight"]).max(axis=0) for n in linears], axis=0).astype(np.float64)
+            w = np.maximum(w, 1e-5)
+            s = np.maximum(a ** recipe.alpha / w ** (1.0 - recipe.alpha), 1e-5)
         tensors[norm] = (tensors[norm] / s).astype(np.float32)
         for n in linears:
             tensors[n + ".weight"] = (tensors[n + ".weight"] * s).astype(np.float32)
@@ -280,7 +331,7 @@ def quantize(model: Any, recipe: Recipe | str, calibration: Any = None) -> Any:
     if calibration is not None:
         calibration.check_model(model)
     tensors = dict(model._tensors)
-    smooth = _smoothquant(model, tensors, recipe, calibration) if recipe.smooth == "smoothquant" else {}
+    smooth = _smooth(model, tensors, recipe, calibration) if recipe.smooth else {}
     quant: dict[str, QuantLinear] = {}
     for name, kind, layer in linear_layers(model):
         spec = recipe.spec_for(name)
