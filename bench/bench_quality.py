@@ -22,7 +22,7 @@ from common import header, table  # noqa: E402
 
 import quellm  # noqa: E402
 
-RECIPES = ["w8a8", "smoothquant:alpha=0.5", "w4a16", "w4a8", "w4a8:hadamard=true", "w4a4",
+RECIPES = ["w8a8", "smoothquant:alpha=0.5", "os_plus", "w4a16", "w4a8", "w4a8:hadamard=true", "w4a4",
            "w4a4:hadamard=true"]
 
 
