@@ -102,7 +102,8 @@ void bind_quant(py::module_& m) {
             QUELLM_CHECK(w.ndim() == 2, "QuantLinear: weight must be 2-D (out, in)");
             return std::make_shared<QuantLinear>(QuantLinear::from_f32(wp, w.shape(0), w.shape(1)));
         }, py::arg("weight"))
-        .def_static("from_int", [](int bits, const py::array& codes_in, const py::array& scales_in, const py::object& zeros_in) {
+        .def_static("from_int", [](int bits, const py::array& codes_in, const py::array& scales_in, const py::object& zeros_in,
+                                   const std::string& a_format, float a_clip) {
             QUELLM_CHECK(bits == 4 || bits == 8, "QuantLinear: weight bits must be 4 or 8, got ", bits);
             auto codes = carray<uint8_t>::ensure(codes_in);
             QUELLM_CHECK(codes && codes.ndim() == 2 && (codes_in.dtype().itemsize() == 1),
@@ -121,8 +122,10 @@ void bind_quant(py::module_& m) {
                 QUELLM_CHECK(zeros.ndim() == 2 && zeros.shape(0) == N && zeros.shape(1) == NG,
                              "QuantLinear: zeros must have the shape of scales");
             }
-            return std::make_shared<QuantLinear>(QuantLinear::from_int(bits, codes.data(), sp, zp, N, K, K / NG));
-        }, py::arg("bits"), py::arg("codes"), py::arg("scales"), py::arg("zeros") = py::none())
+            return std::make_shared<QuantLinear>(
+                QuantLinear::from_int(bits, codes.data(), sp, zp, N, K, K / NG, parse_aquant(a_format), a_clip));
+        }, py::arg("bits"), py::arg("codes"), py::arg("scales"), py::arg("zeros") = py::none(),
+           py::arg("a_format") = "none", py::arg("a_clip") = 1.0f)
         .def("set_bias", [](QuantLinear& q, const py::object& b) {
             py::array hold;
             q.set_bias(f32_optional(b, hold, "bias", q.N));

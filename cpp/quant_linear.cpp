@@ -20,7 +20,7 @@ QuantLinear QuantLinear::from_f32(const float* w, int64_t N, int64_t K) {
 }
 
 QuantLinear QuantLinear::from_int(int bits, const uint8_t* codes, const float* scales, const float* zeros, int64_t N,
-                                  int64_t K, int64_t G) {
+                                  int64_t K, int64_t G, AQuant a, float a_clip) {
     QUELLM_CHECK(bits == 4 || bits == 8, "QuantLinear: weight bits must be 4 or 8, got ", bits);
     QUELLM_CHECK(N >= 1 && K >= 1, "QuantLinear: empty weight");
     QUELLM_CHECK(G >= 1 && K % G == 0, "QuantLinear: group size ", G, " does not divide in_features = ", K);
@@ -42,6 +42,7 @@ QuantLinear QuantLinear::from_int(int bits, const uint8_t* codes, const float* s
         if (zeros) QUELLM_CHECK(z[i] >= 0.0f && z[i] <= 15.0f && z[i] == std::nearbyint(z[i]),
                                 "QuantLinear: int4 zero point must be an integer in [0, 15] (row ", i / NG, ")");
     }
+    q.set_activation(a, a_clip);  // checks the pair; nothing is packed yet
     q.pack(c, s, z);
     return q;
 }
@@ -92,7 +93,8 @@ void QuantLinear::set_activation(AQuant a, float clip) {
                      "size that is a multiple of 4 and in_features a multiple of ", w_bits == 4 ? 8 : 4, " (group ",
                      group, ", in ", K, ")");
     }
-    const bool relayout = w_bits != 32 && (a == AQuant::None) != (aq == AQuant::None);
+    const bool packed = !wf_.codes.empty() || !wi_.codes.empty();
+    const bool relayout = packed && (a == AQuant::None) != (aq == AQuant::None);
     std::vector<uint8_t> codes;
     std::vector<float> scales, zeros;
     if (relayout) export_int(codes, scales, zeros);

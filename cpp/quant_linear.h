@@ -41,9 +41,10 @@ class QuantLinear {
     // f32 weights (N, K), copied.
     static QuantLinear from_f32(const float* w, int64_t N, int64_t K);
     // int4: codes (N, K/2) nibbles (two's complement when zeros == nullptr, else unsigned with
-    // zero points); int8: codes (N, K) int8, symmetric. scales / zeros (N, K/G).
+    // zero points); int8: codes (N, K) int8, symmetric. scales / zeros (N, K/G). Packed once, for
+    // the kernels of activation format a.
     static QuantLinear from_int(int bits, const uint8_t* codes, const float* scales, const float* zeros, int64_t N,
-                                int64_t K, int64_t G);
+                                int64_t K, int64_t G, AQuant a = AQuant::None, float a_clip = 1.0f);
     void set_bias(const float* b);               // (N) or nullptr
     void set_activation(AQuant a, float clip);   // throws for pairs without a kernel
     void set_hadamard(HadamardSpec h);           // throws unless n == m·p matches K

@@ -84,5 +84,5 @@ def test_quickstart_tiny(model_dir, tmp_path, capsys):
     assert main(["quickstart", "--model", MODEL, "--calib-samples", "2", "--eval-tokens", "256",
                  "--out", str(tmp_path / "qs")]) == 0
     out = capsys.readouterr().out
-    assert "perplexity" in out and "float32" in out and "w8a8" in out and "done in" in out
-    assert quellm.load(tmp_path / "qs").recipe.name == "w8a8"
+    assert "perplexity" in out and "float32" in out and "smoothquant" in out and "done in" in out
+    assert quellm.load(tmp_path / "qs").recipe.smooth == "smoothquant"

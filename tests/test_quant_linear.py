@@ -170,3 +170,20 @@ def test_inputs_not_modified():
 def test_fit_group():
     assert fit_group(128, 576) == 96 and fit_group(128, 1536) == 128 and fit_group(None, 576) is None
     assert fit_group(128, 172) is None and fit_group(64, 576) == 64
+
+
+@pytest.mark.parametrize("w_format", ["int4", "int8"])
+def test_switching_activation_format_repacks(w_format):
+    """The C++ layer holds weights in one kernel layout; changing the activation format repacks
+    them losslessly (weight-only <-> integer kernels)."""
+    rng = np.random.default_rng(4)
+    W = rng.standard_normal((40, 128)).astype(np.float32)
+    x = rng.standard_normal((3, 128)).astype(np.float32)
+    a = QuantLinear(W, w_format=w_format, group=32)
+    b = QuantLinear(W, w_format=w_format, group=32, a_format="int8")
+    codes = a.to_tensors()["qweight"].copy()
+    a._core.set_activation("int8")
+    np.testing.assert_array_equal(a._core.forward(x), b(x))
+    a._core.set_activation("none")
+    np.testing.assert_array_equal(a.to_tensors()["qweight"], codes)
+    check_close(a._core.forward(x), QuantLinear(W, w_format=w_format, group=32).simulate(x))

@@ -11,7 +11,7 @@ from pathlib import Path
 from .cli import _human_bytes, command
 from .errors import QuellmError
 
-QUICKSTART_RECIPE = "w8a8"
+QUICKSTART_RECIPE = "smoothquant"
 QUICKSTART_PROMPT = "The three most important things to know about the ocean are"
 
 

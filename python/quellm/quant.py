@@ -236,7 +236,8 @@ class QuantLinear:
         if spec.w_format == "int8":
             codes = codes.view(np.int8)
         return _core.QuantLinear.from_int(spec.w_bits, codes, np.ascontiguousarray(scales, dtype=np.float32),
-                                          None if zeros is None else np.ascontiguousarray(zeros, dtype=np.float32))
+                                          None if zeros is None else np.ascontiguousarray(zeros, dtype=np.float32),
+                                          spec.a_format, float(spec.a_clip))
 
     def _init(self, spec: LinearSpec, core: Any, bias: Any) -> None:
         self.spec = spec
