@@ -156,6 +156,7 @@ def _quickstart(args: argparse.Namespace) -> int:
         eval_desc = Path(args.data).name
     else:  # held-out text the float model writes (different seed than calibration)
         n = max(1, args.eval_tokens // 256)
+        step(f"generating {n} x 256 evaluation tokens with the float model")
         text = generate_calibration_tokens(model, n, 256, seed=1).ravel().tolist()
         eval_desc = f"{n} x 256 tokens the float model generated"
     step(f"evaluating on {eval_desc}")
@@ -168,10 +169,11 @@ def _quickstart(args: argparse.Namespace) -> int:
         rows.append((label, m, pf, dec, sample))
     print(f"\nquellm quickstart: {Path(path).name}, recipe {recipe.name}, evaluated on {eval_desc} "
           f"({c.tokens} tokens)\n")
-    print(f"{'':14}{'perplexity':>12}{'KL (nats)':>11}{'top-1 %':>9}{'size':>11}{'prefill t/s':>13}{'decode t/s':>12}")
+    w = max(len(r[0]) for r in rows) + 2
+    print(f"{'':{w}}{'perplexity':>12}{'KL (nats)':>11}{'top-1 %':>9}{'size':>11}{'prefill t/s':>13}{'decode t/s':>12}")
     for (label, m, pf, dec, _), ppl, kl, top1 in zip(rows, (c.perplexity_reference, c.perplexity_model),
                                                     (0.0, c.kl), (100.0, 100 * c.top1_agreement)):
-        print(f"{label[:13]:14}{ppl:12.3f}{kl:11.4f}{top1:9.1f}{_human_bytes(m.nbytes):>11}{pf:13.0f}{dec:12.1f}")
+        print(f"{label:{w}}{ppl:12.3f}{kl:11.4f}{top1:9.1f}{_human_bytes(m.nbytes):>11}{pf:13.0f}{dec:12.1f}")
     kernels = sorted({ql.kernel for ql in q.quant_layers.values()})
     print(f"\nquantized: {len(q.quant_layers)} linears on kernels {', '.join(kernels)}; lm_head and embeddings float")
     for label, *_rest, sample in rows:
