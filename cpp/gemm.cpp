@@ -145,10 +145,13 @@ void gemm_int(const GemmIntParams& p) {
 #if defined(QUELLM_X86_PATHS)
     using Tile = void (*)(const GemmIntParams&, int64_t, int64_t, int, const int32_t*);
     Tile tile = nullptr;
-    if (active_isa() == Isa::AVX512 && cpu_features().avx512vnni)
+    int MR = 4;  // activation rows per tile call
+    if (active_isa() == Isa::AVX512 && cpu_features().avx512vnni) {
         tile = x86::gemm_int_tile_avx512;
-    else if (active_isa() >= Isa::AVX2)
+        MR = 8;  // 8 accumulators + 8 partial sums of 32 zmm: each widened weight vector feeds 8 vpdpbusd
+    } else if (active_isa() >= Isa::AVX2) {
         tile = x86::gemm_int_tile_avx2;
+    }
     if (tile) {
         // int4: Σ qa per (row, group) removes the +8 offset of the unsigned weight nibbles.
         const int64_t NG = w.K / w.G;
@@ -162,7 +165,7 @@ void gemm_int(const GemmIntParams& p) {
         const int nt = int(std::min<int64_t>(num_threads(), w.tiles));
 #pragma omp parallel for num_threads(nt) schedule(static)
         for (int64_t t = 0; t < w.tiles; ++t)
-            for (int64_t m0 = 0; m0 < p.M; m0 += 4) tile(p, t, m0, int(std::min<int64_t>(4, p.M - m0)), asum.data());
+            for (int64_t m0 = 0; m0 < p.M; m0 += MR) tile(p, t, m0, int(std::min<int64_t>(MR, p.M - m0)), asum.data());
         return;
     }
 #endif

@@ -103,7 +103,8 @@ void gemm_wf(const GemmWfParams& p);
 void wf_dequant_rows(const WfWeights& w, int64_t n0, int64_t n1, float* out);
 
 namespace x86 {
-// Integer tile: rows m0..m0+mr-1 of x (mr <= 4) against 16-row tile t; writes y for its valid rows.
+// Integer tile: rows m0..m0+mr-1 of x (mr <= 8 for AVX-512, 4 for AVX2) against 16-row tile t;
+// writes y for its valid rows.
 void gemm_int_tile_avx512(const GemmIntParams& p, int64_t t, int64_t m0, int mr, const int32_t* asum);
 void gemm_int_tile_avx2(const GemmIntParams& p, int64_t t, int64_t m0, int mr, const int32_t* asum);
 // Weight-only rows: y[m0..m0+mr) × W rows [n0, n1) (mr <= 4). Need G % 32 == 0 (int4: split32

@@ -1,6 +1,6 @@
 // gemm_avx512.cpp — integer (VNNI vpdpbusd) and weight-only (dequantize + FMA) kernels, see gemm.h.
 //
-// Integer tile: rows m0..m0+mr-1 (mr <= 4) of the int8 activations against one 16-row weight
+// Integer tile: rows m0..m0+mr-1 (mr <= 8) of the int8 activations against one 16-row weight
 // tile; one 64-byte operand per 4 k-steps (16 lanes × 4 weights) and one vpdpbusd per activation
 // row, its 4 activations broadcast to every lane.
 //   int4: 32 bytes of nibbles widen to 64 u8 weights (0..15); activations are the s8 operand.
@@ -67,6 +67,10 @@ void int_tile(const quellm::GemmIntParams& p, int64_t t, int64_t m0, const int32
 template <int BITS>
 void int_tile_any(const quellm::GemmIntParams& p, int64_t t, int64_t m0, int mr, const int32_t* asum) {
     switch (mr) {
+        case 8: int_tile<BITS, 8>(p, t, m0, asum); break;
+        case 7: int_tile<BITS, 7>(p, t, m0, asum); break;
+        case 6: int_tile<BITS, 6>(p, t, m0, asum); break;
+        case 5: int_tile<BITS, 5>(p, t, m0, asum); break;
         case 4: int_tile<BITS, 4>(p, t, m0, asum); break;
         case 3: int_tile<BITS, 3>(p, t, m0, asum); break;
         case 2: int_tile<BITS, 2>(p, t, m0, asum); break;
