@@ -71,6 +71,8 @@ class LinearSpec:
         a_format: ``"none"`` (float activations), ``"int8"`` or ``"int4"`` (dynamic per token).
         a_clip: activation clip ratio in (0, 1] (QuaRot uses 0.9 at 4 bits).
         transform: ``None`` or ``"hadamard"`` (rotate the input by H/√n online, the weights offline).
+        w_method: ``"rtn"`` (round to nearest) or ``"gptq"`` (GPTQ, needs the input XᵀX).
+        damp: GPTQ dampening (fraction of the mean Hessian diagonal).
     """
 
     w_format: str = "int8"
@@ -80,6 +82,8 @@ class LinearSpec:
     a_format: str = "none"
     a_clip: float = 1.0
     transform: str | None = None
+    w_method: str = "rtn"
+    damp: float = 0.01
 
     def __post_init__(self) -> None:
         if self.w_format not in W_FORMATS:
@@ -104,6 +108,12 @@ class LinearSpec:
             raise QuellmError(f"w_clip must lie in (0, 1] or be 'search', got {self.w_clip!r}")
         if not 0 < float(self.a_clip) <= 1:
             raise QuellmError(f"a_clip must lie in (0, 1], got {self.a_clip!r}")
+        if self.w_method not in ("rtn", "gptq"):
+            raise QuellmError(f"w_method must be 'rtn' or 'gptq', got {self.w_method!r}")
+        if self.w_method == "gptq" and (self.w_format == "f32" or self.w_clip != 1.0):
+            raise QuellmError("gptq needs integer weights and no weight clip")
+        if not 0 <= float(self.damp) < 1:
+            raise QuellmError(f"damp must lie in [0, 1), got {self.damp!r}")
 
     @property
     def w_bits(self) -> int:
@@ -117,7 +127,7 @@ class LinearSpec:
         else:
             a = "16" if self.a_format == "none" else self.a_format[3:]
             n = f"w{self.w_bits}a{a}" + (f"-g{self.group}" if self.group else "") + ("" if self.w_sym else "-asym")
-        return n + ("+had" if self.transform else "")
+        return n + ("-gptq" if self.w_method == "gptq" else "") + ("+had" if self.transform else "")
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -165,6 +175,12 @@ def _encode_weight(spec: LinearSpec, w: np.ndarray, hessian: np.ndarray | None) 
     """Packed weights for ``spec``; the clip search (per output row) minimises
     ``(w − ŵ) H (w − ŵ)ᵀ`` with ``H`` the input second-moment matrix (or its diagonal)."""
     fmt = spec.weight_format(w.shape[1])
+    if spec.w_method == "gptq":
+        if hessian is None or hessian.ndim != 2:
+            raise QuellmError("gptq needs the inputs' XᵀX (calibrate with xtx=True)")
+        from .gptq import gptq
+
+        return gptq(w, hessian, fmt, damp=float(spec.damp))
     if spec.w_clip != "search":
         if float(spec.w_clip) == 1.0:
             return fmt.encode(w)
@@ -198,7 +214,7 @@ class QuantLinear:
         spec: a :class:`LinearSpec`; or pass its fields as keywords
             (``w_format=``, ``group=``, ``a_format=``, ...).
         hessian: for ``w_clip="search"``: the ``(in, in)`` input second-moment matrix XᵀX or
-            its diagonal ``(in,)`` (None: plain weight MSE).
+            its diagonal ``(in,)`` (None: plain weight MSE); for GPTQ: XᵀX, required.
 
     Raises:
         QuellmError: a format pair without a kernel, a group that does not divide ``in``, a

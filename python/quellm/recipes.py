@@ -11,6 +11,7 @@ Factories (also by name, ``get("w4a8:group=64,w_clip=0.9")``):
 * :func:`rtn` — round-to-nearest with an optional per-channel weight clip search;
 * :func:`w8a8`, :func:`w4a16`, :func:`w4a8`, :func:`w4a4` — the usual RTN settings;
 * :func:`smoothquant` — W8A8 after migrating activation outliers into the weights;
+* :func:`gptq` — GPTQ weight rounding with the calibration XᵀX;
 * :func:`os_plus` — OS+ channel scaling with a searched threshold (Llama form: scaling only);
 * ``hadamard=True`` on any of them rotates every quantized linear's input online (the
   un-fused form of QuaRot's rotation; exact in float).
@@ -36,7 +37,7 @@ import numpy as np
 from .errors import QuellmError
 from .quant import LinearSpec, QuantLinear, fit_group
 
-__all__ = ["Recipe", "get", "names", "rtn", "w8a8", "w4a16", "w4a8", "w4a4", "smoothquant", "os_plus",
+__all__ = ["Recipe", "get", "names", "rtn", "w8a8", "w4a16", "w4a8", "w4a4", "gptq", "smoothquant", "os_plus",
            "linear_layers", "quantize"]
 
 SMOOTHERS = (None, "smoothquant", "os_plus")
@@ -84,7 +85,7 @@ class Recipe:
     @property
     def needs_calibration(self) -> bool:
         specs = [self.linear, *self.overrides.values()]
-        return self.smooth is not None or any(s.w_clip == "search" for s in specs)
+        return self.smooth is not None or any(s.w_clip == "search" or s.w_method == "gptq" for s in specs)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "linear": self.linear.to_json(),
@@ -140,6 +141,16 @@ def w4a4(group: int | None = 128, w_clip: float | str = "search", a_clip: float 
     return rtn(4, 4, group, True, w_clip, a_clip, hadamard, name=f"w4a4-g{group}" + ("-had" if hadamard else ""))
 
 
+def gptq(w_bits: int = 4, a_bits: int = 16, group: int | None = 128, sym: bool | None = None, damp: float = 0.01,
+         a_clip: float = 1.0, hadamard: bool = False) -> Recipe:
+    """GPTQ weights (§8; Hessians XᵀX from one float calibration pass — calibrate with
+    ``xtx=True``), ``a_bits`` activations. Asymmetric int4 for weight-only, else symmetric."""
+    sym = (a_bits != 16 or w_bits != 4) if sym is None else sym
+    r = rtn(w_bits, a_bits, group, sym, 1.0, a_clip, hadamard)
+    spec = dataclasses.replace(r.linear, w_method="gptq", damp=float(damp))
+    return Recipe(f"gptq-{spec.name}", spec)
+
+
 def smoothquant(alpha: float = 0.5, w_bits: int = 8, a_bits: int = 8, group: int | None = None,
                 w_clip: float | str = 1.0) -> Recipe:
     """SmoothQuant (§5.1): per input channel ``s = max|X|^α / max|W|^(1−α)`` over each group of
@@ -168,7 +179,7 @@ def os_plus(w_bits: int = 8, a_bits: int = 8, group: int | None = None, steps: i
 
 _FACTORIES: dict[str, Callable[..., Recipe]] = {
     "rtn": rtn, "w8a8": w8a8, "w4a16": w4a16, "w4a8": w4a8, "w4a4": w4a4, "smoothquant": smoothquant,
-    "os_plus": os_plus,
+    "os_plus": os_plus, "gptq": gptq,
 }
 
 
@@ -341,7 +352,8 @@ def quantize(model: Any, recipe: Recipe | str, calibration: Any = None) -> Any:
         if w is None:  # tied LM head
             w = tensors[model.embedding_name]
         spec = dataclasses.replace(spec, group=fit_group(spec.group, w.shape[1]))
-        h = _hessian(calibration, kind, layer, smooth.get(f"{kind}/{layer}")) if spec.w_clip == "search" else None
+        h = (_hessian(calibration, kind, layer, smooth.get(f"{kind}/{layer}"))
+             if spec.w_clip == "search" or spec.w_method == "gptq" else None)
         try:
             quant[name] = QuantLinear(w, tensors.pop(name + ".bias", None), spec, hessian=h)
         except QuellmError as e:
