@@ -168,6 +168,18 @@ struct WeightTable {
     }
 };
 
+py::array_t<float> kv_read(const KVCache& c, int64_t layer, bool values) {
+    QUELLM_CHECK(layer >= 0 && layer < c.n_layers, "KVCache: layer ", layer, " out of range [0, ", c.n_layers, ")");
+    py::array_t<float> out({c.len, c.n_kv, c.hd});
+    std::vector<float> row(size_t(c.len * c.hd));
+    for (int64_t h = 0; h < c.n_kv; ++h) {
+        c.read(layer, h, 0, c.len, values, row.data());
+        for (int64_t p = 0; p < c.len; ++p)
+            std::copy_n(row.data() + p * c.hd, c.hd, out.mutable_data() + (p * c.n_kv + h) * c.hd);
+    }
+    return out;
+}
+
 // The model holds references to the numpy arrays it points into, so weights are never copied
 // (f32 memory-mapped checkpoints are used in place) and outlive the model.
 template <typename State>
@@ -503,7 +515,15 @@ PYBIND11_MODULE(_core, m) {
              py::arg("observers") = nullptr,
              "Run tokens (B, T) through the model, appending to the B caches; logits (B, T, V) or (B, V).")
         .def_property_readonly("vocab_size", [](const PyLlama& m) { return m.cfg.vocab_size; })
-        .def_property_readonly("max_seq_len", [](const PyLlama& m) { return m.cfg.max_seq_len; });
+        .def_property_readonly("max_seq_len", [](const PyLlama& m) { return m.cfg.max_seq_len; })
+        .def("set_kv_cache", [](PyLlama& m, int bits, float clip, bool hadamard) {
+            QUELLM_CHECK(bits == 0 || bits == 4 || bits == 8, "KV cache bits must be 0 (float32), 4 or 8, got ", bits);
+            QUELLM_CHECK(clip > 0.0f && clip <= 1.0f, "KV cache clip ratio must lie in (0, 1], got ", clip);
+            const int64_t hd = m.cfg.head_dim;
+            QUELLM_CHECK(!hadamard || (hd & (hd - 1)) == 0, "KV Hadamard rotation needs a power-of-two head_dim, got ", hd);
+            m.cfg.kv = KvQuant{bits, clip, hadamard};
+        }, py::arg("bits"), py::arg("clip") = 1.0f, py::arg("hadamard") = false,
+           "KV cache format for caches made from now on: f32 (bits 0) or asymmetric int8/int4 per (token, head).");
     py::class_<KVCache>(m, "KVCache", "Keys (after RoPE) and values of one sequence, every layer.")
         .def(py::init([](const PyLlama& model, int64_t capacity) { return new KVCache(model.cfg, capacity); }),
              py::arg("model"), py::arg("capacity"))
@@ -514,20 +534,13 @@ PYBIND11_MODULE(_core, m) {
             QUELLM_CHECK(n >= 0 && n <= c.len, "truncate: n must be in [0, ", c.len, "], got ", n);
             c.len = n;
         }, py::arg("n"))
-        .def("keys", [](const KVCache& c, int64_t layer, int64_t n_kv, int64_t hd) {
-            const int64_t per_layer = c.capacity * n_kv * hd;
-            QUELLM_CHECK(layer >= 0 && int64_t(c.k.size()) >= (layer + 1) * per_layer, "keys: bad layer or shape");
-            py::array_t<float> out({c.len, n_kv, hd});
-            std::copy_n(c.k.data() + layer * per_layer, c.len * n_kv * hd, out.mutable_data());
-            return out;
+        .def_property_readonly("bits", [](const KVCache& c) { return c.kv.bits; })
+        .def_property_readonly("nbytes", [](const KVCache& c) {
+            return 4 * (c.k.size() + c.v.size() + c.kp.size() + c.vp.size()) + c.kc.size() + c.vc.size();
         })
-        .def("values", [](const KVCache& c, int64_t layer, int64_t n_kv, int64_t hd) {
-            const int64_t per_layer = c.capacity * n_kv * hd;
-            QUELLM_CHECK(layer >= 0 && int64_t(c.v.size()) >= (layer + 1) * per_layer, "values: bad layer or shape");
-            py::array_t<float> out({c.len, n_kv, hd});
-            std::copy_n(c.v.data() + layer * per_layer, c.len * n_kv * hd, out.mutable_data());
-            return out;
-        });
+        .def("keys", [](const KVCache& c, int64_t layer) { return kv_read(c, layer, false); }, py::arg("layer"),
+             "Keys of layer `layer` (len, n_kv, head_dim), after RoPE (and rotation), dequantized.")
+        .def("values", [](const KVCache& c, int64_t layer) { return kv_read(c, layer, true); }, py::arg("layer"));
 
     py::class_<PyMamba, std::shared_ptr<PyMamba>>(m, "MambaModel",
         "Mamba-1 runtime over float32 weight arrays (HF tensor names); see quellm.models.mamba.")

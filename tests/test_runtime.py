@@ -83,8 +83,8 @@ def test_kv_cache_contents(name):
     state = m.new_state(1, 12)
     m.forward(r["tokens"], state)
     for layer in range(c.num_hidden_layers):
-        k = state.caches[0].keys(layer, c.num_key_value_heads, c.head_dim).transpose(1, 0, 2)
-        v = state.caches[0].values(layer, c.num_key_value_heads, c.head_dim).transpose(1, 0, 2)
+        k = state.caches[0].keys(layer).transpose(1, 0, 2)
+        v = state.caches[0].values(layer).transpose(1, 0, 2)
         np.testing.assert_allclose(k, r["k_cache"][layer], atol=1e-5)
         np.testing.assert_allclose(v, r["v_cache"][layer], atol=1e-5)
 

@@ -8,6 +8,7 @@
 
 #include "common.h"
 #include "cpu_features.h"
+#include "fwht.h"
 #include "matmul.h"
 #include "ops.h"
 #include "quant_linear.h"
@@ -38,11 +39,49 @@ void final_norm_logits(const float* x, float* h, const float* norm_w, float eps,
     linear_forward(lm_head, h, rows, logits);
 }
 
-KVCache::KVCache(const LlamaConfig& c, int64_t cap) : capacity(cap) {
+KVCache::KVCache(const LlamaConfig& c, int64_t cap)
+    : capacity(cap), n_layers(c.n_layers), n_kv(c.n_kv_heads), hd(c.head_dim), kv(c.kv) {
     QUELLM_CHECK(cap >= 1, "KVCache: capacity must be >= 1, got ", cap);
-    const size_t n = size_t(c.n_layers) * size_t(cap) * size_t(c.n_kv_heads * c.head_dim);
-    k.assign(n, 0.0f);
-    v.assign(n, 0.0f);
+    const size_t rows = size_t(n_layers) * size_t(cap) * size_t(n_kv);
+    if (kv.bits == 0) {
+        k.assign(rows * size_t(hd), 0.0f);
+        v.assign(rows * size_t(hd), 0.0f);
+    } else {
+        kc.assign(rows * size_t(kv.row_bytes(hd)), 0);
+        vc.assign(rows * size_t(kv.row_bytes(hd)), 0);
+        kp.assign(rows * 2, 0.0f);
+        vp.assign(rows * 2, 0.0f);
+    }
+}
+
+bool KVCache::store(int64_t l, int64_t pos, const float* krow, const float* vrow) {
+    const size_t row0 = (size_t(l) * capacity + pos) * n_kv;
+    if (kv.bits == 0) {
+        std::copy_n(krow, n_kv * hd, k.data() + row0 * hd);
+        std::copy_n(vrow, n_kv * hd, v.data() + row0 * hd);
+        return true;
+    }
+    const int64_t rb = kv.row_bytes(hd);
+    bool ok = true;
+    for (int64_t h = 0; h < n_kv; ++h) {
+        const size_t r = row0 + h;
+        ok = kv_quant_row(krow + h * hd, hd, kv.bits, kv.clip, kc.data() + r * rb, &kp[2 * r], &kp[2 * r + 1]) && ok;
+        ok = kv_quant_row(vrow + h * hd, hd, kv.bits, kv.clip, vc.data() + r * rb, &vp[2 * r], &vp[2 * r + 1]) && ok;
+    }
+    return ok;
+}
+
+void KVCache::read(int64_t l, int64_t h, int64_t p0, int64_t p1, bool values, float* out) const {
+    for (int64_t p = p0; p < p1; ++p) {
+        const size_t r = (size_t(l) * capacity + p) * n_kv + h;
+        float* o = out + (p - p0) * hd;
+        if (kv.bits == 0) {
+            std::copy_n((values ? v : k).data() + r * hd, hd, o);
+        } else {
+            const std::vector<float>& prm = values ? vp : kp;
+            kv_dequant_row((values ? vc : kc).data() + r * kv.row_bytes(hd), hd, kv.bits, prm[2 * r], prm[2 * r + 1], o);
+        }
+    }
 }
 
 void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const int32_t* tokens, int64_t B, int64_t T,
@@ -54,12 +93,20 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const int32_t* t
         QUELLM_CHECK(tokens[i] >= 0 && tokens[i] < V, "forward: token id ", tokens[i], " out of range [0, ", V, ")");
     for (int64_t b = 0; b < B; ++b) {
         QUELLM_CHECK(caches[b] != nullptr, "forward: null cache");
+        QUELLM_CHECK(caches[b]->kv == c.kv && caches[b]->n_layers == c.n_layers && caches[b]->n_kv == c.n_kv_heads &&
+                         caches[b]->hd == c.head_dim,
+                     "forward: the cache was made for another model or KV cache format; make new states");
         QUELLM_CHECK(caches[b]->len + T <= caches[b]->capacity, "forward: sequence of ", caches[b]->len + T,
                      " tokens exceeds the cache capacity ", caches[b]->capacity);
         QUELLM_CHECK(caches[b]->len + T <= c.max_seq_len, "forward: sequence of ", caches[b]->len + T,
                      " tokens exceeds max_position_embeddings = ", c.max_seq_len);
     }
     const int nt = num_threads();
+    // Per-head Walsh–Hadamard rotation (kv.hadamard): rows of Hd, scale 1/sqrt(Hd), in place.
+    const float had_scale = float(1.0 / std::sqrt(double(Hd)));
+    auto rotate_heads = [&](float* data, int64_t rows) {
+        fwht(FwhtParams{data, data, rows, Hd, Hd, 1, nullptr, had_scale});
+    };
 
     // Activations for all N = B·T rows.
     std::vector<float> x(N * D), h(N * D);   // residual stream, normed input
@@ -77,28 +124,36 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const int32_t* t
         linear_forward(L.k, h.data(), N, k.data());
         linear_forward(L.v, h.data(), N, v.data());
 
-        // RoPE on q and k, then append k, v to each sequence's cache.
+        // RoPE on q and k.
 #pragma omp parallel for num_threads(nt) schedule(static) if (N * (H + Hk) * Hd >= kParallelMin)
         for (int64_t i = 0; i < N; ++i) {
             const int64_t b = i / T, pos = caches[b]->len + i % T;
             for (int64_t hh = 0; hh < H; ++hh) rope_rotate_half(q.data() + (i * H + hh) * Hd, w.inv_freq.data(), Hd, pos);
             for (int64_t hh = 0; hh < Hk; ++hh) rope_rotate_half(k.data() + (i * Hk + hh) * Hd, w.inv_freq.data(), Hd, pos);
-            KVCache& kc = *caches[b];
-            const size_t off = (size_t(l) * kc.capacity + pos) * kvd;
-            std::copy_n(k.data() + i * kvd, kvd, kc.k.data() + off);
-            std::copy_n(v.data() + i * kvd, kvd, kc.v.data() + off);
         }
-
         if (obs) {
             obs->observe(l, OBS_K, k.data(), N, kvd, kvd);
             obs->observe(l, OBS_V, v.data(), N, kvd, kvd);
         }
+        if (c.kv.hadamard) {
+            rotate_heads(q.data(), N * H);
+            rotate_heads(k.data(), N * Hk);
+            rotate_heads(v.data(), N * Hk);
+        }
+        // Append k, v to each sequence's cache (quantized there if the format says so).
+        bool finite = true;
+#pragma omp parallel for num_threads(nt) schedule(static) reduction(&& : finite) if (N * kvd >= kParallelMin)
+        for (int64_t i = 0; i < N; ++i) {
+            const int64_t b = i / T, pos = caches[b]->len + i % T;
+            finite = caches[b]->store(l, pos, k.data() + i * kvd, v.data() + i * kvd) && finite;
+        }
+        QUELLM_CHECK(finite, "forward: non-finite key/value in layer ", l, " cannot be quantized for the KV cache");
 
         // Causal attention per (row, head), over the cache.
         const float inv_sqrt = 1.0f / std::sqrt(float(Hd));
 #pragma omp parallel num_threads(nt)
         {
-            std::vector<float> sc;
+            std::vector<float> sc, kbuf, vbuf;
 #pragma omp for schedule(dynamic, 4)
             for (int64_t ih = 0; ih < N * H; ++ih) {
                 const int64_t i = ih / H, hh = ih % H, b = i / T, pos = caches[b]->len + i % T;
@@ -108,10 +163,24 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const int32_t* t
                 const int64_t n = pos + 1 - start;
                 sc.resize(size_t(n));
                 const float* qv = q.data() + (i * H + hh) * Hd;
-                const float* kbase = kc.k.data() + size_t(l) * kc.capacity * kvd + kvh * Hd;
-                const float* vbase = kc.v.data() + size_t(l) * kc.capacity * kvd + kvh * Hd;
+                // Keys/values of this KV head at positions start.. as rows of stride `ld`: in place
+                // for an f32 cache, dequantized into per-thread buffers otherwise.
+                const float *kbase, *vbase;
+                int64_t ld = kvd;
+                if (kc.kv.bits == 0) {
+                    kbase = kc.k.data() + size_t(l) * kc.capacity * kvd + kvh * Hd + start * kvd;
+                    vbase = kc.v.data() + size_t(l) * kc.capacity * kvd + kvh * Hd + start * kvd;
+                } else {
+                    kbuf.resize(size_t(n * Hd));
+                    vbuf.resize(size_t(n * Hd));
+                    kc.read(l, kvh, start, pos + 1, false, kbuf.data());
+                    kc.read(l, kvh, start, pos + 1, true, vbuf.data());
+                    kbase = kbuf.data();
+                    vbase = vbuf.data();
+                    ld = Hd;
+                }
                 for (int64_t t = 0; t < n; ++t) {
-                    const float* kv = kbase + (start + t) * kvd;
+                    const float* kv = kbase + t * ld;
                     float s = 0.0f;
 #pragma omp simd reduction(+ : s)
                     for (int64_t d = 0; d < Hd; ++d) s += qv[d] * kv[d];
@@ -121,13 +190,14 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const int32_t* t
                 float* o = att.data() + (i * H + hh) * Hd;
                 std::fill_n(o, Hd, 0.0f);
                 for (int64_t t = 0; t < n; ++t) {
-                    const float* vv = vbase + (start + t) * kvd;
+                    const float* vv = vbase + t * ld;
                     const float p = sc[t];
 #pragma omp simd
                     for (int64_t d = 0; d < Hd; ++d) o[d] += p * vv[d];
                 }
             }
         }
+        if (c.kv.hadamard) rotate_heads(att.data(), N * H);  // H_hd/√hd is its own inverse (Sylvester)
         if (obs) obs->observe(l, OBS_O_IN, att.data(), N, H * Hd, H * Hd);
         linear_forward(L.o, att.data(), N, h.data());
         for (int64_t i = 0; i < N * D; ++i) x[i] += h[i];

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kv_quant.h"
 #include "observe.h"
 
 namespace quellm {
@@ -43,6 +44,7 @@ struct LlamaConfig {
     int64_t max_seq_len = 0;  // positions the model supports
     int64_t sliding_window = 0;  // 0 = full causal attention; else keys with q_pos - k_pos < window
     float norm_eps = 1e-5f;
+    KvQuant kv;                  // the KV cache format (kv_quant.h)
 };
 
 struct LlamaLayer {
@@ -61,12 +63,20 @@ struct LlamaWeights {
 };
 
 // One sequence's keys (after RoPE) and values, every layer.
+// Keys (after RoPE, and the Hadamard rotation when kv.hadamard) and values of one sequence.
 struct KVCache {
     int64_t capacity = 0;   // S
     int64_t len = 0;        // positions filled
-    std::vector<float> k;   // (n_layers, S, Hk, Hd)
-    std::vector<float> v;   // (n_layers, S, Hk, Hd)
+    int64_t n_layers = 0, n_kv = 0, hd = 0;
+    KvQuant kv;
+    std::vector<float> k, v;        // f32: (n_layers, S, Hk, Hd)
+    std::vector<uint8_t> kc, vc;    // quantized: (n_layers, S, Hk, row_bytes(Hd)) codes
+    std::vector<float> kp, vp;      // quantized: (n_layers, S, Hk, 2) scale, zero
     KVCache(const LlamaConfig& c, int64_t cap);
+    // Write position pos of layer l: k, v (Hk·Hd) each. False if a value is not finite.
+    bool store(int64_t l, int64_t pos, const float* krow, const float* vrow);
+    // Positions [p0, p1) of KV head h of layer l, as f32 (p1 − p0, Hd) — dequantized if needed.
+    void read(int64_t l, int64_t h, int64_t p0, int64_t p1, bool values, float* out) const;
 };
 
 // Runs B sequences of T new tokens each (positions cache.len .. cache.len+T-1), appends to the

@@ -56,6 +56,9 @@ class Recipe:
         smooth: ``None``, ``"smoothquant"`` or ``"os_plus"``.
         alpha: SmoothQuant migration strength.
         os_steps: OS+ threshold candidates tried per group.
+        kv_bits: KV cache format: 0 (float32), 8 or 4 (asymmetric per token and head).
+        kv_clip: KV quantizer clip ratio (QuaRot: 0.95).
+        kv_hadamard: rotate each head by a Hadamard matrix before caching.
     """
 
     name: str
@@ -65,6 +68,9 @@ class Recipe:
     smooth: str | None = None
     alpha: float = 0.5
     os_steps: int = 20
+    kv_bits: int = 0
+    kv_clip: float = 1.0
+    kv_hadamard: bool = False
 
     def __post_init__(self) -> None:
         if self.smooth not in SMOOTHERS:
@@ -72,6 +78,8 @@ class Recipe:
         if not 0.0 <= float(self.alpha) <= 1.0:
             raise QuellmError(f"recipe {self.name}: alpha must lie in [0, 1], got {self.alpha}")
         self.keep_float = tuple(self.keep_float)
+        if self.kv_bits not in (0, 4, 8) or not 0 < float(self.kv_clip) <= 1:
+            raise QuellmError(f"recipe {self.name}: kv_bits must be 0, 4 or 8 and kv_clip in (0, 1]")
 
     def spec_for(self, name: str) -> LinearSpec | None:
         """The spec of linear ``name`` (None: kept in float)."""
@@ -91,7 +99,8 @@ class Recipe:
         return {"name": self.name, "linear": self.linear.to_json(),
                 "overrides": {k: v.to_json() for k, v in self.overrides.items()},
                 "keep_float": list(self.keep_float), "smooth": self.smooth, "alpha": self.alpha,
-                "os_steps": self.os_steps}
+                "os_steps": self.os_steps, "kv_bits": self.kv_bits, "kv_clip": self.kv_clip,
+                "kv_hadamard": self.kv_hadamard}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Recipe":
@@ -99,7 +108,8 @@ class Recipe:
             return cls(d["name"], LinearSpec.from_json(d["linear"]),
                        {k: LinearSpec.from_json(v) for k, v in d.get("overrides", {}).items()},
                        tuple(d.get("keep_float", ())), d.get("smooth"), float(d.get("alpha", 0.5)),
-                       int(d.get("os_steps", 20)))
+                       int(d.get("os_steps", 20)), int(d.get("kv_bits", 0)), float(d.get("kv_clip", 1.0)),
+                       bool(d.get("kv_hadamard", False)))
         except (KeyError, TypeError) as e:
             raise QuellmError(f"bad recipe JSON: {e}") from None
 
@@ -203,7 +213,8 @@ def _value(v: str) -> Any:
 
 def get(spec: str) -> Recipe:
     """A recipe from ``NAME[:k=v,...]``, e.g. ``"w4a8"``, ``"smoothquant:alpha=0.8"``,
-    ``"rtn:w_bits=4,a_bits=4,hadamard=true"``."""
+    ``"rtn:w_bits=4,a_bits=4,hadamard=true"``. Every recipe also takes ``kv_bits``, ``kv_clip``
+    and ``kv_hadamard`` (the KV cache format, Llama family)."""
     name, _, args = spec.partition(":")
     if name not in _FACTORIES:
         raise QuellmError(f"unknown recipe {name!r}; available: {', '.join(names())}")
@@ -213,10 +224,16 @@ def get(spec: str) -> Recipe:
         if not eq:
             raise QuellmError(f"recipe argument {item!r} must be key=value")
         kw[k.strip()] = _value(v.strip())
+    kv = {k: kw.pop(k) for k in ("kv_bits", "kv_clip", "kv_hadamard") if k in kw}
     try:
-        return _FACTORIES[name](**kw)
+        r = _FACTORIES[name](**kw)
     except TypeError as e:
         raise QuellmError(f"recipe {name}: {e}") from None
+    if kv:
+        kvb = int(kv.get("kv_bits", 0))
+        suffix = f"-kv{kvb}" if kvb else ""
+        r = dataclasses.replace(r, name=r.name + suffix + ("-kvhad" if kv.get("kv_hadamard") else ""), **kv)
+    return r
 
 
 # ---- the model's linears and their calibration points ---------------------------------------

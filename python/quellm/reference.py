@@ -214,6 +214,7 @@ def llama_forward(
     past: LlamaCache | None = None,
     collect_hidden: list[np.ndarray] | None = None,
     linears: Mapping[str, Any] | None = None,
+    kv_quant: Any = None,
 ) -> tuple[np.ndarray, LlamaCache]:
     """Forward pass of a Llama-family decoder (Llama, Mistral, Qwen2, SmolLM; MODELS.md §2.3).
 
@@ -228,6 +229,8 @@ def llama_forward(
         linears: module name (e.g. ``"model.layers.0.mlp.down_proj"``, ``"lm_head"``) -> a
             function ``x -> y`` used instead of that layer's float matmul (and bias), e.g.
             :meth:`quellm.QuantLinear.simulate` for a fake-quantized reference.
+        kv_quant: a function applied to the new keys (after RoPE) and values, arrays
+            [B, n_kv, T, head_dim], before they are cached (fake KV cache quantization).
 
     Returns:
         ``(logits, cache)``: logits [T, V] or [B, T, V] (float32, matching the rank of
@@ -264,6 +267,8 @@ def llama_forward(
         q = apply_rope(q.reshape(B, T, nh, hd).transpose(0, 2, 1, 3), cos, sin)
         k = apply_rope(k.reshape(B, T, nkv, hd).transpose(0, 2, 1, 3), cos, sin)
         v = v.reshape(B, T, nkv, hd).transpose(0, 2, 1, 3)
+        if kv_quant is not None:
+            k, v = np.asarray(kv_quant(k), dtype=F32), np.asarray(kv_quant(v), dtype=F32)
         if past is not None:
             k = np.concatenate([past.keys[i], k], axis=2)
             v = np.concatenate([past.values[i], v], axis=2)

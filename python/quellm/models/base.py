@@ -117,6 +117,11 @@ class CausalLM:
         m = type(self)(self.config, rt_tensors, self.tokenizer, self.path)
         m._float_tensors = {k: v for k, v in rt_tensors.items() if isinstance(v, np.ndarray)}
         m.recipe, m.quant_layers = recipe, dict(quant)
+        if recipe.kv_bits or recipe.kv_hadamard:
+            if not hasattr(m, "set_kv_cache"):
+                raise QuellmError(f"recipe {recipe.name}: KV cache quantization needs a model with a KV cache "
+                                  f"({self.family} has none)")
+            m.set_kv_cache(recipe.kv_bits, recipe.kv_clip, recipe.kv_hadamard)
         return m
 
     @property

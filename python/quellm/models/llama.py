@@ -52,6 +52,15 @@ class LlamaModel(CausalLM):
         }
         self._tensors = tensors
         self._rt = _core.LlamaModel(cfg, tensors, rope_inv_freq(config))
+        self.kv_cache = {"bits": 0, "clip": 1.0, "hadamard": False}
+
+    def set_kv_cache(self, bits: int = 0, clip: float = 1.0, hadamard: bool = False) -> None:
+        """KV cache format of states made from now on: float32 (``bits=0``) or asymmetric int8 /
+        int4 per (token, KV head) with clip ratio ``clip``; ``hadamard`` rotates every head by
+        H/√head_dim first (queries alike; values rotated back after attention) — exact in float,
+        and it spreads outlier channels before the 4-bit rounding (QuaRot)."""
+        self._rt.set_kv_cache(int(bits), float(clip), bool(hadamard))
+        self.kv_cache = {"bits": int(bits), "clip": float(clip), "hadamard": bool(hadamard)}
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint, tokenizer: Any = None) -> "LlamaModel":
