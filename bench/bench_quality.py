@@ -23,7 +23,7 @@ from common import header, table  # noqa: E402
 import quellm  # noqa: E402
 
 RECIPES = ["w8a8", "smoothquant:alpha=0.5", "os_plus", "w4a16", "gptq", "w4a8", "w4a8:hadamard=true",
-           "gptq:a_bits=8", "w4a4", "w4a4:hadamard=true"]
+           "gptq:a_bits=8", "w4a4", "w4a4:hadamard=true", "mxfp4", "mxfp4:hadamard=true"]
 
 
 def speed(model, n_prefill: int = 128, n_decode: int = 32) -> tuple[float, float]:

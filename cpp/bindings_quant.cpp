@@ -19,11 +19,20 @@ AQuant parse_aquant(const std::string& a) {
     if (a == "none") return AQuant::None;
     if (a == "int8") return AQuant::Int8;
     if (a == "int4") return AQuant::Int4;
-    QUELLM_CHECK(false, "QuantLinear: activation format must be 'none', 'int8' or 'int4', got '", a, "'");
+    if (a == "mxfp4") return AQuant::Mxfp4;
+    QUELLM_CHECK(false, "QuantLinear: activation format must be 'none', 'int8', 'int4' or 'mxfp4', got '", a, "'");
     return AQuant::None;
 }
 
-std::string aquant_name(AQuant a) { return a == AQuant::None ? "none" : a == AQuant::Int8 ? "int8" : "int4"; }
+std::string aquant_name(AQuant a) {
+    switch (a) {
+        case AQuant::None: return "none";
+        case AQuant::Int8: return "int8";
+        case AQuant::Int4: return "int4";
+        case AQuant::Mxfp4: return "mxfp4";
+    }
+    return "?";
+}
 
 std::shared_ptr<IntPacked> repack(const py::array& codes_in, const py::array& scales_in, int bits) {
     const char* who = bits == 4 ? "gemm_w4_repack" : "gemm_w8_repack";
@@ -49,6 +58,7 @@ void bind_quant(py::module_& m) {
     py::class_<IntPacked, std::shared_ptr<IntPacked>>(m, "IntPacked",
         "int4/int8 weights (N, K) with per-group f32 scales, repacked for the integer GEMM kernels.")
         .def_readonly("bits", &IntPacked::bits)
+        .def_readonly("e2m1", &IntPacked::e2m1)
         .def_readonly("N", &IntPacked::N)
         .def_readonly("K", &IntPacked::K)
         .def_readonly("G", &IntPacked::G)
@@ -77,15 +87,35 @@ void bind_quant(py::module_& m) {
         return py::make_tuple(q, s);
     }, py::arg("x"), py::arg("qmax") = 127, py::arg("clip") = 1.0f,
        "Per-row symmetric: s = clip·absmax/qmax (1 for a zero row), q = clamp(rne(x/s), -qmax, qmax).");
+    m.def("gemm_mx4_repack", [](const py::array& codes_in, const py::array& scales_in) {
+        auto codes = py::array_t<uint8_t, py::array::c_style>::ensure(codes_in);
+        auto scales = py::array_t<uint8_t, py::array::c_style>::ensure(scales_in);
+        QUELLM_CHECK(codes && scales && codes.ndim() == 2 && scales.ndim() == 2 && scales.shape(0) == codes.shape(0) &&
+                         scales.shape(1) * 16 == codes.shape(1),
+                     "gemm_mx4_repack: codes (N, K/2) and E8M0 scale codes (N, K/32), uint8");
+        return std::make_shared<IntPacked>(gemm_mx4_repack(codes.data(), scales.data(), codes.shape(0), 2 * codes.shape(1)));
+    }, py::arg("codes"), py::arg("scales"), "MXFP4 weights: E2M1 codes (N, K/2) + E8M0 scale codes (N, K/32).");
+    m.def("quantize_rows_mxfp4", [](const py::array& x) {
+        const float* xp = f32_data(x, "x");
+        QUELLM_CHECK(x.ndim() == 2, "quantize_rows_mxfp4: x must be 2-D");
+        const int64_t M = x.shape(0), K = x.shape(1);
+        QUELLM_CHECK(K % 32 == 0, "quantize_rows_mxfp4: K = ", K, " is not a multiple of 32");
+        py::array_t<int8_t> q({M, K});
+        py::array_t<float> s({M, K / 32});
+        quantize_rows_mxfp4(xp, M, K, q.mutable_data(), s.mutable_data());
+        return py::make_tuple(q, s);
+    }, py::arg("x"), "MXFP4 per 32-block: q = 2·E2M1 value (int8), s = 2^shared / 2 (M, K/32).");
     m.def("gemm_int", [](const py::array& qa_in, const py::array& sa_in, const IntPacked& w, const py::object& b, bool ref) {
         auto qa = py::array_t<int8_t, py::array::c_style>::ensure(qa_in);
         QUELLM_CHECK(qa && qa.ndim() == 2 && qa.shape(1) == w.K, "gemm_int: qa must be int8 (M, ", w.K, ")");
         const float* sa = f32_data(sa_in, "sa");
-        QUELLM_CHECK(sa_in.ndim() == 1 && sa_in.shape(0) == qa.shape(0), "gemm_int: sa must be (M,)");
+        const int64_t groups = sa_in.ndim() == 2 ? sa_in.shape(1) : 1;
+        QUELLM_CHECK((sa_in.ndim() == 1 || (sa_in.ndim() == 2 && groups == w.K / w.G)) && sa_in.shape(0) == qa.shape(0),
+                     "gemm_int: sa must be (M,) or (M, K/G)");
         py::array bias;
         const float* bp = f32_optional(b, bias, "b", w.N);
         py::array_t<float> y({qa.shape(0), w.N});
-        GemmIntParams p{qa.data(), sa, &w, bp, y.mutable_data(), qa.shape(0)};
+        GemmIntParams p{qa.data(), sa, &w, bp, y.mutable_data(), qa.shape(0), groups};
         {
             py::gil_scoped_release release;
             if (ref) gemm_int_ref(p); else gemm_int(p);
@@ -126,6 +156,15 @@ void bind_quant(py::module_& m) {
                 QuantLinear::from_int(bits, codes.data(), sp, zp, N, K, K / NG, parse_aquant(a_format), a_clip));
         }, py::arg("bits"), py::arg("codes"), py::arg("scales"), py::arg("zeros") = py::none(),
            py::arg("a_format") = "none", py::arg("a_clip") = 1.0f)
+        .def_static("from_mx4", [](const py::array& codes_in, const py::array& scales_in, const std::string& a_format) {
+            auto codes = py::array_t<uint8_t, py::array::c_style>::ensure(codes_in);
+            auto scales = py::array_t<uint8_t, py::array::c_style>::ensure(scales_in);
+            QUELLM_CHECK(codes && scales && codes.ndim() == 2 && scales.ndim() == 2 && scales.shape(0) == codes.shape(0) &&
+                             scales.shape(1) * 16 == codes.shape(1),
+                         "QuantLinear: MXFP4 codes (out, in/2) and E8M0 scale codes (out, in/32), uint8");
+            return std::make_shared<QuantLinear>(QuantLinear::from_mx4(codes.data(), scales.data(), codes.shape(0),
+                                                                       2 * codes.shape(1), parse_aquant(a_format)));
+        }, py::arg("codes"), py::arg("scales"), py::arg("a_format"))
         .def("set_bias", [](QuantLinear& q, const py::object& b) {
             py::array hold;
             q.set_bias(f32_optional(b, hold, "bias", q.N));
@@ -161,6 +200,7 @@ void bind_quant(py::module_& m) {
         .def_readonly("out_features", &QuantLinear::N)
         .def_readonly("in_features", &QuantLinear::K)
         .def_readonly("w_bits", &QuantLinear::w_bits)
+        .def_readonly("w_mxfp4", &QuantLinear::w_mxfp4)
         .def_readonly("group", &QuantLinear::group)
         .def_readonly("a_clip", &QuantLinear::a_clip)
         .def_property_readonly("a_format", [](const QuantLinear& q) { return aquant_name(q.aq); })

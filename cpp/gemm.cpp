@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 
 #include "common.h"
 #include "cpu_features.h"
@@ -35,12 +36,25 @@ inline size_t quad_at(const IntPacked& w, int64_t t, int64_t kq, int64_t j) {
     return size_t(((t * (w.K / 4) + kq) * 16 + j) * (w.bits / 2));
 }
 
+// 2 × the value of each E2M1 code (sign-magnitude: 0, .5, 1, 1.5, 2, 3, 4, 6).
+constexpr int8_t kE2M1x2[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
 inline int qw_at(const IntPacked& w, int64_t n, int64_t k) {
     const size_t q = quad_at(w, n / 16, k / 4, n % 16);
     if (w.bits == 8) return int(int8_t(w.codes[q + size_t(k % 4)]));
     const uint8_t byte = w.codes[q + size_t(k % 4) / 2];
-    return int((k % 2 ? byte >> 4 : byte & 15)) - 8;
+    const int nib = k % 2 ? byte >> 4 : byte & 15;
+    return w.e2m1 ? kE2M1x2[nib] : nib - 8;
 }
+
+// round(sig / 2^shift), ties to even, for 0 <= sig < 2^24 and shift >= 1 (formats._round_shift).
+inline int64_t round_shift_rne(int64_t sig, int64_t shift) {
+    shift = std::min<int64_t>(shift, 40);
+    const int64_t q = sig >> shift, rem = sig - (q << shift), half = int64_t(1) << (shift - 1);
+    return q + ((rem > half || (rem == half && (q & 1))) ? 1 : 0);
+}
+
+inline int bit_length(int64_t v) { return v ? 64 - __builtin_clzll(uint64_t(v)) : 0; }
 }  // namespace
 
 IntPacked gemm_w4_repack(const uint8_t* codes, const float* scales, int64_t N, int64_t K, int64_t G) {
@@ -72,6 +86,60 @@ IntPacked gemm_w8_repack(const int8_t* codes, const float* scales, int64_t N, in
     return w;
 }
 
+IntPacked gemm_mx4_repack(const uint8_t* codes, const uint8_t* scale_codes, int64_t N, int64_t K) {
+    QUELLM_CHECK(K % 32 == 0, "gemm_mx4_repack: K = ", K, " is not a multiple of the MX block (32)");
+    std::vector<float> scales(size_t(N * (K / 32)));
+    for (size_t i = 0; i < scales.size(); ++i) {
+        QUELLM_CHECK(scale_codes[i] != 0xFF, "gemm_mx4_repack: NaN block (scale code 0xFF) in row ", int64_t(i) / (K / 32));
+        scales[i] = std::ldexp(1.0f, int(scale_codes[i]) - 128);  // 2^(code - 127) / 2, exact
+    }
+    IntPacked w = packed_shell(4, N, K, 32);
+    w.e2m1 = true;
+    const int64_t KQ = K / 4, NG = K / 32;
+    w.codes.assign(size_t(w.tiles * KQ * 32), 0);  // padding rows: code 0 = +0
+    w.wsum.assign(w.scales.size(), 0);
+    for (int64_t n = 0; n < N; ++n) {
+        const int64_t t = n / 16, j = n % 16;
+        for (int64_t kq = 0; kq < KQ; ++kq)
+            for (int b = 0; b < 2; ++b) w.codes[quad_at(w, t, kq, j) + b] = codes[n * (K / 2) + kq * 2 + b];
+        for (int64_t g = 0; g < NG; ++g) {
+            w.scales[size_t((t * NG + g) * 16 + j)] = scales[size_t(n * NG + g)];
+            for (int64_t k = g * 32; k < (g + 1) * 32; ++k) w.wsum[size_t((t * NG + g) * 16 + j)] += qw_at(w, n, k);
+        }
+    }
+    return w;
+}
+
+void quantize_rows_mxfp4(const float* x, int64_t M, int64_t K, int8_t* q, float* sa) {
+    QUELLM_CHECK(K % 32 == 0, "quantize_rows_mxfp4: K = ", K, " is not a multiple of the MX block (32)");
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t b = 0; b < K / 32; ++b) {
+            const float* xb = x + m * K + b * 32;
+            float amax = 0.0f;
+            for (int i = 0; i < 32; ++i) {
+                QUELLM_CHECK(std::isfinite(xb[i]), "quantize_rows_mxfp4: non-finite activation ", xb[i], " in row ", m,
+                             ", column ", b * 32 + i);
+                amax = std::max(amax, std::fabs(xb[i]));
+            }
+            uint32_t ua;
+            std::memcpy(&ua, &amax, 4);
+            const int be = int((ua >> 23) & 0xFF);
+            const int64_t shared = std::clamp<int64_t>((be > 0 ? be - 127 : -127) - 2, -127, 127);  // emax(E2M1) = 2
+            sa[m * (K / 32) + b] = std::ldexp(1.0f, int(shared) - 1);
+            for (int i = 0; i < 32; ++i) {
+                uint32_t u;
+                std::memcpy(&u, xb + i, 4);
+                const int64_t sign = u >> 31, bex = (u >> 23) & 0xFF, man = u & 0x7FFFFF;
+                const int64_t sig = bex > 0 ? (man | 0x800000) : man;
+                const int64_t e2 = std::max<int64_t>(bex, 1) - 150, ex = e2 + bit_length(sig) - 1;
+                const int64_t et = std::max<int64_t>(ex - shared, 0);  // 1 − bias
+                const int64_t qm = round_shift_rne(sig, et - 1 - (e2 - shared));
+                const int64_t mag = std::min<int64_t>((et << 1) + qm, 7);
+                q[m * K + b * 32 + i] = kE2M1x2[(sign << 3) | mag];
+            }
+        }
+}
+
 void gemm_int_unpack(const IntPacked& w, uint8_t* codes, float* scales) {
     const int64_t NG = w.K / w.G;
     for (int64_t n = 0; n < w.N; ++n) {
@@ -80,7 +148,8 @@ void gemm_int_unpack(const IntPacked& w, uint8_t* codes, float* scales) {
             for (int64_t k = 0; k < w.K; ++k) codes[n * w.K + k] = uint8_t(qw_at(w, n, k));
         else
             for (int64_t kq = 0; kq < w.K / 4; ++kq)
-                for (int b = 0; b < 2; ++b) codes[n * (w.K / 2) + kq * 2 + b] = w.codes[quad_at(w, t, kq, j) + b] ^ 0x88;
+                for (int b = 0; b < 2; ++b)
+                    codes[n * (w.K / 2) + kq * 2 + b] = w.codes[quad_at(w, t, kq, j) + b] ^ (w.e2m1 ? 0 : 0x88);
         for (int64_t g = 0; g < NG; ++g) scales[n * NG + g] = w.scales[size_t((t * NG + g) * 16 + j)];
     }
 }
@@ -125,13 +194,14 @@ void gemm_int_ref(const GemmIntParams& p) {
     QUELLM_CHECK(p.w != nullptr && p.M >= 0, "gemm_int: bad parameters");
     const IntPacked& w = *p.w;
     const int64_t NG = w.K / w.G;
+    QUELLM_CHECK(p.sa_groups == 1 || p.sa_groups == NG, "gemm_int: activation scales per row or per weight group");
     for (int64_t m = 0; m < p.M; ++m)
         for (int64_t n = 0; n < w.N; ++n) {
             float y = 0.0f;
             for (int64_t g = 0; g < NG; ++g) {
                 int32_t acc = 0;
                 for (int64_t k = g * w.G; k < (g + 1) * w.G; ++k) acc += int32_t(p.qa[m * w.K + k]) * qw_at(w, n, k);
-                const float s = p.sa[m] * w.scales[size_t(((n / 16) * NG + g) * 16 + n % 16)];
+                const float s = p.act_scale(m, g) * w.scales[size_t(((n / 16) * NG + g) * 16 + n % 16)];
                 y = std::fmaf(float(acc), s, y);
             }
             p.y[m * w.N + n] = p.bias ? y + p.bias[n] : y;
@@ -141,6 +211,7 @@ void gemm_int_ref(const GemmIntParams& p) {
 void gemm_int(const GemmIntParams& p) {
     QUELLM_CHECK(p.w != nullptr && p.M >= 0, "gemm_int: bad parameters");
     const IntPacked& w = *p.w;
+    QUELLM_CHECK(p.sa_groups == 1 || p.sa_groups == w.K / w.G, "gemm_int: activation scales per row or per weight group");
     if (p.M == 0) return;
 #if defined(QUELLM_X86_PATHS)
     using Tile = void (*)(const GemmIntParams&, int64_t, int64_t, int, const int32_t*);

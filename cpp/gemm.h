@@ -40,18 +40,23 @@ namespace quellm {
 
 struct IntPacked {
     int bits = 4;                      // 4 or 8
+    bool e2m1 = false;                 // bits 4: codes are OCP E2M1 (MXFP4) nibbles, value 2·E2M1 in [-12, 12]
     int64_t N = 0, K = 0, G = 0;       // K % G == 0, G % 4 == 0
     int64_t tiles = 0;                 // ceil(N / 16)
     std::vector<uint8_t> codes;        // bits 4: (tiles, K/4, 16, 2): nibbles q+8, k0|k1<<4, k2|k3<<4
                                        // bits 8: (tiles, K/4, 16, 4): int8 q
     std::vector<float> scales;         // (tiles, K/G, 16)
-    std::vector<int32_t> wsum;         // bits 8: (tiles, K/G, 16) Σ q over the group; bits 4: empty
+    std::vector<int32_t> wsum;         // bits 8 / e2m1: (tiles, K/G, 16) Σ q over the group; int4: empty
     size_t nbytes() const { return codes.size() + 4 * scales.size() + 4 * wsum.size(); }
 };
 
 // codes (N, K/2) nibbles / (N, K) int8, scales (N, K/G) -> packed. Rows past N are zero weights.
 IntPacked gemm_w4_repack(const uint8_t* codes, const float* scales, int64_t N, int64_t K, int64_t G);
 IntPacked gemm_w8_repack(const int8_t* codes, const float* scales, int64_t N, int64_t K, int64_t G);
+// MXFP4 weights: E2M1 codes (N, K/2) (element 2i in the low nibble) and E8M0 scale codes
+// (N, K/32); the kernels use q = 2·E2M1 value and scale 2^(code − 127) / 2 (exact). Throws on a
+// NaN block (scale code 0xFF).
+IntPacked gemm_mx4_repack(const uint8_t* codes, const uint8_t* scale_codes, int64_t N, int64_t K);
 // packed -> canonical codes and scales: the inverse, for round-trip tests and saving.
 void gemm_int_unpack(const IntPacked& w, uint8_t* codes, float* scales);
 
@@ -60,13 +65,20 @@ void gemm_int_unpack(const IntPacked& w, uint8_t* codes, float* scales);
 // Non-finite values are rejected (throws, naming row and column).
 void quantize_rows(const float* x, int64_t M, int64_t K, int qmax, float clip, int8_t* q, float* sa);
 
+// MXFP4 activations: per row, blocks of 32 encoded as formats.py's MxFormat("mxfp4") (RNE,
+// saturating) and returned as q = 2·E2M1 value (int8) with sa (M, K/32) = 2^shared / 2.
+// Non-finite values throw.
+void quantize_rows_mxfp4(const float* x, int64_t M, int64_t K, int8_t* q, float* sa);
+
 struct GemmIntParams {
     const int8_t* qa;   // (M, K)
-    const float* sa;    // (M)
+    const float* sa;    // (M, sa_groups): per row (1) or per weight group (K/G)
     const IntPacked* w;
     const float* bias;  // (N) or nullptr
     float* y;           // (M, N)
     int64_t M;
+    int64_t sa_groups = 1;
+    float act_scale(int64_t m, int64_t g) const { return sa[m * sa_groups + (sa_groups > 1 ? g : 0)]; }
 };
 void gemm_int_ref(const GemmIntParams& p);
 void gemm_int(const GemmIntParams& p);

@@ -47,6 +47,21 @@ QuantLinear QuantLinear::from_int(int bits, const uint8_t* codes, const float* s
     return q;
 }
 
+QuantLinear QuantLinear::from_mx4(const uint8_t* codes, const uint8_t* scale_codes, int64_t N, int64_t K, AQuant a) {
+    QUELLM_CHECK(N >= 1 && K >= 1, "QuantLinear: empty weight");
+    QUELLM_CHECK(a == AQuant::Int8 || a == AQuant::Mxfp4, "QuantLinear: MXFP4 weights run with int8 or MXFP4 "
+                 "activations (no weight-only MXFP4 kernel)");
+    QuantLinear q;
+    q.N = N;
+    q.K = K;
+    q.w_bits = 4;
+    q.w_mxfp4 = true;
+    q.group = 32;
+    q.set_activation(a, 1.0f);
+    q.wi_ = gemm_mx4_repack(codes, scale_codes, N, K);
+    return q;
+}
+
 void QuantLinear::pack(const std::vector<uint8_t>& codes, const std::vector<float>& scales,
                        const std::vector<float>& zeros) {
     if (aq == AQuant::None) {
@@ -84,9 +99,14 @@ void QuantLinear::set_bias(const float* b) {
 
 void QuantLinear::set_activation(AQuant a, float clip) {
     QUELLM_CHECK(clip > 0.0f && clip <= 1.0f, "QuantLinear: activation clip ratio must lie in (0, 1], got ", clip);
+    QUELLM_CHECK(!(w_mxfp4 && a == AQuant::None), "QuantLinear: no weight-only MXFP4 kernel (use int8 or MXFP4 "
+                 "activations)");
+    QUELLM_CHECK(a != AQuant::Mxfp4 || (group == 32 && K % 32 == 0), "QuantLinear: MXFP4 activations need weights "
+                 "in groups of 32 (the MX block), got group ", group);
     if (a != AQuant::None) {
         QUELLM_CHECK(w_bits != 32, "QuantLinear: no kernel for f32 weights with quantized activations; "
-                     "supported pairs: f32×none, int4×none, int8×none, int4×int8, int4×int4, int8×int8, int8×int4");
+                     "supported pairs: f32×none, int4×none, int8×none, int4×int8, int4×int4, int8×int8, int8×int4, "
+                     "mxfp4×mxfp4, mxfp4×int8, int4×mxfp4, int8×mxfp4");
         QUELLM_CHECK(!asym_, "QuantLinear: integer-activation kernels need symmetric weights (asymmetric int4 "
                      "runs weight-only, activation none)");
         QUELLM_CHECK(group % 4 == 0 && K % (w_bits == 4 ? 8 : 4) == 0, "QuantLinear: integer kernels need a group "
@@ -131,6 +151,11 @@ void QuantLinear::forward(const float* x, int64_t M, float* y) const {
         matmul_f32(MatmulParams{x, wf32_.data(), b, y, M, N, K, K, N});
     } else if (aq == AQuant::None) {
         gemm_wf(GemmWfParams{x, &wf_, b, y, M});
+    } else if (aq == AQuant::Mxfp4) {
+        std::vector<int8_t> qa(static_cast<size_t>(M * K));
+        std::vector<float> sa(static_cast<size_t>(M * (K / 32)));
+        quantize_rows_mxfp4(x, M, K, qa.data(), sa.data());
+        gemm_int(GemmIntParams{qa.data(), sa.data(), &wi_, b, y, M, K / 32});
     } else {
         std::vector<int8_t> qa(static_cast<size_t>(M * K));
         std::vector<float> sa(static_cast<size_t>(M));
@@ -145,7 +170,8 @@ size_t QuantLinear::nbytes() const {
 
 std::string QuantLinear::kernel() const {
     if (w_bits == 32) return "f32";
-    return "w" + std::to_string(w_bits) + (aq == AQuant::None ? "a16" : "a" + std::to_string(int(aq)));
+    const std::string a = aq == AQuant::None ? "a16" : aq == AQuant::Mxfp4 ? "amx4" : "a" + std::to_string(int(aq));
+    return (w_mxfp4 ? std::string("wmx4") : "w" + std::to_string(w_bits)) + a;
 }
 
 void QuantLinear::export_int(std::vector<uint8_t>& codes, std::vector<float>& scales, std::vector<float>& zeros) const {

@@ -4,11 +4,13 @@
 //                → GEMM kernel for (weight format × activation format) → epilogue (scales, bias)
 //
 // Weight formats: f32, int8 (symmetric), int4 (symmetric, or asymmetric for weight-only), with
-// per-group scales along `in` (G = in: per output channel). Activation formats: none (f32),
-// int8 / int4 per-token symmetric with a clip ratio (quantize_rows). Kernels per pair:
+// per-group scales along `in` (G = in: per output channel), and MXFP4. Activation formats: none
+// (f32), int8 / int4 per-token symmetric with a clip ratio (quantize_rows), MXFP4 (blocks of 32,
+// quantize_rows_mxfp4). Kernels per pair:
 //   f32  × none          → matmul_f32
 //   int4 / int8 × none   → gemm_wf   (W4A16 / W8A16: dequantize in registers)
 //   int4 / int8 × int8 / int4 → gemm_int (W4A8, W8A8, W4A4, W8A4; symmetric weights)
+//   MXFP4 × MXFP4 / int8, int4 / int8 (group 32) × MXFP4 → gemm_int (2·E2M1 values are integers)
 // The Hadamard transform (QuaRot) rotates each activation row by H_n/√n with the FWHT kernel; the
 // weights were rotated offline by the same matrix, so x·Wᵀ is unchanged up to quantization.
 #pragma once
@@ -21,7 +23,7 @@
 
 namespace quellm {
 
-enum class AQuant : int { None = 0, Int8 = 8, Int4 = 4 };
+enum class AQuant : int { None = 0, Int8 = 8, Int4 = 4, Mxfp4 = 1 };
 
 struct HadamardSpec {
     int64_t p = 0;             // power-of-two part, n = m · p
@@ -32,7 +34,8 @@ struct HadamardSpec {
 class QuantLinear {
   public:
     int64_t N = 0, K = 0;      // out, in
-    int w_bits = 32;           // 32 (f32), 8, 4
+    int w_bits = 32;           // 32 (f32), 8, 4 (int4 or MXFP4)
+    bool w_mxfp4 = false;      // weights are MXFP4 (E2M1 codes, E8M0 scales per 32)
     int64_t group = 0;         // weight group size along K (K: per channel); 0 for f32
     AQuant aq = AQuant::None;
     float a_clip = 1.0f;
@@ -45,6 +48,8 @@ class QuantLinear {
     // the kernels of activation format a.
     static QuantLinear from_int(int bits, const uint8_t* codes, const float* scales, const float* zeros, int64_t N,
                                 int64_t K, int64_t G, AQuant a = AQuant::None, float a_clip = 1.0f);
+    // MXFP4 weights: E2M1 codes (N, K/2), E8M0 scale codes (N, K/32); integer activations only.
+    static QuantLinear from_mx4(const uint8_t* codes, const uint8_t* scale_codes, int64_t N, int64_t K, AQuant a);
     void set_bias(const float* b);               // (N) or nullptr
     void set_activation(AQuant a, float clip);   // throws for pairs without a kernel
     void set_hadamard(HadamardSpec h);           // throws unless n == m·p matches K

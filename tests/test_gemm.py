@@ -145,3 +145,57 @@ def test_bad_packing(shape, G, match):
         _core.gemm_w4_repack(codes, scales)
     with pytest.raises(ValueError, match="multiple of 4"):
         _core.gemm_w8_repack(np.zeros((4, 6), np.int8), np.ones((4, 1), np.float32))
+
+
+# ---- MXFP4 (E2M1 elements, E8M0 scales per 32) ------------------------------------------------
+
+def mx4_values(codes):
+    """2 x E2M1 value of each code (uint8 0..15)."""
+    lut = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], np.int64)
+    return lut[codes]
+
+
+@pytest.mark.parametrize("M, N, K", [(1, 16, 32), (3, 17, 128), (9, 40, 64), (17, 33, 256)])
+def test_mx4_kernel_matches_integer_reference(M, N, K, isa, threads):
+    from quellm.formats import unpack_int4  # noqa: F401 - layout documented there
+
+    rng = np.random.default_rng(M + N)
+    codes = rng.integers(0, 16, (N, K)).astype(np.uint8)
+    scodes = rng.integers(100, 140, (N, K // 32)).astype(np.uint8)
+    w = _core.gemm_mx4_repack((codes[:, 0::2] | (codes[:, 1::2] << 4)).astype(np.uint8), scodes)
+    assert w.e2m1 and w.G == 32
+    qw = mx4_values(codes)
+    sw = np.ldexp(np.float32(1), scodes.astype(np.int64) - 128).astype(np.float32)
+    qa = mx4_values(rng.integers(0, 16, (M, K))).astype(np.int8)
+    sa = np.ldexp(np.float32(1), rng.integers(-10, 10, (M, K // 32))).astype(np.float32)
+    want = np.zeros((M, N), np.float32)
+    acc = np.einsum("mgk,ngk->mng", qa.reshape(M, K // 32, 32).astype(np.int64), qw.reshape(N, K // 32, 32))
+    for g in range(K // 32):
+        s = (sa[:, g:g + 1] * sw[None, :, g]).astype(np.float32)
+        want = (acc[:, :, g].astype(np.float64) * s.astype(np.float64) + want.astype(np.float64)).astype(np.float32)
+    assert_bit_exact(_core.gemm_int(qa, sa, w, ref=True), want, "ref")
+    assert_bit_exact(_core.gemm_int(qa, sa, w), want, f"{isa} t={threads}")
+    c, _ = w.unpack()
+    assert_bit_exact(c, (codes[:, 0::2] | (codes[:, 1::2] << 4)).astype(np.uint8))
+
+
+@given(st.lists(st.sampled_from([0.0, -0.0, 0.25, 0.75, 1.25, 2.5, 5.0, 6.0, 7.0, 1e-40, 3e38, -1e-3]) |
+                st.floats(-1e6, 1e6, width=32), min_size=64, max_size=64))
+def test_quantize_rows_mxfp4_matches_twin(vals):
+    from quellm import formats
+
+    x = np.array(vals, np.float32).reshape(2, 32)
+    q, s = _core.quantize_rows_mxfp4(x)
+    p = formats.get("mxfp4").encode(x)
+    codes = formats.unpack_codes(p.codes, 4)
+    np.testing.assert_array_equal(q.astype(np.int64), mx4_values(codes))
+    np.testing.assert_array_equal(s, formats.decode_e8m0(p.scales) / np.float32(2))
+
+
+def test_mx4_errors():
+    with pytest.raises(ValueError, match="non-finite"):
+        _core.quantize_rows_mxfp4(np.full((1, 32), np.nan, np.float32))
+    with pytest.raises(ValueError, match="multiple of 32"):
+        _core.quantize_rows_mxfp4(np.ones((1, 48), np.float32))
+    with pytest.raises(ValueError, match="NaN block"):
+        _core.gemm_mx4_repack(np.zeros((2, 16), np.uint8), np.full((2, 1), 255, np.uint8))

@@ -14,6 +14,13 @@ from quellm.quant import CLIP_GRID, LinearSpec, QuantLinear, fit_group, supporte
 PAIRS = [p for p in supported_pairs()]
 
 
+def group_for(w_format, a_format, default):
+    """MX pairs work in blocks of 32; f32 weights take no group."""
+    if w_format == "f32":
+        return None
+    return 32 if "mxfp4" in (w_format, a_format) else default
+
+
 def check_close(got, want, rtol=1e-5):
     scale = max(float(np.abs(want).max()), 1e-30)
     err = float(np.abs(got.astype(np.float64) - want).max())
@@ -30,7 +37,7 @@ def test_forward_matches_fake_quant(w_format, a_format, M, isa, threads):
     x = rng.standard_normal((M, K)).astype(np.float32)
     x[:, 7] *= 40  # an outlier channel
     for transform in (None, "hadamard"):
-        ql = QuantLinear(W, b, w_format=w_format, a_format=a_format, group=None if w_format == "f32" else 64,
+        ql = QuantLinear(W, b, w_format=w_format, a_format=a_format, group=group_for(w_format, a_format, 64),
                          transform=transform, a_clip=0.9 if a_format == "int4" else 1.0)
         check_close(ql(x), ql.simulate(x))
 
@@ -41,11 +48,13 @@ def test_random_shapes(M, N, kq, pair, sym, seed, data):
     K = 16 * kq
     G = data.draw(st.sampled_from([None] + [g for g in (8, 16, 32, 64) if K % g == 0]), "group")
     w_format, a_format = pair
+    if "mxfp4" in pair:
+        K, G = 32 * kq, 32
     sym = sym or w_format != "int4" or a_format != "none"
     rng = np.random.default_rng(seed)
     W = (rng.standard_normal((N, K)) * rng.uniform(0.01, 10)).astype(np.float32)
     x = rng.standard_normal((M, 2, K)).astype(np.float32)
-    ql = QuantLinear(W, None, w_format=w_format, a_format=a_format, group=G, w_sym=sym)
+    ql = QuantLinear(W, None, w_format=w_format, a_format=a_format, group=None if w_format == "mxfp4" else G, w_sym=sym)
     y = ql(x)
     assert y.shape == (M, 2, N) and y.dtype == np.float32
     check_close(y, ql.simulate(x))
@@ -57,7 +66,7 @@ def test_zero_rows_and_weights():
     x = np.zeros((3, 64), np.float32)
     x[1] = -2.0
     for w, a in PAIRS:
-        ql = QuantLinear(W, w_format=w, a_format=a)
+        ql = QuantLinear(W, w_format=w, a_format=a, group=group_for(w, a, None))
         y = ql(x)
         assert np.all(y[0] == 0) and np.all(y[2] == 0)
         assert y[1, 3] == pytest.approx(-128.0, rel=0.02)
@@ -101,6 +110,7 @@ def test_tensors_round_trip():
     b = rng.standard_normal(24).astype(np.float32)
     x = rng.standard_normal((5, 64)).astype(np.float32)
     for spec in (LinearSpec("int4", 32, False), LinearSpec("int4", 16, a_format="int8", transform="hadamard"),
+                 LinearSpec("mxfp4", a_format="mxfp4"), LinearSpec("mxfp4", a_format="int8", transform="hadamard"),
                  LinearSpec("int8", None, a_format="int8"), LinearSpec("f32", transform="hadamard")):
         ql = QuantLinear(W, b, spec)
         t = ql.to_tensors()
@@ -131,6 +141,10 @@ def test_kernel_names_and_sizes():
     (dict(w_format="int4", a_clip=0.0), "a_clip"),
     (dict(w_format="int8", w_clip=1.5), "w_clip"),
     (dict(w_format="int4", transform="rotate"), "transform"),
+    (dict(w_format="mxfp4", a_format="none"), "no kernel"),
+    (dict(w_format="mxfp4", a_format="mxfp4", group=64), "blocks of 32"),
+    (dict(w_format="int4", a_format="mxfp4", group=16), "groups of 32"),
+    (dict(w_format="mxfp4", a_format="mxfp4"), "multiple of 32"),  # in = 90
 ])
 def test_bad_specs(kw, match):
     W = np.ones((8, 90), np.float32)  # 90: no Hadamard matrix of that order

@@ -63,6 +63,25 @@ def test_llama_matches_fake_quant_simulation(llama, llama_stats, name, tmp_path)
     assert cfg["quantization_config"]["quant_method"] == "quellm"
 
 
+@pytest.mark.parametrize("name", ["mxfp4", "mxfp4:a_bits=8,hadamard=true"])
+def test_mxfp4_matches_fake_quant_simulation(make_checkpoint, name, tmp_path):
+    from conftest import TINY_LLAMA
+
+    path, _ = make_checkpoint({**TINY_LLAMA, "hidden_size": 64, "intermediate_size": 96})  # MX blocks of 32
+    m = quellm.load(path)
+    q = quellm.quantize(m, name)
+    assert {ql.kernel for ql in q.quant_layers.values()} == ({"wmx4amx4"} if name == "mxfp4" else {"wmx4a8"})
+    toks = tokens(m)
+    got = q.forward(toks)
+    want, _ = llama_forward(q._float_tensors, m.config, toks,
+                            linears={n: ql.simulate for n, ql in q.quant_layers.items()})
+    assert np.abs(got - want).max() <= 1e-4 * max(1.0, float(np.abs(want).max()))
+    q.save(tmp_path / "q")
+    np.testing.assert_array_equal(quellm.load(tmp_path / "q").forward(toks), got)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        quellm.quantize(quellm.load(FIX / "llama_tied_llama3"), name)
+
+
 def test_float_model_untouched(llama, llama_stats):
     before = {k: np.array(v) for k, v in llama._tensors.items()}
     logits = llama.forward(tokens(llama))

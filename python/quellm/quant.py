@@ -18,6 +18,8 @@ weights     activations  kernel
 f32         none         f32 GEMM (also with a Hadamard transform: a float rotation)
 int4/int8   none         W4A16 / W8A16: dequantize in registers, f32 FMA
 int4/int8   int8/int4    W4A8, W8A8, W4A4, W8A4: exact int32 dot products (VNNI)
+mxfp4       mxfp4/int8   2·E2M1 values are integers: the same int32 kernels, scales per 32
+int4/int8   mxfp4        (weights in groups of 32)
 ==========  ===========  ================================================================
 
 Weights: symmetric (or asymmetric int4, weight-only) per output channel or per group of
@@ -36,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from . import _core, formats
 from .errors import QuellmError
 from .formats import IntFormat, Packed
 from .fwht import fwht
@@ -44,8 +46,8 @@ from .hadamard import decompose, hadamard_factor
 
 __all__ = ["CLIP_GRID", "LinearSpec", "QuantLinear", "fit_group", "supported_pairs"]
 
-W_FORMATS = ("f32", "int8", "int4")
-A_FORMATS = ("none", "int8", "int4")
+W_FORMATS = ("f32", "int8", "int4", "mxfp4")
+A_FORMATS = ("none", "int8", "int4", "mxfp4")
 TRANSFORMS = (None, "hadamard")
 #: Clip ratios tried by the weight clip search (``w_clip="search"``).
 CLIP_GRID = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5)
@@ -54,7 +56,8 @@ CLIP_GRID = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5)
 def supported_pairs() -> list[tuple[str, str]]:
     """The (weight format, activation format) pairs with a kernel."""
     return [("f32", "none"), ("int4", "none"), ("int8", "none"), ("int4", "int8"), ("int4", "int4"),
-            ("int8", "int8"), ("int8", "int4")]
+            ("int8", "int8"), ("int8", "int4"), ("mxfp4", "mxfp4"), ("mxfp4", "int8"), ("int4", "mxfp4"),
+            ("int8", "mxfp4")]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +105,11 @@ class LinearSpec:
             raise QuellmError(f"integer-activation kernels need a group size that is a multiple of 4, got {self.group}")
         if self.group is not None and self.w_format == "int4" and self.group % 2:
             raise QuellmError(f"int4 weights need an even group size, got {self.group}")
+        if self.w_format == "mxfp4" and (self.group not in (None, 32) or not self.w_sym or self.w_clip != 1.0):
+            raise QuellmError("mxfp4 weights come in blocks of 32 with a power-of-two scale: no group, "
+                              "asymmetry or clip options")
+        if self.a_format == "mxfp4" and self.w_format in ("int4", "int8") and self.group != 32:
+            raise QuellmError(f"mxfp4 activations need integer weights in groups of 32, got group {self.group}")
         if not self.w_sym and (self.w_format != "int4" or self.a_format != "none"):
             raise QuellmError("asymmetric weights are supported for int4 weight-only layers (a_format 'none')")
         if self.w_clip != "search" and not (isinstance(self.w_clip, (int, float)) and 0 < float(self.w_clip) <= 1):
@@ -117,13 +125,17 @@ class LinearSpec:
 
     @property
     def w_bits(self) -> int:
-        return {"f32": 32, "int8": 8, "int4": 4}[self.w_format]
+        return {"f32": 32, "int8": 8, "int4": 4, "mxfp4": 4}[self.w_format]
 
     @property
     def name(self) -> str:
         """Short name, e.g. ``w4a8-g128`` or ``w8a8+had``."""
         if self.w_format == "f32":
             n = "f32"
+        elif self.w_format == "mxfp4" or self.a_format == "mxfp4":
+            w = "mxfp4" if self.w_format == "mxfp4" else f"{self.w_bits}"
+            a = {"none": "16", "mxfp4": "mxfp4"}.get(self.a_format, self.a_format[3:])
+            n = f"w{w}a{a}" if w != a else f"{w}"
         else:
             a = "16" if self.a_format == "none" else self.a_format[3:]
             n = f"w{self.w_bits}a{a}" + (f"-g{self.group}" if self.group else "") + ("" if self.w_sym else "-asym")
@@ -139,18 +151,24 @@ class LinearSpec:
         except TypeError as e:
             raise QuellmError(f"bad linear spec {d!r}: {e}") from None
 
-    def weight_format(self, in_features: int) -> IntFormat:
+    def weight_format(self, in_features: int) -> Any:
         """The numpy twin that encodes this spec's weights (rows of ``in_features``)."""
         if self.w_format == "f32":
             raise QuellmError("f32 weights have no integer format")
+        if self.w_format == "mxfp4":
+            if in_features % 32:
+                raise QuellmError(f"mxfp4 needs in_features to be a multiple of 32, got {in_features}")
+            return formats.get("mxfp4")
         group = self.group if self.group is not None else in_features
         if in_features % group:
             raise QuellmError(f"group size {group} does not divide in_features = {in_features}")
         return IntFormat(self.w_format, self.w_bits, sym=self.w_sym, group=group)
 
-    def activation_format(self) -> IntFormat | None:
+    def activation_format(self) -> Any:
         if self.a_format == "none":
             return None
+        if self.a_format == "mxfp4":
+            return formats.get("mxfp4")
         bits = int(self.a_format[3:])
         return IntFormat(self.a_format, bits, sym=True, granularity="token", clip=float(self.a_clip), narrow=True)
 
@@ -175,6 +193,8 @@ def _encode_weight(spec: LinearSpec, w: np.ndarray, hessian: np.ndarray | None) 
     """Packed weights for ``spec``; the clip search (per output row) minimises
     ``(w − ŵ) H (w − ŵ)ᵀ`` with ``H`` the input second-moment matrix (or its diagonal)."""
     fmt = spec.weight_format(w.shape[1])
+    if spec.w_format == "mxfp4":
+        return fmt.encode(w)
     if spec.w_method == "gptq":
         if hessian is None or hessian.ndim != 2:
             raise QuellmError("gptq needs the inputs' XᵀX (calibrate with xtx=True)")
@@ -249,6 +269,8 @@ class QuantLinear:
     @staticmethod
     def _core_from_packed(spec: LinearSpec, codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray | None) -> Any:
         codes = np.ascontiguousarray(codes)
+        if spec.w_format == "mxfp4":
+            return _core.QuantLinear.from_mx4(codes, np.ascontiguousarray(scales, dtype=np.uint8), spec.a_format)
         if spec.w_format == "int8":
             codes = codes.view(np.int8)
         return _core.QuantLinear.from_int(spec.w_bits, codes, np.ascontiguousarray(scales, dtype=np.float32),
@@ -280,7 +302,7 @@ class QuantLinear:
                 raise QuellmError(f"weight shape {w.shape} != ({out_features}, {in_features})")
             core = _core.QuantLinear.from_f32(np.ascontiguousarray(w, dtype=np.float32))
         else:
-            group = spec.group or in_features
+            group = 32 if spec.w_format == "mxfp4" else spec.group or in_features
             want = {"qweight": (out_features, in_features // 2 if spec.w_bits == 4 else in_features),
                     "scales": (out_features, in_features // group)}
             if not spec.w_sym:
@@ -292,17 +314,22 @@ class QuantLinear:
                     raise QuellmError(f"quantized linear: {k!r} has shape {tuple(tensors[k].shape)}, expected {shape}")
             if tensors["qweight"].dtype != (np.uint8 if spec.w_bits == 4 else np.int8):
                 raise QuellmError(f"quantized linear: qweight has dtype {tensors['qweight'].dtype}")
+            if tensors["scales"].dtype != (np.uint8 if spec.w_format == "mxfp4" else np.float32):
+                raise QuellmError(f"quantized linear: scales have dtype {tensors['scales'].dtype}")
             core = cls._core_from_packed(spec, tensors["qweight"], tensors["scales"], tensors.get("zeros"))
         self._init(spec, core, tensors.get("bias"))
         return self
 
     def to_tensors(self) -> dict[str, np.ndarray]:
         """Canonical tensors to save: ``weight`` (f32) or ``qweight`` (int4: uint8 (out, in/2),
-        element 2i in the low nibble; int8: int8 (out, in)), ``scales`` (out, in/group) float32,
+        element 2i in the low nibble; int8: int8 (out, in); mxfp4: uint8 E2M1 codes (out, in/2)),
+        ``scales`` (out, in/group) float32 (mxfp4: uint8 E8M0 codes (out, in/32)),
         ``zeros`` (asymmetric), and ``bias``. Weights are stored rotated when the spec has a
         Hadamard transform."""
         ex = self._core.export()
         out = {"weight": ex[0]} if self.spec.w_format == "f32" else {"qweight": ex[0], "scales": ex[1]}
+        if self.spec.w_format == "mxfp4":  # the kernels hold 2^(code-127)/2: back to E8M0 codes
+            out["scales"] = (np.frexp(ex[1])[1] + 127).astype(np.uint8)
         if len(ex) == 3 and ex[2] is not None:
             out["zeros"] = ex[2]
         if self._core.bias is not None:

@@ -11,6 +11,7 @@ Factories (also by name, ``get("w4a8:group=64,w_clip=0.9")``):
 * :func:`rtn` — round-to-nearest with an optional per-channel weight clip search;
 * :func:`w8a8`, :func:`w4a16`, :func:`w4a8`, :func:`w4a4` — the usual RTN settings;
 * :func:`smoothquant` — W8A8 after migrating activation outliers into the weights;
+* :func:`mxfp4` — OCP MXFP4 weights and activations;
 * :func:`gptq` — GPTQ weight rounding with the calibration XᵀX;
 * :func:`os_plus` — OS+ channel scaling with a searched threshold (Llama form: scaling only);
 * ``hadamard=True`` on any of them rotates every quantized linear's input online (the
@@ -37,7 +38,7 @@ import numpy as np
 from .errors import QuellmError
 from .quant import LinearSpec, QuantLinear, fit_group
 
-__all__ = ["Recipe", "get", "names", "rtn", "w8a8", "w4a16", "w4a8", "w4a4", "gptq", "smoothquant", "os_plus",
+__all__ = ["Recipe", "get", "names", "rtn", "w8a8", "w4a16", "w4a8", "w4a4", "mxfp4", "gptq", "smoothquant", "os_plus",
            "linear_layers", "quantize"]
 
 SMOOTHERS = (None, "smoothquant", "os_plus")
@@ -151,6 +152,16 @@ def w4a4(group: int | None = 128, w_clip: float | str = "search", a_clip: float 
     return rtn(4, 4, group, True, w_clip, a_clip, hadamard, name=f"w4a4-g{group}" + ("-had" if hadamard else ""))
 
 
+def mxfp4(a_bits: int | str = "mxfp4", hadamard: bool = False) -> Recipe:
+    """OCP MXFP4 weights (E2M1 in blocks of 32, E8M0 scales) × MXFP4 activations (or
+    ``a_bits=8``: int8 per token), on the integer kernels (2·E2M1 values are integers)."""
+    a = "mxfp4" if a_bits in ("mxfp4", 4) else "int8" if a_bits == 8 else None
+    if a is None:
+        raise QuellmError(f"mxfp4: a_bits must be 'mxfp4' (or 4) or 8, got {a_bits!r}")
+    spec = LinearSpec(w_format="mxfp4", a_format=a, transform="hadamard" if hadamard else None)
+    return Recipe(spec.name, spec)
+
+
 def gptq(w_bits: int = 4, a_bits: int = 16, group: int | None = 128, sym: bool | None = None, damp: float = 0.01,
          a_clip: float = 1.0, hadamard: bool = False) -> Recipe:
     """GPTQ weights (§8; Hessians XᵀX from one float calibration pass — calibrate with
@@ -189,7 +200,7 @@ def os_plus(w_bits: int = 8, a_bits: int = 8, group: int | None = None, steps: i
 
 _FACTORIES: dict[str, Callable[..., Recipe]] = {
     "rtn": rtn, "w8a8": w8a8, "w4a16": w4a16, "w4a8": w4a8, "w4a4": w4a4, "smoothquant": smoothquant,
-    "os_plus": os_plus, "gptq": gptq,
+    "os_plus": os_plus, "gptq": gptq, "mxfp4": mxfp4,
 }
 
 
@@ -368,7 +379,8 @@ def quantize(model: Any, recipe: Recipe | str, calibration: Any = None) -> Any:
         w = tensors.get(name + ".weight")
         if w is None:  # tied LM head
             w = tensors[model.embedding_name]
-        spec = dataclasses.replace(spec, group=fit_group(spec.group, w.shape[1]))
+        if spec.w_format != "mxfp4" and spec.a_format != "mxfp4":
+            spec = dataclasses.replace(spec, group=fit_group(spec.group, w.shape[1]))
         h = (_hessian(calibration, kind, layer, smooth.get(f"{kind}/{layer}"))
              if spec.w_clip == "search" or spec.w_method == "gptq" else None)
         try:

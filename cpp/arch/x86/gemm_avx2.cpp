@@ -7,6 +7,8 @@
 //   int8: the 32 weight bytes of a half-tile widen to two s16 vectors (rows 0-3, rows 4-7) and
 //   vpmaddwd with the broadcast activations (s16 × s16, exact) gives per-row pair sums; the pairs
 //   are folded with one vphaddd + permute at each group end. No shift, so no correction.
+//   E2M1 (MXFP4): nibbles widen as for int4, vpshufb maps codes to 2·value (s8), and vpmaddubsw
+//   takes the activations shifted to u8 (+128); the shift is removed with 128·Σqw.
 #include <immintrin.h>
 
 #include "gemm.h"
@@ -14,12 +16,17 @@
 
 namespace {
 
-template <int BITS, int MR>
+enum Mode { kInt4, kInt8, kE2M1 };
+
+template <int MODE, int MR>
 void int_tile(const quellm::GemmIntParams& p, int64_t t, int64_t m0, const int32_t* asum) {
+    constexpr int BITS = MODE == kInt8 ? 8 : 4;
     const quellm::IntPacked& w = *p.w;
     const int64_t K = w.K, KQ = K / 4, G = w.G, NG = K / G;
     const uint8_t* wt = w.codes.data() + t * KQ * 8 * BITS;
     const __m256i lo4 = _mm256_set1_epi16(0x000f), hi4 = _mm256_set1_epi16(0x0f00), ones = _mm256_set1_epi16(1);
+    const __m256i lut = _mm256_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12,
+                                         0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
     const int64_t n0 = t * 16;
     for (int half = 0; half < 2; ++half) {
         __m256 y[MR];
@@ -35,7 +42,11 @@ void int_tile(const quellm::GemmIntParams& p, int64_t t, int64_t m0, const int32
                     for (int r = 0; r < MR; ++r) {
                         int32_t a4;
                         __builtin_memcpy(&a4, p.qa + (m0 + r) * K + kq * 4, 4);
-                        const __m256i prod = _mm256_maddubs_epi16(wv, _mm256_set1_epi32(a4));
+                        // int4: u8 weights × s8 activations; E2M1: u8 activations (+128) × s8 2·values
+                        // (|pair sum| <= 2·255·12, no saturation).
+                        const __m256i prod = MODE == kE2M1
+                            ? _mm256_maddubs_epi16(_mm256_set1_epi32(a4 ^ int32_t(0x80808080)), _mm256_shuffle_epi8(lut, wv))
+                            : _mm256_maddubs_epi16(wv, _mm256_set1_epi32(a4));
                         acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(prod, ones));
                     }
                 } else {
@@ -54,15 +65,18 @@ void int_tile(const quellm::GemmIntParams& p, int64_t t, int64_t m0, const int32
             const __m256 sw = _mm256_loadu_ps(w.scales.data() + (t * NG + g) * 16 + half * 8);
             for (int r = 0; r < MR; ++r) {
                 __m256i sum;
-                if constexpr (BITS == 4) {
+                if constexpr (MODE == kInt4) {
                     sum = _mm256_sub_epi32(acc[r], _mm256_set1_epi32(8 * asum[(m0 + r) * NG + g]));
+                } else if constexpr (MODE == kE2M1) {
+                    const __m256i ws = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.wsum.data() + (t * NG + g) * 16 + half * 8));
+                    sum = _mm256_sub_epi32(acc[r], _mm256_slli_epi32(ws, 7));
                 } else {
                     // acc: pair sums of rows 0-3 (2 per row), acc2: rows 4-7. hadd gives per 128-bit
                     // lane [r0 r1 r4 r5 | r2 r3 r6 r7]; the permute restores row order.
                     sum = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[r], acc2[r]), 0xd8);
                 }
                 const __m256 a = _mm256_cvtepi32_ps(sum);
-                const __m256 s = _mm256_mul_ps(_mm256_set1_ps(p.sa[m0 + r]), sw);
+                const __m256 s = _mm256_mul_ps(_mm256_set1_ps(p.act_scale(m0 + r, g)), sw);
                 y[r] = _mm256_fmadd_ps(a, s, y[r]);
             }
         }
@@ -78,13 +92,13 @@ void int_tile(const quellm::GemmIntParams& p, int64_t t, int64_t m0, const int32
     }
 }
 
-template <int BITS>
+template <int MODE>
 void int_tile_any(const quellm::GemmIntParams& p, int64_t t, int64_t m0, int mr, const int32_t* asum) {
     switch (mr) {
-        case 4: int_tile<BITS, 4>(p, t, m0, asum); break;
-        case 3: int_tile<BITS, 3>(p, t, m0, asum); break;
-        case 2: int_tile<BITS, 2>(p, t, m0, asum); break;
-        default: int_tile<BITS, 1>(p, t, m0, asum); break;
+        case 4: int_tile<MODE, 4>(p, t, m0, asum); break;
+        case 3: int_tile<MODE, 3>(p, t, m0, asum); break;
+        case 2: int_tile<MODE, 2>(p, t, m0, asum); break;
+        default: int_tile<MODE, 1>(p, t, m0, asum); break;
     }
 }
 
@@ -121,10 +135,12 @@ struct V256 {
 
 namespace quellm::x86 {
 void gemm_int_tile_avx2(const GemmIntParams& p, int64_t t, int64_t m0, int mr, const int32_t* asum) {
-    if (p.w->bits == 4)
-        int_tile_any<4>(p, t, m0, mr, asum);
+    if (p.w->bits == 8)
+        int_tile_any<kInt8>(p, t, m0, mr, asum);
+    else if (p.w->e2m1)
+        int_tile_any<kE2M1>(p, t, m0, mr, asum);
     else
-        int_tile_any<8>(p, t, m0, mr, asum);
+        int_tile_any<kInt4>(p, t, m0, mr, asum);
 }
 void gemm_wf_rows_avx2(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr, const float* xsum) {
     wf_rows<V256>(p, n0, n1, m0, mr, xsum);

@@ -5,8 +5,9 @@
 // row, its 4 activations broadcast to every lane.
 //   int4: 32 bytes of nibbles widen to 64 u8 weights (0..15); activations are the s8 operand.
 //   int8: the 64 weight bytes are the s8 operand; activations shifted to u8 (qa ^ 0x80 = qa + 128).
+//   E2M1 (MXFP4): nibbles widen as for int4, then vpshufb maps each code to 2·value (s8); as int8.
 // At each group end: y += float(acc − correction) · (sa · sw), the same fma as the reference, with
-// correction 8·Σqa (int4) or 128·Σqw (int8).
+// correction 8·Σqa (int4) or 128·Σqw (int8, E2M1).
 #include <immintrin.h>
 
 #include "gemm.h"
@@ -14,12 +15,17 @@
 
 namespace {
 
-template <int BITS, int MR>
+// Weight modes: int4 (offset nibbles, the u8 operand), int8 (s8 operand), E2M1 (nibbles mapped
+// by vpshufb to 2·value in [-12, 12], the s8 operand).
+enum Mode { kInt4, kInt8, kE2M1 };
+
+template <int MODE, int MR>
 void int_tile(const quellm::GemmIntParams& p, int64_t t, int64_t m0, const int32_t* asum) {
     const quellm::IntPacked& w = *p.w;
     const int64_t K = w.K, KQ = K / 4, G = w.G, NG = K / G;
-    const uint8_t* wt = w.codes.data() + t * KQ * 8 * BITS;
+    const uint8_t* wt = w.codes.data() + t * KQ * (MODE == kInt8 ? 64 : 32);
     const __m512i lo4 = _mm512_set1_epi16(0x000f), hi4 = _mm512_set1_epi16(0x0f00);
+    const __m512i lut = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12));
     __m512 y[MR];
     for (int r = 0; r < MR; ++r) y[r] = _mm512_setzero_ps();
     for (int64_t g = 0; g < NG; ++g) {
@@ -27,18 +33,19 @@ void int_tile(const quellm::GemmIntParams& p, int64_t t, int64_t m0, const int32
         for (int r = 0; r < MR; ++r) acc[r] = _mm512_setzero_si512();
         for (int64_t kq = g * G / 4; kq < (g + 1) * G / 4; ++kq) {
             __m512i wv;
-            if constexpr (BITS == 4) {
+            if constexpr (MODE == kInt8) {
+                wv = _mm512_loadu_si512(wt + kq * 64);
+            } else {
                 // 16 rows × 2 bytes -> 16 rows × 4 bytes: each u16 0xHL (nibbles b a, d c) becomes
                 // bytes (a, b) then (c, d): low nibble first, matching k order.
                 const __m512i b16 = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt + kq * 32)));
                 wv = _mm512_or_si512(_mm512_and_si512(b16, lo4), _mm512_and_si512(_mm512_slli_epi16(b16, 4), hi4));
-            } else {
-                wv = _mm512_loadu_si512(wt + kq * 64);
+                if constexpr (MODE == kE2M1) wv = _mm512_shuffle_epi8(lut, wv);
             }
             for (int r = 0; r < MR; ++r) {
                 int32_t a4;
                 __builtin_memcpy(&a4, p.qa + (m0 + r) * K + kq * 4, 4);
-                if constexpr (BITS == 4)
+                if constexpr (MODE == kInt4)
                     acc[r] = _mm512_dpbusd_epi32(acc[r], wv, _mm512_set1_epi32(a4));
                 else
                     acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_set1_epi32(a4 ^ int32_t(0x80808080)), wv);
@@ -46,11 +53,11 @@ void int_tile(const quellm::GemmIntParams& p, int64_t t, int64_t m0, const int32
         }
         const __m512 sw = _mm512_loadu_ps(w.scales.data() + (t * NG + g) * 16);
         __m512i wcorr = _mm512_setzero_si512();
-        if constexpr (BITS == 8) wcorr = _mm512_slli_epi32(_mm512_loadu_si512(w.wsum.data() + (t * NG + g) * 16), 7);
+        if constexpr (MODE != kInt4) wcorr = _mm512_slli_epi32(_mm512_loadu_si512(w.wsum.data() + (t * NG + g) * 16), 7);
         for (int r = 0; r < MR; ++r) {
-            const __m512i corr = BITS == 4 ? _mm512_set1_epi32(8 * asum[(m0 + r) * NG + g]) : wcorr;
+            const __m512i corr = MODE == kInt4 ? _mm512_set1_epi32(8 * asum[(m0 + r) * NG + g]) : wcorr;
             const __m512 a = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r], corr));
-            const __m512 s = _mm512_mul_ps(_mm512_set1_ps(p.sa[m0 + r]), sw);
+            const __m512 s = _mm512_mul_ps(_mm512_set1_ps(p.act_scale(m0 + r, g)), sw);
             y[r] = _mm512_fmadd_ps(a, s, y[r]);
         }
     }
@@ -64,17 +71,17 @@ void int_tile(const quellm::GemmIntParams& p, int64_t t, int64_t m0, const int32
     }
 }
 
-template <int BITS>
+template <int MODE>
 void int_tile_any(const quellm::GemmIntParams& p, int64_t t, int64_t m0, int mr, const int32_t* asum) {
     switch (mr) {
-        case 8: int_tile<BITS, 8>(p, t, m0, asum); break;
-        case 7: int_tile<BITS, 7>(p, t, m0, asum); break;
-        case 6: int_tile<BITS, 6>(p, t, m0, asum); break;
-        case 5: int_tile<BITS, 5>(p, t, m0, asum); break;
-        case 4: int_tile<BITS, 4>(p, t, m0, asum); break;
-        case 3: int_tile<BITS, 3>(p, t, m0, asum); break;
-        case 2: int_tile<BITS, 2>(p, t, m0, asum); break;
-        default: int_tile<BITS, 1>(p, t, m0, asum); break;
+        case 8: int_tile<MODE, 8>(p, t, m0, asum); break;
+        case 7: int_tile<MODE, 7>(p, t, m0, asum); break;
+        case 6: int_tile<MODE, 6>(p, t, m0, asum); break;
+        case 5: int_tile<MODE, 5>(p, t, m0, asum); break;
+        case 4: int_tile<MODE, 4>(p, t, m0, asum); break;
+        case 3: int_tile<MODE, 3>(p, t, m0, asum); break;
+        case 2: int_tile<MODE, 2>(p, t, m0, asum); break;
+        default: int_tile<MODE, 1>(p, t, m0, asum); break;
     }
 }
 
@@ -103,10 +110,12 @@ struct V512 {
 
 namespace quellm::x86 {
 void gemm_int_tile_avx512(const GemmIntParams& p, int64_t t, int64_t m0, int mr, const int32_t* asum) {
-    if (p.w->bits == 4)
-        int_tile_any<4>(p, t, m0, mr, asum);
+    if (p.w->bits == 8)
+        int_tile_any<kInt8>(p, t, m0, mr, asum);
+    else if (p.w->e2m1)
+        int_tile_any<kE2M1>(p, t, m0, mr, asum);
     else
-        int_tile_any<8>(p, t, m0, mr, asum);
+        int_tile_any<kInt4>(p, t, m0, mr, asum);
 }
 void gemm_wf_rows_avx512(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr, const float* xsum) {
     wf_rows<V512>(p, n0, n1, m0, mr, xsum);
