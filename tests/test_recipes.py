@@ -211,15 +211,15 @@ def test_smollm2_w8a8_and_w4a16_quality(tmp_path):
     m = quellm.load(path)
     stats = quellm.calibrate(m, None, n_samples=2, seq_len=32, progress=False)  # data-free
     text = generate_calibration_tokens(m, 2, 128, seed=1).ravel().tolist()     # held-out, self-written
-    results = {}
+    results, models = {}, {}
     for name in ("w8a8", "w4a16:w_clip=1.0"):
-        q = quellm.quantize(m, name, stats)
+        q = models[name] = quellm.quantize(m, name, stats)
         c = quellm.compare(q, m, text, ctx=128, max_windows=2, progress=False)
         results[name] = c
         assert q.nbytes < 0.5 * m.nbytes
     assert results["w8a8"].kl < 0.1 and results["w8a8"].top1_agreement > 0.8, results
     assert results["w4a16:w_clip=1.0"].kl < 1.0 and results["w4a16:w_clip=1.0"].top1_agreement > 0.5, results
-    q = quellm.quantize(m, "w8a8", stats)
+    q = models["w8a8"]
     q.save(tmp_path / "w8a8")
     toks = m.encode("The capital of France is")
     np.testing.assert_array_equal(quellm.load(tmp_path / "w8a8").forward(toks), q.forward(toks))
