@@ -13,6 +13,7 @@ Factories (also by name, ``get("w4a8:group=64,w_clip=0.9")``):
 * :func:`smoothquant` — W8A8 after migrating activation outliers into the weights;
 * :func:`mxfp4` — OCP MXFP4 weights and activations;
 * :func:`gptq` — GPTQ weight rounding with the calibration XᵀX;
+* :func:`quarot` — QuaRot: fused norms, residual rotation, online Hadamards, rotated 4-bit KV;
 * :func:`os_plus` — OS+ channel scaling with a searched threshold (Llama form: scaling only);
 * ``hadamard=True`` on any of them rotates every quantized linear's input online (the
   un-fused form of QuaRot's rotation; exact in float).
@@ -36,9 +37,11 @@ from typing import Any
 import numpy as np
 
 from .errors import QuellmError
+from . import quarot as _quarot
 from .quant import LinearSpec, QuantLinear, fit_group
 
-__all__ = ["Recipe", "get", "names", "rtn", "w8a8", "w4a16", "w4a8", "w4a4", "mxfp4", "gptq", "smoothquant", "os_plus",
+__all__ = ["Recipe", "get", "names", "rtn", "w8a8", "w4a16", "w4a8", "w4a4", "mxfp4", "gptq", "quarot", "smoothquant",
+           "os_plus",
            "linear_layers", "quantize"]
 
 SMOOTHERS = (None, "smoothquant", "os_plus")
@@ -60,6 +63,9 @@ class Recipe:
         kv_bits: KV cache format: 0 (float32), 8 or 4 (asymmetric per token and head).
         kv_clip: KV quantizer clip ratio (QuaRot: 0.95).
         kv_hadamard: rotate each head by a Hadamard matrix before caching.
+        rotate: QuaRot's offline transforms first (fuse the RMSNorm gains, rotate the residual
+            stream by a seeded random Hadamard; Llama family) — see :mod:`quellm.quarot`.
+        seed: the residual rotation's seed.
     """
 
     name: str
@@ -72,6 +78,8 @@ class Recipe:
     kv_bits: int = 0
     kv_clip: float = 1.0
     kv_hadamard: bool = False
+    rotate: bool = False
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.smooth not in SMOOTHERS:
@@ -81,6 +89,8 @@ class Recipe:
         self.keep_float = tuple(self.keep_float)
         if self.kv_bits not in (0, 4, 8) or not 0 < float(self.kv_clip) <= 1:
             raise QuellmError(f"recipe {self.name}: kv_bits must be 0, 4 or 8 and kv_clip in (0, 1]")
+        if self.rotate and self.smooth:
+            raise QuellmError(f"recipe {self.name}: choose rotation or smoothing, not both")
 
     def spec_for(self, name: str) -> LinearSpec | None:
         """The spec of linear ``name`` (None: kept in float)."""
@@ -101,7 +111,7 @@ class Recipe:
                 "overrides": {k: v.to_json() for k, v in self.overrides.items()},
                 "keep_float": list(self.keep_float), "smooth": self.smooth, "alpha": self.alpha,
                 "os_steps": self.os_steps, "kv_bits": self.kv_bits, "kv_clip": self.kv_clip,
-                "kv_hadamard": self.kv_hadamard}
+                "kv_hadamard": self.kv_hadamard, "rotate": self.rotate, "seed": self.seed}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Recipe":
@@ -110,7 +120,7 @@ class Recipe:
                        {k: LinearSpec.from_json(v) for k, v in d.get("overrides", {}).items()},
                        tuple(d.get("keep_float", ())), d.get("smooth"), float(d.get("alpha", 0.5)),
                        int(d.get("os_steps", 20)), int(d.get("kv_bits", 0)), float(d.get("kv_clip", 1.0)),
-                       bool(d.get("kv_hadamard", False)))
+                       bool(d.get("kv_hadamard", False)), bool(d.get("rotate", False)), int(d.get("seed", 0)))
         except (KeyError, TypeError) as e:
             raise QuellmError(f"bad recipe JSON: {e}") from None
 
@@ -150,6 +160,24 @@ def w4a4(group: int | None = 128, w_clip: float | str = "search", a_clip: float 
     """int4 × int4 per-token (clip 0.9, QuaRot's setting); with ``hadamard=True`` the rotation
     that makes 4-bit activations workable."""
     return rtn(4, 4, group, True, w_clip, a_clip, hadamard, name=f"w4a4-g{group}" + ("-had" if hadamard else ""))
+
+
+def quarot(w_bits: int = 4, a_bits: int = 4, kv_bits: int = 4, gptq: bool = True, group: int | None = None,
+           seed: int = 0, a_clip: float = 0.9, kv_clip: float = 0.95, damp: float = 0.01) -> Recipe:
+    """QuaRot (§3): fused norms and a seeded random Hadamard on the residual stream (offline),
+    online Hadamards before ``o_proj`` and ``down_proj``, Q/K/V rotated per head for a ``kv_bits``
+    cache (asymmetric, clip ``kv_clip``), symmetric per-channel (or ``group``) weights by GPTQ
+    (``gptq=True``, needs ``calibrate(..., xtx=True)``) or RTN with clip search, per-token
+    activations with clip ``a_clip`` (16: float)."""
+    if w_bits not in (4, 8) or a_bits not in (4, 8, 16) or kv_bits not in (0, 4, 8):
+        raise QuellmError(f"quarot: w_bits 4|8, a_bits 4|8|16, kv_bits 0|4|8, got w{w_bits}a{a_bits}kv{kv_bits}")
+    spec = LinearSpec(w_format=f"int{w_bits}", group=group, w_clip=1.0 if gptq else "search",
+                      a_format="none" if a_bits == 16 else f"int{a_bits}", a_clip=a_clip if a_bits != 16 else 1.0,
+                      w_method="gptq" if gptq else "rtn", damp=damp)
+    online = dataclasses.replace(spec, transform="hadamard")
+    name = f"quarot-w{w_bits}a{a_bits}" + (f"kv{kv_bits}" if kv_bits else "") + ("-gptq" if gptq else "")
+    return Recipe(name, spec, {"*.o_proj": online, "*.down_proj": online}, kv_bits=kv_bits, kv_clip=kv_clip,
+                  kv_hadamard=True, rotate=True, seed=int(seed))
 
 
 def mxfp4(a_bits: int | str = "mxfp4", hadamard: bool = False) -> Recipe:
@@ -200,7 +228,7 @@ def os_plus(w_bits: int = 8, a_bits: int = 8, group: int | None = None, steps: i
 
 _FACTORIES: dict[str, Callable[..., Recipe]] = {
     "rtn": rtn, "w8a8": w8a8, "w4a16": w4a16, "w4a8": w4a8, "w4a4": w4a4, "smoothquant": smoothquant,
-    "os_plus": os_plus, "gptq": gptq, "mxfp4": mxfp4,
+    "os_plus": os_plus, "gptq": gptq, "mxfp4": mxfp4, "quarot": quarot,
 }
 
 
@@ -370,6 +398,13 @@ def quantize(model: Any, recipe: Recipe | str, calibration: Any = None) -> Any:
     if calibration is not None:
         calibration.check_model(model)
     tensors = dict(model._tensors)
+    gains: dict[str, np.ndarray] = {}
+    Q = None
+    if recipe.rotate:
+        if model.family != "llama":
+            raise QuellmError(f"recipe {recipe.name}: the residual rotation is implemented for the Llama family only")
+        tensors, gains = _quarot.fuse_norms(tensors, model.config, model.embedding_name)
+        tensors, Q = _quarot.rotate_residual(tensors, model.config, model.embedding_name, recipe.seed)
     smooth = _smooth(model, tensors, recipe, calibration) if recipe.smooth else {}
     quant: dict[str, QuantLinear] = {}
     for name, kind, layer in linear_layers(model):
@@ -383,6 +418,9 @@ def quantize(model: Any, recipe: Recipe | str, calibration: Any = None) -> Any:
             spec = dataclasses.replace(spec, group=fit_group(spec.group, w.shape[1]))
         h = (_hessian(calibration, kind, layer, smooth.get(f"{kind}/{layer}"))
              if spec.w_clip == "search" or spec.w_method == "gptq" else None)
+        if recipe.rotate:  # the inputs changed: x -> (x / γ)·Q for the linears reading the residual
+            reads_residual = kind in ("attn_in", "mlp_in", "lm_head_in")
+            h = _quarot.input_transform(h, gains.get(f"{kind}/{layer}"), Q if reads_residual else None)
         try:
             quant[name] = QuantLinear(w, tensors.pop(name + ".bias", None), spec, hessian=h)
         except QuellmError as e:
