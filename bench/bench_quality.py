@@ -22,8 +22,8 @@ from common import header, table  # noqa: E402
 
 import quellm  # noqa: E402
 
-RECIPES = ["w8a8", "smoothquant:alpha=0.5", "os_plus", "w4a16", "gptq", "w4a8", "w4a8:hadamard=true",
-           "gptq:a_bits=8", "w4a4", "w4a4:hadamard=true", "mxfp4", "mxfp4:hadamard=true"]
+RECIPES = ["w8a8", "smoothquant:alpha=0.5", "os_plus", "w4a16", "gptq", "w4a8", "w4a4",
+           "quarot:gptq=false,kv_bits=0", "quarot:kv_bits=0", "quarot", "quarot:a_bits=8", "mxfp4"]
 
 
 def speed(model, n_prefill: int = 128, n_decode: int = 32) -> tuple[float, float]:
@@ -60,7 +60,7 @@ def main() -> None:
     model = quellm.load(args.model)
     t = time.perf_counter()
     stats = quellm.calibrate(model, text[:half], n_samples=args.calib_samples, seq_len=args.ctx, progress=False,
-                             xtx=any(r.startswith("gptq") for r in args.recipes.split(",")))
+                             xtx=any(r.startswith(("gptq", "quarot")) for r in args.recipes.split(",")))
     print(f"# calibration: {args.calib_samples} x {args.ctx} tokens, {time.perf_counter() - t:.0f} s")
     base = quellm.perplexity(model, text[half:], ctx=args.ctx, max_windows=args.windows, progress=False)
     pf, dec = speed(model)

@@ -182,10 +182,10 @@ void quantize_rows(const float* x, int64_t M, int64_t K, int qmax, float clip, i
             q[m * K + k] = int8_t(std::min(fq, std::max(-fq, v)));
         }
     }
-    if (bad.load() >= 0) {
-        const int64_t m = bad.load();
-        int64_t k = 0;
-        while (std::isfinite(x[m * K + k])) ++k;
+    if (bad.load() >= 0) {  // name the first bad row, whichever thread saw one first
+        int64_t m = 0, k = 0;
+        while (std::isfinite(x[m * K + k]))
+            if (++k == K) k = 0, ++m;
         QUELLM_CHECK(false, "quantize_rows: non-finite activation ", x[m * K + k], " in row ", m, ", column ", k);
     }
 }
@@ -256,6 +256,7 @@ inline float wf_code(const WfWeights& w, int64_t n, int64_t k) {
     const uint8_t byte = row[k / 2];
     return float(k % 2 ? byte >> 4 : byte & 15);
 }
+inline float wf_zero(const WfWeights& w, int64_t i) { return w.zeros.empty() ? 0.0f : float(w.zeros[size_t(i)]); }
 }  // namespace
 
 void wf_split32(uint8_t* row, int64_t K, bool to_split) {
@@ -282,7 +283,7 @@ void wf_dequant_rows(const WfWeights& w, int64_t n0, int64_t n1, float* out) {
     const int64_t NG = w.K / w.G;
     for (int64_t n = n0; n < n1; ++n)
         for (int64_t g = 0; g < NG; ++g) {
-            const float s = w.scales[size_t(n * NG + g)], z = w.zeros[size_t(n * NG + g)];
+            const float s = w.scales[size_t(n * NG + g)], z = wf_zero(w, n * NG + g);
             for (int64_t k = g * w.G; k < (g + 1) * w.G; ++k) out[(n - n0) * w.K + k] = (wf_code(w, n, k) - z) * s;
         }
 }
@@ -295,7 +296,7 @@ void gemm_wf_ref(const GemmWfParams& p) {
         for (int64_t n = 0; n < w.N; ++n) {
             float y = 0.0f;
             for (int64_t g = 0; g < NG; ++g) {
-                const float s = w.scales[size_t(n * NG + g)], z = w.zeros[size_t(n * NG + g)];
+                const float s = w.scales[size_t(n * NG + g)], z = wf_zero(w, n * NG + g);
                 for (int64_t k = g * w.G; k < (g + 1) * w.G; ++k) y += p.x[m * w.K + k] * ((wf_code(w, n, k) - z) * s);
             }
             p.y[m * w.N + n] = p.bias ? y + p.bias[n] : y;
@@ -320,7 +321,7 @@ void gemm_wf(const GemmWfParams& p) {
         return;
     }
 #if defined(QUELLM_X86_PATHS)
-    using Rows = void (*)(const GemmWfParams&, int64_t, int64_t, int64_t, int, const float*);
+    using Rows = void (*)(const GemmWfParams&, int64_t, int64_t, int64_t, int);
     Rows rows = nullptr;
     const bool layout_ok = w.G % 32 == 0 && (w.bits == 8 || w.split32);
     if (active_isa() == Isa::AVX512 && layout_ok)
@@ -328,22 +329,13 @@ void gemm_wf(const GemmWfParams& p) {
     else if (active_isa() >= Isa::AVX2 && layout_ok)
         rows = x86::gemm_wf_rows_avx2;
     if (rows) {
-        const int64_t NG = w.K / w.G;
-        std::vector<float> xsum(size_t(p.M * NG));
-        for (int64_t m = 0; m < p.M; ++m)
-            for (int64_t g = 0; g < NG; ++g) {
-                float s = 0.0f;
-                for (int64_t k = g * w.G; k < (g + 1) * w.G; ++k) s += p.x[m * w.K + k];
-                xsum[size_t(m * NG + g)] = s;
-            }
         // Memory-bound: each thread streams its own contiguous block of W rows once per 4 x rows.
         const int nt = w.N * w.K < (int64_t(1) << 16) ? 1 : int(std::min<int64_t>(num_threads(), ceil_div(w.N, 2)));
 #pragma omp parallel num_threads(nt)
         {
             const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
             const int64_t n0 = w.N * tid / nth, n1 = w.N * (tid + 1) / nth;
-            for (int64_t m0 = 0; m0 < p.M; m0 += 4)
-                rows(p, n0, n1, m0, int(std::min<int64_t>(4, p.M - m0)), xsum.data());
+            for (int64_t m0 = 0; m0 < p.M; m0 += 4) rows(p, n0, n1, m0, int(std::min<int64_t>(4, p.M - m0)));
         }
         return;
     }

@@ -24,9 +24,9 @@
 // epilogue does the same operations in the same order in every version: all agree bit for bit.
 //
 // Weight-only kernels: gemm_wf_ref (scalar), gemm_wf (AVX-512/AVX2 for up to kWfGemvRows
-// activation rows, reading each weight byte once per 4 rows: per group acc = Σ x·u in registers,
-// then y += s·acc − s·z·Σx, so a code costs one int→float conversion and one FMA; larger
-// batches dequantize panels of W to f32 and run the f32 GEMM). Float sums: results agree with the
+// activation rows, reading each weight byte once per 4 rows: per group, acc = Σ x·(u − z) with
+// u − z a byte subtraction (exact), then y += s·acc; larger batches dequantize panels of W to
+// f32 and run the f32 GEMM). Float sums: results agree with the
 // reference to rounding, not bit for bit.
 #pragma once
 
@@ -94,9 +94,10 @@ struct WfWeights {
     // load of 16 bytes yields 16 consecutive elements from the low nibbles and the next 16 from
     // the high ones, without an interleave. Kernels take split32 when G % 32 == 0.
     std::vector<uint8_t> codes;
-    std::vector<float> scales, zeros;  // (N, K/G) each: w = (u − z) · s
+    std::vector<float> scales;         // (N, K/G): w = (u − z) · s
+    std::vector<uint8_t> zeros;        // int4: (N, K/G) integer zero points 0..15; int8: empty (z = 0)
     bool split32 = false;
-    size_t nbytes() const { return codes.size() + 4 * scales.size() + 4 * zeros.size(); }
+    size_t nbytes() const { return codes.size() + 4 * scales.size() + zeros.size(); }
 };
 // Canonical nibbles <-> split32 layout of one row's codes (K/2 bytes, K % 32 == 0), in place.
 void wf_split32(uint8_t* row, int64_t K, bool to_split);
@@ -119,10 +120,9 @@ namespace x86 {
 // writes y for its valid rows.
 void gemm_int_tile_avx512(const GemmIntParams& p, int64_t t, int64_t m0, int mr, const int32_t* asum);
 void gemm_int_tile_avx2(const GemmIntParams& p, int64_t t, int64_t m0, int mr, const int32_t* asum);
-// Weight-only rows: y[m0..m0+mr) × W rows [n0, n1) (mr <= 4). Need G % 32 == 0 (int4: split32
-// layout). xsum (M, K/G): Σ x over each group, for the zero-point term z · s · Σx.
-void gemm_wf_rows_avx512(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr, const float* xsum);
-void gemm_wf_rows_avx2(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr, const float* xsum);
+// Weight-only rows: y[m0..m0+mr) × W rows [n0, n1) (mr <= 4). Need G % 32 == 0 (int4: split32).
+void gemm_wf_rows_avx512(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr);
+void gemm_wf_rows_avx2(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr);
 }  // namespace x86
 
 }  // namespace quellm

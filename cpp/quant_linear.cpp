@@ -72,13 +72,14 @@ void QuantLinear::pack(const std::vector<uint8_t>& codes, const std::vector<floa
         wf_.G = group;
         wf_.codes = codes;
         wf_.scales = scales;
-        wf_.zeros = zeros;
-        if (w_bits == 4 && !asym_) {
-            // The kernels read unsigned nibbles: symmetric two's complement q becomes u = q + 8, z = 8.
-            for (auto& c : wf_.codes) c ^= 0x88;
-            wf_.zeros.assign(scales.size(), 8.0f);
-        } else if (w_bits == 8) {
-            wf_.zeros.assign(scales.size(), 0.0f);
+        wf_.zeros.clear();
+        if (w_bits == 4) {
+            // The kernels read unsigned nibbles u and integer zero points z: symmetric two's
+            // complement q becomes u = q + 8, z = 8.
+            if (!asym_)
+                for (auto& c : wf_.codes) c ^= 0x88;
+            wf_.zeros.resize(scales.size());
+            for (size_t i = 0; i < scales.size(); ++i) wf_.zeros[i] = asym_ ? uint8_t(zeros[i]) : 8;
         }
         wf_.split32 = w_bits == 4 && group % 32 == 0;
         if (wf_.split32)
@@ -118,9 +119,17 @@ void QuantLinear::set_activation(AQuant a, float clip) {
     std::vector<uint8_t> codes;
     std::vector<float> scales, zeros;
     if (relayout) export_int(codes, scales, zeros);
+    const AQuant old = aq;
     aq = a;
+    if (relayout) {
+        try {
+            pack(codes, scales, zeros);
+        } catch (...) {
+            aq = old;  // leave the layer as it was
+            throw;
+        }
+    }
     a_clip = clip;
-    if (relayout) pack(codes, scales, zeros);
 }
 
 void QuantLinear::set_hadamard(HadamardSpec h) {
@@ -183,7 +192,7 @@ void QuantLinear::export_int(std::vector<uint8_t>& codes, std::vector<float>& sc
             for (int64_t n = 0; n < N; ++n) wf_split32(codes.data() + n * (K / 2), K, false);
         scales = wf_.scales;
         if (asym_)
-            zeros = wf_.zeros;
+            zeros.assign(wf_.zeros.begin(), wf_.zeros.end());
         else if (w_bits == 4)
             for (auto& c : codes) c ^= 0x88;
     } else {

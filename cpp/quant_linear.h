@@ -54,7 +54,8 @@ class QuantLinear {
     void set_activation(AQuant a, float clip);   // throws for pairs without a kernel
     void set_hadamard(HadamardSpec h);           // throws unless n == m·p matches K
 
-    // y (M, N) = quantized forward of x (M, K). Thread-safe (no mutable state).
+    // y (M, N) = quantized forward of x (M, K). Concurrent forwards are safe; the set_* methods
+    // repack the weights and must not run while a forward (or a model holding this layer) runs.
     void forward(const float* x, int64_t M, float* y) const;
 
     bool has_bias() const { return !bias_.empty(); }

@@ -118,9 +118,23 @@ def test_tensors_round_trip():
         np.testing.assert_array_equal(back(x), ql(x))
         assert back.nbytes == ql.nbytes and repr(back) == repr(ql)
         assert LinearSpec.from_json(spec.to_json()) == spec
-    with pytest.raises(quellm.QuellmError, match="shape"):
-        QuantLinear.from_tensors(LinearSpec("int4", 32), {**t, "qweight": np.zeros((24, 30), np.uint8),
-                                                         "scales": np.ones((24, 2), np.float32)}, 24, 64)
+    spec = LinearSpec("int4", 32)
+    good = QuantLinear(W, b, spec).to_tensors()
+    bad_cases = [
+        ({**good, "qweight": np.zeros((24, 30), np.uint8)}, "expected uint8 \\(24, 32\\)"),
+        ({**good, "qweight": good["qweight"].view(np.int8)}, "qweight"),
+        ({**good, "scales": good["scales"].astype(np.float64)}, "scales"),
+        ({k: v for k, v in good.items() if k != "scales"}, "'scales' is missing"),
+        ({**good, "zeros": np.zeros_like(good["scales"])}, "unexpected tensors \\['zeros'\\]"),
+        ({**good, "scales": np.full_like(good["scales"], np.nan)}, "non-finite weight scale"),
+    ]
+    for tensors, match in bad_cases:
+        with pytest.raises(quellm.QuellmError, match=match):
+            QuantLinear.from_tensors(spec, tensors, 24, 64)
+    asym = LinearSpec("int4", 32, w_sym=False)
+    tz = QuantLinear(W, b, asym).to_tensors()
+    with pytest.raises(quellm.QuellmError, match="zero point"):
+        QuantLinear.from_tensors(asym, {**tz, "zeros": np.full_like(tz["zeros"], 20.0)}, 24, 64)
 
 
 def test_kernel_names_and_sizes():
@@ -129,7 +143,7 @@ def test_kernel_names_and_sizes():
     assert QuantLinear(W, w_format="int4", a_format="int4").kernel == "w4a4"
     assert QuantLinear(W, w_format="int8", a_format="int8").kernel == "w8a8"
     assert QuantLinear(W, w_format="f32").kernel == "f32"
-    assert QuantLinear(W, w_format="int4", group=128).nbytes == 32 * 64 + 32 * 4 * 2  # codes + scales + zeros(8s)
+    assert QuantLinear(W, w_format="int4", group=128).nbytes == 32 * 64 + 32 * 4 + 32  # codes + f32 scales + u8 zeros
 
 
 @pytest.mark.parametrize("kw, match", [
@@ -145,6 +159,7 @@ def test_kernel_names_and_sizes():
     (dict(w_format="mxfp4", a_format="mxfp4", group=64), "blocks of 32"),
     (dict(w_format="int4", a_format="mxfp4", group=16), "groups of 32"),
     (dict(w_format="mxfp4", a_format="mxfp4"), "multiple of 32"),  # in = 90
+    (dict(w_format="mxfp4", a_format="mxfp4", w_method="gptq"), "gptq needs int4/int8"),
 ])
 def test_bad_specs(kw, match):
     W = np.ones((8, 90), np.float32)  # 90: no Hadamard matrix of that order

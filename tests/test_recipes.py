@@ -186,6 +186,16 @@ def test_corrupt_quantized_checkpoints(llama, tmp_path):
     (d / "quellm_quant.json").write_text("{")
     with pytest.raises(quellm.CheckpointError):
         quellm.load(d)
+    # a NaN scale inside an otherwise valid file: the loader names the layer
+    from safetensors.numpy import load_file, save_file
+
+    d3 = q.save(tmp_path / "q3")
+    t = load_file(str(d3 / "model.safetensors"))
+    name = "model.layers.0.mlp.up_proj.q.scales"
+    t[name] = np.full_like(t[name], np.nan)
+    save_file(t, str(d3 / "model.safetensors"))
+    with pytest.raises(quellm.CheckpointError, match="up_proj.*non-finite"):
+        quellm.load(d3)
     d2 = q.save(tmp_path / "q2")
     raw = (d2 / "model.safetensors").read_bytes()
     (d2 / "model.safetensors").write_bytes(raw[: len(raw) // 2])

@@ -42,11 +42,11 @@ def _calibrate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="overwrite --out")
 
 
-def _run_calibration(model, args: argparse.Namespace):
+def _run_calibration(model, args: argparse.Namespace, xtx: bool = False):
     from . import calibrate
 
     return calibrate(model, _read_text(args.data), n_samples=args.n_samples, seq_len=args.seq_len, seed=args.seed,
-                     xtx=args.xtx, progress=None)
+                     xtx=args.xtx or xtx, progress=None)
 
 
 @command("calibrate", "collect activation statistics (absmax, moments, optional XᵀX) at every linear input",
@@ -89,7 +89,7 @@ def _quantize(args: argparse.Namespace) -> int:
     if args.stats:
         stats = Stats.load(args.stats)
     elif recipe.needs_calibration:
-        stats = _run_calibration(model, args)
+        stats = _run_calibration(model, args, xtx=recipe.needs_xtx)
     t = time.perf_counter()
     q = quantize(model, recipe, stats)
     q.save(out, overwrite=args.force)
@@ -145,7 +145,8 @@ def _quickstart(args: argparse.Namespace) -> int:
     step(f"loading {path}")
     model = load(path)
     step(f"calibrating data-free ({args.calib_samples} self-generated samples x 128 tokens)")
-    stats = calibrate(model, None, n_samples=args.calib_samples, seq_len=128, seed=0, progress=False)
+    stats = calibrate(model, None, n_samples=args.calib_samples, seq_len=128, seed=0, xtx=recipe.needs_xtx,
+                      progress=False)
     step(f"quantizing with {recipe.name}")
     q = quantize(model, recipe, stats)
     if args.out:

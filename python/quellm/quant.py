@@ -118,8 +118,8 @@ class LinearSpec:
             raise QuellmError(f"a_clip must lie in (0, 1], got {self.a_clip!r}")
         if self.w_method not in ("rtn", "gptq"):
             raise QuellmError(f"w_method must be 'rtn' or 'gptq', got {self.w_method!r}")
-        if self.w_method == "gptq" and (self.w_format == "f32" or self.w_clip != 1.0):
-            raise QuellmError("gptq needs integer weights and no weight clip")
+        if self.w_method == "gptq" and (self.w_format not in ("int4", "int8") or self.w_clip != 1.0):
+            raise QuellmError("gptq needs int4/int8 weights and no weight clip")
         if not 0 <= float(self.damp) < 1:
             raise QuellmError(f"damp must lie in [0, 1), got {self.damp!r}")
 
@@ -296,28 +296,39 @@ class QuantLinear:
         """Rebuild from :meth:`to_tensors` output (``weight`` or ``qweight``/``scales``[/``zeros``],
         optional ``bias``), checking shapes against ``(out_features, in_features)``."""
         self = cls.__new__(cls)
+        # name -> (shape, dtype) of what the spec needs; anything else is an error
         if spec.w_format == "f32":
-            w = tensors["weight"]
-            if w.shape != (out_features, in_features):
-                raise QuellmError(f"weight shape {w.shape} != ({out_features}, {in_features})")
-            core = _core.QuantLinear.from_f32(np.ascontiguousarray(w, dtype=np.float32))
+            want = {"weight": ((out_features, in_features), np.float32)}
         else:
             group = 32 if spec.w_format == "mxfp4" else spec.group or in_features
-            want = {"qweight": (out_features, in_features // 2 if spec.w_bits == 4 else in_features),
-                    "scales": (out_features, in_features // group)}
+            if in_features % group:
+                raise QuellmError(f"quantized linear: group {group} does not divide in_features {in_features}")
+            want = {"qweight": ((out_features, in_features // 2 if spec.w_bits == 4 else in_features),
+                                np.uint8 if spec.w_bits == 4 else np.int8),
+                    "scales": ((out_features, in_features // group), np.uint8 if spec.w_format == "mxfp4" else np.float32)}
             if not spec.w_sym:
-                want["zeros"] = want["scales"]
-            for k, shape in want.items():
-                if k not in tensors:
-                    raise QuellmError(f"quantized linear: tensor {k!r} is missing")
-                if tuple(tensors[k].shape) != shape:
-                    raise QuellmError(f"quantized linear: {k!r} has shape {tuple(tensors[k].shape)}, expected {shape}")
-            if tensors["qweight"].dtype != (np.uint8 if spec.w_bits == 4 else np.int8):
-                raise QuellmError(f"quantized linear: qweight has dtype {tensors['qweight'].dtype}")
-            if tensors["scales"].dtype != (np.uint8 if spec.w_format == "mxfp4" else np.float32):
-                raise QuellmError(f"quantized linear: scales have dtype {tensors['scales'].dtype}")
-            core = cls._core_from_packed(spec, tensors["qweight"], tensors["scales"], tensors.get("zeros"))
-        self._init(spec, core, tensors.get("bias"))
+                want["zeros"] = (want["scales"][0], np.float32)
+        want["bias"] = ((out_features,), np.float32)
+        extra = set(tensors) - set(want)
+        if extra:
+            raise QuellmError(f"quantized linear: unexpected tensors {sorted(extra)} for a {spec.name} layer")
+        for k, (shape, dtype) in want.items():
+            if k not in tensors:
+                if k == "bias":
+                    continue
+                raise QuellmError(f"quantized linear: tensor {k!r} is missing")
+            a = tensors[k]
+            if tuple(a.shape) != shape or a.dtype != dtype:
+                raise QuellmError(f"quantized linear: {k!r} is {a.dtype} {tuple(a.shape)}, expected "
+                                  f"{np.dtype(dtype).name} {shape}")
+        try:
+            if spec.w_format == "f32":
+                core = _core.QuantLinear.from_f32(np.ascontiguousarray(tensors["weight"]))
+            else:
+                core = cls._core_from_packed(spec, tensors["qweight"], tensors["scales"], tensors.get("zeros"))
+            self._init(spec, core, tensors.get("bias"))
+        except ValueError as e:  # what the C++ layer rejects (NaN scales, bad zero points, shapes)
+            raise QuellmError(f"quantized linear: {e}") from None
         return self
 
     def to_tensors(self) -> dict[str, np.ndarray]:

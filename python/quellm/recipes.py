@@ -91,6 +91,8 @@ class Recipe:
             raise QuellmError(f"recipe {self.name}: kv_bits must be 0, 4 or 8 and kv_clip in (0, 1]")
         if self.rotate and self.smooth:
             raise QuellmError(f"recipe {self.name}: choose rotation or smoothing, not both")
+        if int(self.os_steps) < 1:
+            raise QuellmError(f"recipe {self.name}: os_steps must be >= 1, got {self.os_steps}")
 
     def spec_for(self, name: str) -> LinearSpec | None:
         """The spec of linear ``name`` (None: kept in float)."""
@@ -100,6 +102,11 @@ class Recipe:
             if fnmatch.fnmatchcase(name, pattern):
                 return spec
         return self.linear
+
+    @property
+    def needs_xtx(self) -> bool:
+        """Whether :func:`quantize` needs XᵀX in the statistics (GPTQ)."""
+        return any(s.w_method == "gptq" for s in [self.linear, *self.overrides.values()])
 
     @property
     def needs_calibration(self) -> bool:
@@ -314,9 +321,13 @@ def _smooth_groups(model: Any) -> list[tuple[str, list[str], str, int]]:
 
 def _os_plus_scales(ws: list[np.ndarray], spec: LinearSpec, p: Any, steps: int) -> np.ndarray:
     """OS+ per-channel scales of one group: see :func:`os_plus`."""
+    if spec.a_format not in ("int8", "int4"):
+        raise QuellmError(f"os_plus: the smoothed layers need int8/int4 activations, got {spec.a_format!r}")
     a = p.absmax.astype(np.float64)
     ex2 = p.sum2.astype(np.float64) / max(p.count, 1)
     top = float(a.max())
+    if top == 0.0:  # nothing observed: nothing to scale
+        return np.ones_like(a)
     qmax = {"int8": 127, "int4": 7}[spec.a_format]
     best, best_loss = np.ones_like(a), None
     for t in np.linspace(top, top / steps, steps):
@@ -423,7 +434,7 @@ def quantize(model: Any, recipe: Recipe | str, calibration: Any = None) -> Any:
             h = _quarot.input_transform(h, gains.get(f"{kind}/{layer}"), Q if reads_residual else None)
         try:
             quant[name] = QuantLinear(w, tensors.pop(name + ".bias", None), spec, hessian=h)
-        except QuellmError as e:
+        except ValueError as e:  # QuellmError, or what the C++ layer rejects
             raise QuellmError(f"quantize: layer {name}: {e}") from None
     return model.with_quantized(tensors, quant, recipe)
 

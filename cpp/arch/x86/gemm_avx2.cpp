@@ -115,15 +115,15 @@ struct V256 {
         s = _mm_add_ss(s, _mm_movehdup_ps(s));
         return _mm_cvtss_f32(s);
     }
-    // 32 nibbles (split32 layout) from 16 bytes as floats 0..15, in element order.
-    static void u4_chunk(const uint8_t* p, reg out[4]) {
+    // 32 nibbles (split32 layout) from 16 bytes as floats u − z, in element order.
+    static void u4_chunk(const uint8_t* p, uint8_t z, reg out[4]) {
         const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-        const __m128i m = _mm_set1_epi8(0x0f);
-        const __m128i lo = _mm_and_si128(b, m), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
-        out[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
-        out[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
-        out[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
-        out[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
+        const __m128i m = _mm_set1_epi8(0x0f), zv = _mm_set1_epi8(char(z));
+        const __m128i lo = _mm_sub_epi8(_mm_and_si128(b, m), zv), hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(b, 4), m), zv);
+        out[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo));
+        out[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)));
+        out[2] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi));
+        out[3] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)));
     }
     static void s8_chunk(const uint8_t* p, reg out[4]) {
         for (int c = 0; c < 4; ++c)
@@ -142,7 +142,7 @@ void gemm_int_tile_avx2(const GemmIntParams& p, int64_t t, int64_t m0, int mr, c
     else
         int_tile_any<kInt4>(p, t, m0, mr, asum);
 }
-void gemm_wf_rows_avx2(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr, const float* xsum) {
-    wf_rows<V256>(p, n0, n1, m0, mr, xsum);
+void gemm_wf_rows_avx2(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr) {
+    wf_rows<V256>(p, n0, n1, m0, mr);
 }
 }  // namespace quellm::x86

@@ -93,12 +93,12 @@ struct V512 {
     static reg load(const float* p) { return _mm512_loadu_ps(p); }
     static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
     static float reduce(reg a) { return _mm512_reduce_add_ps(a); }
-    // 32 nibbles (split32 layout) from 16 bytes as floats 0..15, elements 0..15 then 16..31.
-    static void u4_chunk(const uint8_t* p, reg out[2]) {
+    // 32 nibbles (split32 layout) from 16 bytes as floats u − z, elements 0..15 then 16..31.
+    static void u4_chunk(const uint8_t* p, uint8_t z, reg out[2]) {
         const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-        const __m128i m = _mm_set1_epi8(0x0f);
-        out[0] = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(b, m)));
-        out[1] = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(b, 4), m)));
+        const __m128i m = _mm_set1_epi8(0x0f), zv = _mm_set1_epi8(char(z));
+        out[0] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_sub_epi8(_mm_and_si128(b, m), zv)));
+        out[1] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(b, 4), m), zv)));
     }
     static void s8_chunk(const uint8_t* p, reg out[2]) {
         for (int c = 0; c < 2; ++c)
@@ -117,7 +117,7 @@ void gemm_int_tile_avx512(const GemmIntParams& p, int64_t t, int64_t m0, int mr,
     else
         int_tile_any<kInt4>(p, t, m0, mr, asum);
 }
-void gemm_wf_rows_avx512(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr, const float* xsum) {
-    wf_rows<V512>(p, n0, n1, m0, mr, xsum);
+void gemm_wf_rows_avx512(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr) {
+    wf_rows<V512>(p, n0, n1, m0, mr);
 }
 }  // namespace quellm::x86

@@ -89,7 +89,7 @@ def load_quantized(path: Path, tokenizer: Any, family_classes: dict[str, Any]) -
         q_tensors = {n[len(prefix):]: np.asarray(ckpt[n]) for n in ckpt if n.startswith(prefix)}
         try:
             quant[name] = QuantLinear.from_tensors(spec, q_tensors, int(wshape[0]), int(wshape[1]))
-        except QuellmError as e:
+        except ValueError as e:
             raise CheckpointError(f"{path}: layer {name}: {e}") from None
     cls = family_classes[type(ckpt.config).__name__]
     float_model = cls.__new__(cls)
