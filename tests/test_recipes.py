@@ -233,3 +233,23 @@ def test_smollm2_w8a8_and_w4a16_quality(tmp_path):
     q.save(tmp_path / "w8a8")
     toks = m.encode("The capital of France is")
     np.testing.assert_array_equal(quellm.load(tmp_path / "w8a8").forward(toks), q.forward(toks))
+
+
+def test_layers_hold_independently_computed_weights(llama, llama_stats):
+    """Not only self-consistency: the packed weights are the twin's rounding of the weights the
+    recipe says — plain RTN, and SmoothQuant's W·diag(s) with s from §5.1 computed here."""
+    from quellm.formats import IntFormat
+
+    name = "model.layers.1.self_attn.k_proj"
+    W = llama._tensors[name + ".weight"]
+    fmt = IntFormat("int8", 8, sym=True, group=W.shape[1])
+    q = quellm.quantize(llama, "w8a8")
+    np.testing.assert_array_equal(q.quant_layers[name].dequantized_weight(), fmt.encode(W).decode())
+    a = llama_stats["attn_in", 1].absmax.astype(np.float64)
+    w = np.max([np.abs(llama._tensors[f"model.layers.1.self_attn.{x}_proj.weight"]).max(0) for x in "qkv"], 0)
+    s = np.maximum(a ** 0.5 / np.maximum(w.astype(np.float64), 1e-5) ** 0.5, 1e-5)
+    sq = quellm.quantize(llama, "smoothquant:alpha=0.5", llama_stats)
+    np.testing.assert_array_equal(sq.quant_layers[name].dequantized_weight(),
+                                  fmt.encode((W * s).astype(np.float32)).decode())
+    np.testing.assert_allclose(sq._float_tensors["model.layers.1.input_layernorm.weight"],
+                               llama._tensors["model.layers.1.input_layernorm.weight"] / s, rtol=1e-6)
