@@ -14,9 +14,13 @@ inputs:
    ``W[:, j] −= e · U_ij`` for the later columns ``j`` of the block; after the block, one GEMM
    updates the remaining columns.
 
+With ``act_order`` the columns are processed in order of decreasing ``H_ii`` (the inputs with
+the most energy first) and the result is permuted back; groups are then *static*: their
+parameters come from the original weights before the loop, so each stored group still covers
+consecutive input channels.
+
 quellm's calibration gives ``H`` from the float model in one pass (``calibrate(..., xtx=True)``),
-not sequentially from the already-quantized earlier layers as in the paper's loop. No
-act-order.
+not sequentially from the already-quantized earlier layers as in the paper's loop.
 """
 
 from __future__ import annotations
@@ -80,7 +84,8 @@ def gptq_columns(W: np.ndarray, U: np.ndarray, quant_col: Callable[[np.ndarray, 
     return Q
 
 
-def gptq(W: np.ndarray, H: np.ndarray, fmt: IntFormat, damp: float = 0.01, block: int = 128) -> Packed:
+def gptq(W: np.ndarray, H: np.ndarray, fmt: IntFormat, damp: float = 0.01, block: int = 128,
+         act_order: bool = False) -> Packed:
     """GPTQ-quantized ``W`` (out, in) in the integer format ``fmt`` (symmetric or asymmetric,
     per row or per group along ``in``); returns a :class:`Packed` like ``fmt.encode(W)``."""
     if fmt.info.scale_granularity == "tensor":
@@ -91,21 +96,35 @@ def gptq(W: np.ndarray, H: np.ndarray, fmt: IntFormat, damp: float = 0.01, block
     scales = np.zeros((N, K // G), np.float32)
     zeros = None if fmt.sym else np.zeros((N, K // G), np.float32)
     codes = np.zeros((N, K), np.int64)
+    perm = np.argsort(-np.diag(np.asarray(H, np.float64)), kind="stable") if act_order else np.arange(K)
+
+    def set_group(g: int, cols: np.ndarray) -> None:
+        b = fmt.encode_blocks(np.ascontiguousarray(cols, dtype=np.float32))
+        scales[:, g] = b.scales
+        if zeros is not None:
+            zeros[:, g] = b.zeros
+
+    if act_order:  # static groups from the (dead-column-zeroed) original weights
+        for g in range(K // G):
+            set_group(g, Wd[:, g * G:(g + 1) * G])
 
     def quant_col(w: np.ndarray, i: int, Wcur: np.ndarray) -> np.ndarray:
-        g = i // G
-        if i % G == 0:  # the group's parameters from the current weights
-            b = fmt.encode_blocks(Wcur[:, i:i + G].astype(np.float32))
-            scales[:, g] = b.scales
-            if zeros is not None:
-                zeros[:, g] = b.zeros
+        col = int(perm[i])  # the original input channel of loop position i
+        g = col // G
+        if not act_order and i % G == 0:  # the group's parameters from the current weights
+            set_group(g, Wcur[:, i:i + G])
         s = scales[:, g].astype(np.float64)
         z = 0.0 if zeros is None else zeros[:, g].astype(np.float64)
         q = np.clip(np.rint(w.astype(np.float32) / scales[:, g]) + z, fmt.qmin, fmt.qmax)
-        codes[:, i] = q
+        codes[:, col] = q
         return (q - z) * s
 
-    gptq_columns(Wd, U, quant_col, block=max(block - block % G, G) if G < K else block)
+    if act_order:
+        Hp = np.asarray(H, np.float64)[np.ix_(perm, perm)]
+        Wd, U = prepare_hessian(np.asarray(W)[:, perm], Hp, damp)
+        gptq_columns(Wd, U, quant_col, block=block)
+    else:
+        gptq_columns(Wd, U, quant_col, block=max(block - block % G, G) if G < K else block)
     # the Packed the format's encoder would produce for these codes and scales
     return fmt.encode(((codes - (0 if zeros is None else np.repeat(zeros, G, axis=1))) *
                        np.repeat(scales, G, axis=1)).astype(np.float32), scale=scales.reshape(-1),

@@ -76,6 +76,7 @@ class LinearSpec:
         transform: ``None`` or ``"hadamard"`` (rotate the input by H/√n online, the weights offline).
         w_method: ``"rtn"`` (round to nearest) or ``"gptq"`` (GPTQ, needs the input XᵀX).
         damp: GPTQ dampening (fraction of the mean Hessian diagonal).
+        act_order: GPTQ processes inputs by decreasing Hessian diagonal (static groups).
     """
 
     w_format: str = "int8"
@@ -87,6 +88,7 @@ class LinearSpec:
     transform: str | None = None
     w_method: str = "rtn"
     damp: float = 0.01
+    act_order: bool = False
 
     def __post_init__(self) -> None:
         if self.w_format not in W_FORMATS:
@@ -200,7 +202,7 @@ def _encode_weight(spec: LinearSpec, w: np.ndarray, hessian: np.ndarray | None) 
             raise QuellmError("gptq needs the inputs' XᵀX (calibrate with xtx=True)")
         from .gptq import gptq
 
-        return gptq(w, hessian, fmt, damp=float(spec.damp))
+        return gptq(w, hessian, fmt, damp=float(spec.damp), act_order=bool(spec.act_order))
     if spec.w_clip != "search":
         if float(spec.w_clip) == 1.0:
             return fmt.encode(w)
