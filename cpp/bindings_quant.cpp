@@ -59,6 +59,7 @@ void bind_quant(py::module_& m) {
         "int4/int8 weights (N, K) with per-group f32 scales, repacked for the integer GEMM kernels.")
         .def_readonly("bits", &IntPacked::bits)
         .def_readonly("e2m1", &IntPacked::e2m1)
+        .def_readonly("ovp", &IntPacked::ovp)
         .def_readonly("N", &IntPacked::N)
         .def_readonly("K", &IntPacked::K)
         .def_readonly("G", &IntPacked::G)
@@ -95,6 +96,13 @@ void bind_quant(py::module_& m) {
                      "gemm_mx4_repack: codes (N, K/2) and E8M0 scale codes (N, K/32), uint8");
         return std::make_shared<IntPacked>(gemm_mx4_repack(codes.data(), scales.data(), codes.shape(0), 2 * codes.shape(1)));
     }, py::arg("codes"), py::arg("scales"), "MXFP4 weights: E2M1 codes (N, K/2) + E8M0 scale codes (N, K/32).");
+    m.def("gemm_ovp4_repack", [](const py::array& codes_in, const py::array& scales_in) {
+        auto codes = py::array_t<uint8_t, py::array::c_style>::ensure(codes_in);
+        const float* sp = f32_data(scales_in, "scales");
+        QUELLM_CHECK(codes && codes.ndim() == 2 && scales_in.ndim() == 1 && scales_in.shape(0) == codes.shape(0),
+                     "gemm_ovp4_repack: codes (N, K/2) uint8 and scales (N,) float32");
+        return std::make_shared<IntPacked>(gemm_ovp4_repack(codes.data(), sp, codes.shape(0), 2 * codes.shape(1)));
+    }, py::arg("codes"), py::arg("scales"), "OliVe OVP4 (int4 normal type) pair codes (N, K/2) + row scales (N,).");
     m.def("quantize_rows_mxfp4", [](const py::array& x) {
         const float* xp = f32_data(x, "x");
         QUELLM_CHECK(x.ndim() == 2, "quantize_rows_mxfp4: x must be 2-D");
@@ -165,6 +173,16 @@ void bind_quant(py::module_& m) {
             return std::make_shared<QuantLinear>(QuantLinear::from_mx4(codes.data(), scales.data(), codes.shape(0),
                                                                        2 * codes.shape(1), parse_aquant(a_format)));
         }, py::arg("codes"), py::arg("scales"), py::arg("a_format"))
+        .def_static("from_ovp4", [](const py::array& codes_in, const py::array& scales_in, const std::string& a_format,
+                                    float a_clip) {
+            auto codes = py::array_t<uint8_t, py::array::c_style>::ensure(codes_in);
+            const float* sp = f32_data(scales_in, "scales");
+            QUELLM_CHECK(codes && codes.ndim() == 2 && scales_in.ndim() == 2 && scales_in.shape(0) == codes.shape(0) &&
+                             scales_in.shape(1) == 1,
+                         "QuantLinear: OVP4 pair codes (out, in/2) uint8 and scales (out, 1) float32");
+            return std::make_shared<QuantLinear>(QuantLinear::from_ovp4(codes.data(), sp, codes.shape(0),
+                                                                        2 * codes.shape(1), parse_aquant(a_format), a_clip));
+        }, py::arg("codes"), py::arg("scales"), py::arg("a_format"), py::arg("a_clip") = 1.0f)
         .def("set_bias", [](QuantLinear& q, const py::object& b) {
             py::array hold;
             q.set_bias(f32_optional(b, hold, "bias", q.N));
@@ -201,6 +219,7 @@ void bind_quant(py::module_& m) {
         .def_readonly("in_features", &QuantLinear::K)
         .def_readonly("w_bits", &QuantLinear::w_bits)
         .def_readonly("w_mxfp4", &QuantLinear::w_mxfp4)
+        .def_readonly("w_ovp4", &QuantLinear::w_ovp4)
         .def_readonly("group", &QuantLinear::group)
         .def_readonly("a_clip", &QuantLinear::a_clip)
         .def_property_readonly("a_format", [](const QuantLinear& q) { return aquant_name(q.aq); })

@@ -39,11 +39,19 @@ inline size_t quad_at(const IntPacked& w, int64_t t, int64_t kq, int64_t j) {
 // 2 × the value of each E2M1 code (sign-magnitude: 0, .5, 1, 1.5, 2, 3, 4, 6).
 constexpr int8_t kE2M1x2[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
+// OVP4 (int4 normal type) tables: int4 two's complement normals, abfloat4 outliers (1+M/2)·2^(E+3).
+constexpr int8_t kOvpNormal[16] = {0, 1, 2, 3, 4, 5, 6, 7, 0, -7, -6, -5, -4, -3, -2, -1};
+constexpr int8_t kOvpOutlier[16] = {0, 12, 16, 24, 32, 48, 64, 96, 0, -12, -16, -24, -32, -48, -64, -96};
+
 inline int qw_at(const IntPacked& w, int64_t n, int64_t k) {
     const size_t q = quad_at(w, n / 16, k / 4, n % 16);
     if (w.bits == 8) return int(int8_t(w.codes[q + size_t(k % 4)]));
     const uint8_t byte = w.codes[q + size_t(k % 4) / 2];
     const int nib = k % 2 ? byte >> 4 : byte & 15;
+    if (w.ovp) {
+        const int partner = k % 2 ? byte & 15 : byte >> 4;
+        return nib == 8 ? 0 : partner == 8 ? kOvpOutlier[nib] : kOvpNormal[nib];
+    }
     return w.e2m1 ? kE2M1x2[nib] : nib - 8;
 }
 
@@ -110,6 +118,24 @@ IntPacked gemm_mx4_repack(const uint8_t* codes, const uint8_t* scale_codes, int6
     return w;
 }
 
+IntPacked gemm_ovp4_repack(const uint8_t* codes, const float* scales, int64_t N, int64_t K) {
+    QUELLM_CHECK(K % 8 == 0, "gemm_ovp4_repack: K = ", K, " must be a multiple of 8");
+    IntPacked w = packed_shell(4, N, K, K);
+    w.ovp = true;
+    const int64_t KQ = K / 4;
+    w.codes.assign(size_t(w.tiles * KQ * 32), 0);  // padding rows: 0
+    w.wsum.assign(w.scales.size(), 0);
+    for (int64_t n = 0; n < N; ++n) {
+        QUELLM_CHECK(std::isfinite(scales[n]), "gemm_ovp4_repack: non-finite scale in row ", n);
+        const int64_t t = n / 16, j = n % 16;
+        for (int64_t kq = 0; kq < KQ; ++kq)
+            for (int b = 0; b < 2; ++b) w.codes[quad_at(w, t, kq, j) + b] = codes[n * (K / 2) + kq * 2 + b];
+        w.scales[size_t(t * 16 + j)] = scales[n];
+        for (int64_t k = 0; k < K; ++k) w.wsum[size_t(t * 16 + j)] += qw_at(w, n, k);
+    }
+    return w;
+}
+
 void quantize_rows_mxfp4(const float* x, int64_t M, int64_t K, int8_t* q, float* sa) {
     QUELLM_CHECK(K % 32 == 0, "quantize_rows_mxfp4: K = ", K, " is not a multiple of the MX block (32)");
     for (int64_t m = 0; m < M; ++m)
@@ -149,7 +175,7 @@ void gemm_int_unpack(const IntPacked& w, uint8_t* codes, float* scales) {
         else
             for (int64_t kq = 0; kq < w.K / 4; ++kq)
                 for (int b = 0; b < 2; ++b)
-                    codes[n * (w.K / 2) + kq * 2 + b] = w.codes[quad_at(w, t, kq, j) + b] ^ (w.e2m1 ? 0 : 0x88);
+                    codes[n * (w.K / 2) + kq * 2 + b] = w.codes[quad_at(w, t, kq, j) + b] ^ (w.e2m1 || w.ovp ? 0 : 0x88);
         for (int64_t g = 0; g < NG; ++g) scales[n * NG + g] = w.scales[size_t((t * NG + g) * 16 + j)];
     }
 }

@@ -41,6 +41,7 @@ namespace quellm {
 struct IntPacked {
     int bits = 4;                      // 4 or 8
     bool e2m1 = false;                 // bits 4: codes are OCP E2M1 (MXFP4) nibbles, value 2·E2M1 in [-12, 12]
+    bool ovp = false;                  // bits 4: codes are OliVe OVP4 pairs (int4 normal, abfloat outlier)
     int64_t N = 0, K = 0, G = 0;       // K % G == 0, G % 4 == 0
     int64_t tiles = 0;                 // ceil(N / 16)
     std::vector<uint8_t> codes;        // bits 4: (tiles, K/4, 16, 2): nibbles q+8, k0|k1<<4, k2|k3<<4
@@ -57,6 +58,11 @@ IntPacked gemm_w8_repack(const int8_t* codes, const float* scales, int64_t N, in
 // (N, K/32); the kernels use q = 2·E2M1 value and scale 2^(code − 127) / 2 (exact). Throws on a
 // NaN block (scale code 0xFF).
 IntPacked gemm_mx4_repack(const uint8_t* codes, const uint8_t* scale_codes, int64_t N, int64_t K);
+// OliVe OVP4 weights (int4 normal type): pair codes (N, K/2) (byte j = elements 2j, 2j+1, first
+// in the low nibble) and per-row scales (N). Each pair decodes to two int8 values: a nibble is 0
+// if it is the identifier 8, an abfloat outlier (±12..±96) if its partner is the identifier,
+// else an int4 normal (−7..7). The kernels decode pairs in registers.
+IntPacked gemm_ovp4_repack(const uint8_t* codes, const float* scales, int64_t N, int64_t K);
 // packed -> canonical codes and scales: the inverse, for round-trip tests and saving.
 void gemm_int_unpack(const IntPacked& w, uint8_t* codes, float* scales);
 

@@ -62,6 +62,22 @@ QuantLinear QuantLinear::from_mx4(const uint8_t* codes, const uint8_t* scale_cod
     return q;
 }
 
+QuantLinear QuantLinear::from_ovp4(const uint8_t* codes, const float* scales, int64_t N, int64_t K, AQuant a,
+                                   float a_clip) {
+    QUELLM_CHECK(N >= 1 && K >= 1, "QuantLinear: empty weight");
+    QUELLM_CHECK(a == AQuant::Int8 || a == AQuant::Int4, "QuantLinear: OVP4 weights run with int8 or int4 "
+                 "per-token activations");
+    QuantLinear q;
+    q.N = N;
+    q.K = K;
+    q.w_bits = 4;
+    q.w_ovp4 = true;
+    q.group = K;
+    q.set_activation(a, a_clip);
+    q.wi_ = gemm_ovp4_repack(codes, scales, N, K);
+    return q;
+}
+
 void QuantLinear::pack(const std::vector<uint8_t>& codes, const std::vector<float>& scales,
                        const std::vector<float>& zeros) {
     if (aq == AQuant::None) {
@@ -100,8 +116,8 @@ void QuantLinear::set_bias(const float* b) {
 
 void QuantLinear::set_activation(AQuant a, float clip) {
     QUELLM_CHECK(clip > 0.0f && clip <= 1.0f, "QuantLinear: activation clip ratio must lie in (0, 1], got ", clip);
-    QUELLM_CHECK(!(w_mxfp4 && a == AQuant::None), "QuantLinear: no weight-only MXFP4 kernel (use int8 or MXFP4 "
-                 "activations)");
+    QUELLM_CHECK(!((w_mxfp4 || w_ovp4) && a == AQuant::None), "QuantLinear: no weight-only MXFP4/OVP4 kernel (use "
+                 "integer activations)");
     QUELLM_CHECK(a != AQuant::Mxfp4 || (group == 32 && K % 32 == 0), "QuantLinear: MXFP4 activations need weights "
                  "in groups of 32 (the MX block), got group ", group);
     if (a != AQuant::None) {
@@ -180,7 +196,7 @@ size_t QuantLinear::nbytes() const {
 std::string QuantLinear::kernel() const {
     if (w_bits == 32) return "f32";
     const std::string a = aq == AQuant::None ? "a16" : aq == AQuant::Mxfp4 ? "amx4" : "a" + std::to_string(int(aq));
-    return (w_mxfp4 ? std::string("wmx4") : "w" + std::to_string(w_bits)) + a;
+    return (w_mxfp4 ? std::string("wmx4") : w_ovp4 ? std::string("wovp4") : "w" + std::to_string(w_bits)) + a;
 }
 
 void QuantLinear::export_int(std::vector<uint8_t>& codes, std::vector<float>& scales, std::vector<float>& zeros) const {

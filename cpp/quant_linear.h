@@ -11,6 +11,7 @@
 //   int4 / int8 × none   → gemm_wf   (W4A16 / W8A16: dequantize in registers)
 //   int4 / int8 × int8 / int4 → gemm_int (W4A8, W8A8, W4A4, W8A4; symmetric weights)
 //   MXFP4 × MXFP4 / int8, int4 / int8 (group 32) × MXFP4 → gemm_int (2·E2M1 values are integers)
+//   OVP4 × int8 / int4  → gemm_int (pairs decode to integers: int4 normals, abfloat outliers ≤ 96)
 // The Hadamard transform (QuaRot) rotates each activation row by H_n/√n with the FWHT kernel; the
 // weights were rotated offline by the same matrix, so x·Wᵀ is unchanged up to quantization.
 #pragma once
@@ -36,6 +37,7 @@ class QuantLinear {
     int64_t N = 0, K = 0;      // out, in
     int w_bits = 32;           // 32 (f32), 8, 4 (int4 or MXFP4)
     bool w_mxfp4 = false;      // weights are MXFP4 (E2M1 codes, E8M0 scales per 32)
+    bool w_ovp4 = false;       // weights are OliVe OVP4 pairs (int4 normal type), per-row scales
     int64_t group = 0;         // weight group size along K (K: per channel); 0 for f32
     AQuant aq = AQuant::None;
     float a_clip = 1.0f;
@@ -50,6 +52,8 @@ class QuantLinear {
                                 int64_t K, int64_t G, AQuant a = AQuant::None, float a_clip = 1.0f);
     // MXFP4 weights: E2M1 codes (N, K/2), E8M0 scale codes (N, K/32); integer activations only.
     static QuantLinear from_mx4(const uint8_t* codes, const uint8_t* scale_codes, int64_t N, int64_t K, AQuant a);
+    // OVP4 weights: pair codes (N, K/2), scales (N); int8 / int4 per-token activations.
+    static QuantLinear from_ovp4(const uint8_t* codes, const float* scales, int64_t N, int64_t K, AQuant a, float a_clip);
     void set_bias(const float* b);               // (N) or nullptr
     void set_activation(AQuant a, float clip);   // throws for pairs without a kernel
     void set_hadamard(HadamardSpec h);           // throws unless n == m·p matches K

@@ -199,3 +199,44 @@ def test_mx4_errors():
         _core.quantize_rows_mxfp4(np.ones((1, 48), np.float32))
     with pytest.raises(ValueError, match="NaN block"):
         _core.gemm_mx4_repack(np.zeros((2, 16), np.uint8), np.full((2, 1), 255, np.uint8))
+
+
+# ---- OliVe OVP4 weights (pairs decoded in registers) -------------------------------------------
+
+def random_ovp4_codes(rng, N, K):
+    """Valid OVP4 pair codes: normal/normal pairs, outlier+identifier pairs (either order), and
+    the impossible identifier/identifier pair (decodes to 0, 0)."""
+    from quellm import formats
+
+    x = rng.standard_normal((N, K)).astype(np.float32)
+    x[rng.random((N, K)) < 0.08] *= 30  # outliers
+    p = formats.get("ovp4").encode(x, scale=np.ones(N, np.float32))
+    codes = p.codes.copy()
+    codes[rng.random(codes.shape) < 0.02] = 0x88
+    return codes
+
+
+def ovp4_values(codes):
+    from quellm import formats
+
+    t = formats.get("ovp4")
+    return t.decode(formats.Packed("ovp4", dict(t.params), codes, np.ones((codes.shape[0], 1), np.float32),
+                                   (codes.shape[0], 2 * codes.shape[1]), 1)).astype(np.int64)
+
+
+@pytest.mark.parametrize("M, N, K", [(1, 16, 64), (3, 17, 128), (9, 40, 64), (17, 33, 256)])
+def test_ovp4_kernel_matches_integer_reference(M, N, K, isa, threads):
+    rng = np.random.default_rng(M * 7 + N)
+    codes = random_ovp4_codes(rng, N, K)
+    sw = rng.uniform(0.01, 0.1, N).astype(np.float32)
+    w = _core.gemm_ovp4_repack(codes, sw)
+    assert w.ovp and w.G == K
+    qw = ovp4_values(codes)
+    assert np.abs(qw).max() <= 96
+    qa = rng.integers(-127, 128, (M, K)).astype(np.int8)
+    sa = rng.uniform(0.01, 1.0, M).astype(np.float32)
+    want, _ = epilogue(qa, sa, qw.astype(np.int8 if np.abs(qw).max() < 128 else np.int16), sw[:, None], K)
+    assert_bit_exact(_core.gemm_int(qa, sa, w, ref=True), want, "ref")
+    assert_bit_exact(_core.gemm_int(qa, sa, w), want, f"{isa} t={threads}")
+    c, _ = w.unpack()
+    assert_bit_exact(c, codes)

@@ -16,7 +16,7 @@ PAIRS = [p for p in supported_pairs()]
 
 def group_for(w_format, a_format, default):
     """MX pairs work in blocks of 32; f32 weights take no group."""
-    if w_format == "f32":
+    if w_format in ("f32", "ovp4"):
         return None
     return 32 if "mxfp4" in (w_format, a_format) else default
 
@@ -54,7 +54,8 @@ def test_random_shapes(M, N, kq, pair, sym, seed, data):
     rng = np.random.default_rng(seed)
     W = (rng.standard_normal((N, K)) * rng.uniform(0.01, 10)).astype(np.float32)
     x = rng.standard_normal((M, 2, K)).astype(np.float32)
-    ql = QuantLinear(W, None, w_format=w_format, a_format=a_format, group=None if w_format == "mxfp4" else G, w_sym=sym)
+    ql = QuantLinear(W, None, w_format=w_format, a_format=a_format, group=None if w_format in ("mxfp4", "ovp4") else G,
+                     w_sym=sym)
     y = ql(x)
     assert y.shape == (M, 2, N) and y.dtype == np.float32
     check_close(y, ql.simulate(x))
@@ -111,6 +112,7 @@ def test_tensors_round_trip():
     x = rng.standard_normal((5, 64)).astype(np.float32)
     for spec in (LinearSpec("int4", 32, False), LinearSpec("int4", 16, a_format="int8", transform="hadamard"),
                  LinearSpec("mxfp4", a_format="mxfp4"), LinearSpec("mxfp4", a_format="int8", transform="hadamard"),
+                 LinearSpec("ovp4", a_format="int8"),
                  LinearSpec("int8", None, a_format="int8"), LinearSpec("f32", transform="hadamard")):
         ql = QuantLinear(W, b, spec)
         t = ql.to_tensors()
@@ -160,6 +162,8 @@ def test_kernel_names_and_sizes():
     (dict(w_format="int4", a_format="mxfp4", group=16), "groups of 32"),
     (dict(w_format="mxfp4", a_format="mxfp4"), "multiple of 32"),  # in = 90
     (dict(w_format="mxfp4", a_format="mxfp4", w_method="gptq"), "gptq needs int4/int8"),
+    (dict(w_format="ovp4", a_format="none"), "no kernel"),
+    (dict(w_format="ovp4", a_format="int8", group=32), "ovp4 weights"),
 ])
 def test_bad_specs(kw, match):
     W = np.ones((8, 90), np.float32)  # 90: no Hadamard matrix of that order

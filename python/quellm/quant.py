@@ -19,6 +19,7 @@ f32         none         f32 GEMM (also with a Hadamard transform: a float rotat
 int4/int8   none         W4A16 / W8A16: dequantize in registers, f32 FMA
 int4/int8   int8/int4    W4A8, W8A8, W4A4, W8A4: exact int32 dot products (VNNI)
 mxfp4       mxfp4/int8   2·E2M1 values are integers: the same int32 kernels, scales per 32
+ovp4        int8/int4    OliVe pairs decoded in registers to integers (outliers up to ±96)
 int4/int8   mxfp4        (weights in groups of 32)
 ==========  ===========  ================================================================
 
@@ -46,7 +47,7 @@ from .hadamard import decompose, hadamard_factor
 
 __all__ = ["CLIP_GRID", "LinearSpec", "QuantLinear", "fit_group", "supported_pairs"]
 
-W_FORMATS = ("f32", "int8", "int4", "mxfp4")
+W_FORMATS = ("f32", "int8", "int4", "mxfp4", "ovp4")
 A_FORMATS = ("none", "int8", "int4", "mxfp4")
 TRANSFORMS = (None, "hadamard")
 #: Clip ratios tried by the weight clip search (``w_clip="search"``).
@@ -57,7 +58,7 @@ def supported_pairs() -> list[tuple[str, str]]:
     """The (weight format, activation format) pairs with a kernel."""
     return [("f32", "none"), ("int4", "none"), ("int8", "none"), ("int4", "int8"), ("int4", "int4"),
             ("int8", "int8"), ("int8", "int4"), ("mxfp4", "mxfp4"), ("mxfp4", "int8"), ("int4", "mxfp4"),
-            ("int8", "mxfp4")]
+            ("int8", "mxfp4"), ("ovp4", "int8"), ("ovp4", "int4")]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +108,8 @@ class LinearSpec:
             raise QuellmError(f"integer-activation kernels need a group size that is a multiple of 4, got {self.group}")
         if self.group is not None and self.w_format == "int4" and self.group % 2:
             raise QuellmError(f"int4 weights need an even group size, got {self.group}")
+        if self.w_format == "ovp4" and (self.group is not None or not self.w_sym or self.w_clip != 1.0):
+            raise QuellmError("ovp4 weights have one searched scale per output channel: no group, asymmetry or clip")
         if self.w_format == "mxfp4" and (self.group not in (None, 32) or not self.w_sym or self.w_clip != 1.0):
             raise QuellmError("mxfp4 weights come in blocks of 32 with a power-of-two scale: no group, "
                               "asymmetry or clip options")
@@ -127,13 +130,15 @@ class LinearSpec:
 
     @property
     def w_bits(self) -> int:
-        return {"f32": 32, "int8": 8, "int4": 4, "mxfp4": 4}[self.w_format]
+        return {"f32": 32, "int8": 8, "int4": 4, "mxfp4": 4, "ovp4": 4}[self.w_format]
 
     @property
     def name(self) -> str:
         """Short name, e.g. ``w4a8-g128`` or ``w8a8+had``."""
         if self.w_format == "f32":
             n = "f32"
+        elif self.w_format == "ovp4":
+            n = f"wovp4a{self.a_format[3:]}"
         elif self.w_format == "mxfp4" or self.a_format == "mxfp4":
             w = "mxfp4" if self.w_format == "mxfp4" else f"{self.w_bits}"
             a = {"none": "16", "mxfp4": "mxfp4"}.get(self.a_format, self.a_format[3:])
@@ -161,6 +166,10 @@ class LinearSpec:
             if in_features % 32:
                 raise QuellmError(f"mxfp4 needs in_features to be a multiple of 32, got {in_features}")
             return formats.get("mxfp4")
+        if self.w_format == "ovp4":
+            if in_features % 8:
+                raise QuellmError(f"ovp4 kernels need in_features to be a multiple of 8, got {in_features}")
+            return formats.get("ovp4")
         group = self.group if self.group is not None else in_features
         if in_features % group:
             raise QuellmError(f"group size {group} does not divide in_features = {in_features}")
@@ -195,8 +204,8 @@ def _encode_weight(spec: LinearSpec, w: np.ndarray, hessian: np.ndarray | None) 
     """Packed weights for ``spec``; the clip search (per output row) minimises
     ``(w − ŵ) H (w − ŵ)ᵀ`` with ``H`` the input second-moment matrix (or its diagonal)."""
     fmt = spec.weight_format(w.shape[1])
-    if spec.w_format == "mxfp4":
-        return fmt.encode(w)
+    if spec.w_format in ("mxfp4", "ovp4"):
+        return fmt.encode(w)  # OVP4: the §1.4 scale search per row
     if spec.w_method == "gptq":
         if hessian is None or hessian.ndim != 2:
             raise QuellmError("gptq needs the inputs' XᵀX (calibrate with xtx=True)")
@@ -273,6 +282,9 @@ class QuantLinear:
         codes = np.ascontiguousarray(codes)
         if spec.w_format == "mxfp4":
             return _core.QuantLinear.from_mx4(codes, np.ascontiguousarray(scales, dtype=np.uint8), spec.a_format)
+        if spec.w_format == "ovp4":
+            return _core.QuantLinear.from_ovp4(codes, np.ascontiguousarray(scales, dtype=np.float32), spec.a_format,
+                                               float(spec.a_clip))
         if spec.w_format == "int8":
             codes = codes.view(np.int8)
         return _core.QuantLinear.from_int(spec.w_bits, codes, np.ascontiguousarray(scales, dtype=np.float32),

@@ -12,6 +12,7 @@ Factories (also by name, ``get("w4a8:group=64,w_clip=0.9")``):
 * :func:`w8a8`, :func:`w4a16`, :func:`w4a8`, :func:`w4a4` — the usual RTN settings;
 * :func:`smoothquant` — W8A8 after migrating activation outliers into the weights;
 * :func:`mxfp4` — OCP MXFP4 weights and activations;
+* :func:`ovp4` — OliVe outlier-victim-pair 4-bit weights;
 * :func:`gptq` — GPTQ weight rounding with the calibration XᵀX;
 * :func:`quarot` — QuaRot: fused norms, residual rotation, online Hadamards, rotated 4-bit KV;
 * :func:`os_plus` — OS+ channel scaling with a searched threshold (Llama form: scaling only);
@@ -40,7 +41,7 @@ from .errors import QuellmError
 from . import quarot as _quarot
 from .quant import LinearSpec, QuantLinear, fit_group
 
-__all__ = ["Recipe", "get", "names", "rtn", "w8a8", "w4a16", "w4a8", "w4a4", "mxfp4", "gptq", "quarot", "smoothquant",
+__all__ = ["Recipe", "get", "names", "rtn", "w8a8", "w4a16", "w4a8", "w4a4", "mxfp4", "ovp4", "gptq", "quarot", "smoothquant",
            "os_plus",
            "linear_layers", "quantize"]
 
@@ -198,6 +199,15 @@ def mxfp4(a_bits: int | str = "mxfp4", hadamard: bool = False) -> Recipe:
     return Recipe(spec.name, spec)
 
 
+def ovp4(a_bits: int = 8, a_clip: float = 1.0, hadamard: bool = False) -> Recipe:
+    """OliVe OVP4 weights (int4 normal type, abfloat outliers, §1; scale searched per output
+    channel — about 5 s per million weights) × int8/int4 per-token activations."""
+    if a_bits not in (4, 8):
+        raise QuellmError(f"ovp4: a_bits must be 4 or 8, got {a_bits}")
+    spec = LinearSpec(w_format="ovp4", a_format=f"int{a_bits}", a_clip=a_clip, transform="hadamard" if hadamard else None)
+    return Recipe(spec.name, spec)
+
+
 def gptq(w_bits: int = 4, a_bits: int = 16, group: int | None = 128, sym: bool | None = None, damp: float = 0.01,
          a_clip: float = 1.0, hadamard: bool = False, act_order: bool = False) -> Recipe:
     """GPTQ weights (§8; Hessians XᵀX from one float calibration pass — calibrate with
@@ -236,7 +246,7 @@ def os_plus(w_bits: int = 8, a_bits: int = 8, group: int | None = None, steps: i
 
 _FACTORIES: dict[str, Callable[..., Recipe]] = {
     "rtn": rtn, "w8a8": w8a8, "w4a16": w4a16, "w4a8": w4a8, "w4a4": w4a4, "smoothquant": smoothquant,
-    "os_plus": os_plus, "gptq": gptq, "mxfp4": mxfp4, "quarot": quarot,
+    "os_plus": os_plus, "gptq": gptq, "mxfp4": mxfp4, "ovp4": ovp4, "quarot": quarot,
 }
 
 
@@ -426,7 +436,7 @@ def quantize(model: Any, recipe: Recipe | str, calibration: Any = None) -> Any:
         w = tensors.get(name + ".weight")
         if w is None:  # tied LM head
             w = tensors[model.embedding_name]
-        if spec.w_format != "mxfp4" and spec.a_format != "mxfp4":
+        if spec.w_format not in ("mxfp4", "ovp4") and spec.a_format != "mxfp4":
             spec = dataclasses.replace(spec, group=fit_group(spec.group, w.shape[1]))
         h = (_hessian(calibration, kind, layer, smooth.get(f"{kind}/{layer}"))
              if spec.w_clip == "search" or spec.w_method == "gptq" else None)

@@ -16,7 +16,7 @@
 
 namespace {
 
-enum Mode { kInt4, kInt8, kE2M1 };
+enum Mode { kInt4, kInt8, kE2M1, kOvp4 };
 
 template <int MODE, int MR>
 void int_tile(const quellm::GemmIntParams& p, int64_t t, int64_t m0, const int32_t* asum) {
@@ -27,6 +27,12 @@ void int_tile(const quellm::GemmIntParams& p, int64_t t, int64_t m0, const int32
     const __m256i lo4 = _mm256_set1_epi16(0x000f), hi4 = _mm256_set1_epi16(0x0f00), ones = _mm256_set1_epi16(1);
     const __m256i lut = _mm256_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12,
                                          0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
+    const __m256i ovp_n = _mm256_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 0, -7, -6, -5, -4, -3, -2, -1,
+                                           0, 1, 2, 3, 4, 5, 6, 7, 0, -7, -6, -5, -4, -3, -2, -1);
+    const __m256i ovp_o = _mm256_setr_epi8(0, 12, 16, 24, 32, 48, 64, 96, 0, -12, -16, -24, -32, -48, -64, -96,
+                                           0, 12, 16, 24, 32, 48, 64, 96, 0, -12, -16, -24, -32, -48, -64, -96);
+    const __m256i swap = _mm256_setr_epi8(1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14,
+                                          1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
     const int64_t n0 = t * 16;
     for (int half = 0; half < 2; ++half) {
         __m256 y[MR];
@@ -44,9 +50,23 @@ void int_tile(const quellm::GemmIntParams& p, int64_t t, int64_t m0, const int32
                         __builtin_memcpy(&a4, p.qa + (m0 + r) * K + kq * 4, 4);
                         // int4: u8 weights × s8 activations; E2M1: u8 activations (+128) × s8 2·values
                         // (|pair sum| <= 2·255·12, no saturation).
-                        const __m256i prod = MODE == kE2M1
-                            ? _mm256_maddubs_epi16(_mm256_set1_epi32(a4 ^ int32_t(0x80808080)), _mm256_shuffle_epi8(lut, wv))
-                            : _mm256_maddubs_epi16(wv, _mm256_set1_epi32(a4));
+                        __m256i prod;
+                        if constexpr (MODE == kInt4) {
+                            prod = _mm256_maddubs_epi16(wv, _mm256_set1_epi32(a4));
+                        } else {
+                            __m256i sv;  // s8 weight values
+                            if constexpr (MODE == kE2M1) {
+                                sv = _mm256_shuffle_epi8(lut, wv);
+                            } else {  // OVP4: 0 for the identifier, outlier if the partner is one
+                                const __m256i id = _mm256_cmpeq_epi8(wv, _mm256_set1_epi8(8));
+                                const __m256i v = _mm256_blendv_epi8(_mm256_shuffle_epi8(ovp_n, wv), _mm256_shuffle_epi8(ovp_o, wv),
+                                                                     _mm256_shuffle_epi8(id, swap));
+                                sv = _mm256_andnot_si256(id, v);
+                            }
+                            // u8 activations (+128) × s8 values: a pair sum is at most 2·255·12 (E2M1)
+                            // or 255·96 (an OVP outlier's partner is 0): no saturation
+                            prod = _mm256_maddubs_epi16(_mm256_set1_epi32(a4 ^ int32_t(0x80808080)), sv);
+                        }
                         acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(prod, ones));
                     }
                 } else {
@@ -67,7 +87,7 @@ void int_tile(const quellm::GemmIntParams& p, int64_t t, int64_t m0, const int32
                 __m256i sum;
                 if constexpr (MODE == kInt4) {
                     sum = _mm256_sub_epi32(acc[r], _mm256_set1_epi32(8 * asum[(m0 + r) * NG + g]));
-                } else if constexpr (MODE == kE2M1) {
+                } else if constexpr (MODE == kE2M1 || MODE == kOvp4) {
                     const __m256i ws = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.wsum.data() + (t * NG + g) * 16 + half * 8));
                     sum = _mm256_sub_epi32(acc[r], _mm256_slli_epi32(ws, 7));
                 } else {
@@ -137,6 +157,8 @@ namespace quellm::x86 {
 void gemm_int_tile_avx2(const GemmIntParams& p, int64_t t, int64_t m0, int mr, const int32_t* asum) {
     if (p.w->bits == 8)
         int_tile_any<kInt8>(p, t, m0, mr, asum);
+    else if (p.w->ovp)
+        int_tile_any<kOvp4>(p, t, m0, mr, asum);
     else if (p.w->e2m1)
         int_tile_any<kE2M1>(p, t, m0, mr, asum);
     else

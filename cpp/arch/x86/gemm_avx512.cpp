@@ -17,7 +17,7 @@ namespace {
 
 // Weight modes: int4 (offset nibbles, the u8 operand), int8 (s8 operand), E2M1 (nibbles mapped
 // by vpshufb to 2·value in [-12, 12], the s8 operand).
-enum Mode { kInt4, kInt8, kE2M1 };
+enum Mode { kInt4, kInt8, kE2M1, kOvp4 };
 
 template <int MODE, int MR>
 void int_tile(const quellm::GemmIntParams& p, int64_t t, int64_t m0, const int32_t* asum) {
@@ -26,6 +26,9 @@ void int_tile(const quellm::GemmIntParams& p, int64_t t, int64_t m0, const int32
     const uint8_t* wt = w.codes.data() + t * KQ * (MODE == kInt8 ? 64 : 32);
     const __m512i lo4 = _mm512_set1_epi16(0x000f), hi4 = _mm512_set1_epi16(0x0f00);
     const __m512i lut = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12));
+    const __m512i ovp_n = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 0, -7, -6, -5, -4, -3, -2, -1));
+    const __m512i ovp_o = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 12, 16, 24, 32, 48, 64, 96, 0, -12, -16, -24, -32, -48, -64, -96));
+    const __m512i ident = _mm512_set1_epi8(8);
     __m512 y[MR];
     for (int r = 0; r < MR; ++r) y[r] = _mm512_setzero_ps();
     for (int64_t g = 0; g < NG; ++g) {
@@ -41,6 +44,14 @@ void int_tile(const quellm::GemmIntParams& p, int64_t t, int64_t m0, const int32
                 const __m512i b16 = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt + kq * 32)));
                 wv = _mm512_or_si512(_mm512_and_si512(b16, lo4), _mm512_and_si512(_mm512_slli_epi16(b16, 4), hi4));
                 if constexpr (MODE == kE2M1) wv = _mm512_shuffle_epi8(lut, wv);
+                if constexpr (MODE == kOvp4) {
+                    // Pairs are adjacent bytes (k0,k1), (k2,k3): a byte's partner bit is its
+                    // neighbour's in the identifier mask.
+                    const uint64_t id = _mm512_cmpeq_epi8_mask(wv, ident);
+                    const uint64_t partner = ((id >> 1) & 0x5555555555555555ull) | ((id << 1) & 0xAAAAAAAAAAAAAAAAull);
+                    const __m512i v = _mm512_mask_blend_epi8(partner, _mm512_shuffle_epi8(ovp_n, wv), _mm512_shuffle_epi8(ovp_o, wv));
+                    wv = _mm512_maskz_mov_epi8(~id, v);
+                }
             }
             for (int r = 0; r < MR; ++r) {
                 int32_t a4;
@@ -112,6 +123,8 @@ namespace quellm::x86 {
 void gemm_int_tile_avx512(const GemmIntParams& p, int64_t t, int64_t m0, int mr, const int32_t* asum) {
     if (p.w->bits == 8)
         int_tile_any<kInt8>(p, t, m0, mr, asum);
+    else if (p.w->ovp)
+        int_tile_any<kOvp4>(p, t, m0, mr, asum);
     else if (p.w->e2m1)
         int_tile_any<kE2M1>(p, t, m0, mr, asum);
     else
