@@ -23,7 +23,8 @@ from common import header, table  # noqa: E402
 import quellm  # noqa: E402
 
 RECIPES = ["w8a8", "smoothquant:alpha=0.5", "os_plus", "w4a16", "gptq", "w4a8", "w4a4",
-           "quarot:gptq=false,kv_bits=0", "quarot:kv_bits=0", "quarot", "quarot:a_bits=8", "mxfp4"]
+           "quarot:gptq=false,kv_bits=0", "quarot:kv_bits=0", "quarot", "quarot:a_bits=8", "mxfp4", "ovp4",
+           "w4a16:group=32"]
 
 
 def speed(model, n_prefill: int = 128, n_decode: int = 32) -> tuple[float, float]:
@@ -64,18 +65,18 @@ def main() -> None:
     print(f"# calibration: {args.calib_samples} x {args.ctx} tokens, {time.perf_counter() - t:.0f} s")
     base = quellm.perplexity(model, text[half:], ctx=args.ctx, max_windows=args.windows, progress=False)
     pf, dec = speed(model)
-    rows = [["float32", base.perplexity, 0.0, 100.0, model.nbytes / 2**20, pf, dec, "-"]]
+    cols = ["recipe", "ppl", "KL", "top1 %", "MiB", "prefill t/s", "decode t/s", "quantize"]
+    widths = [26, 8, 8, 7, 7, 11, 10, 8]
+    table(cols, [["float32", base.perplexity, 0.0, 100.0, model.nbytes / 2**20, pf, dec, "-"]], widths)
     for name in args.recipes.split(","):
         t = time.perf_counter()
         q = quellm.quantize(model, name, stats)
         tq = time.perf_counter() - t
         c = quellm.compare(q, model, text[half:], ctx=args.ctx, max_windows=args.windows, progress=False)
         pf, dec = speed(q)
-        rows.append([q.recipe.name, c.perplexity_model, c.kl, 100 * c.top1_agreement, q.nbytes / 2**20, pf, dec,
-                     f"{tq:.0f}s"])
-        print(f"# {name}: done", flush=True)
-    table(["recipe", "ppl", "KL", "top1 %", "MiB", "prefill t/s", "decode t/s", "quantize"], rows,
-          [26, 8, 8, 7, 7, 11, 10, 8])
+        # one row per recipe as it finishes, so an interrupted run keeps what it measured
+        table(cols, [[q.recipe.name, c.perplexity_model, c.kl, 100 * c.top1_agreement, q.nbytes / 2**20, pf, dec,
+                      f"{tq:.0f}s"]], widths, show_header=False)
 
 
 if __name__ == "__main__":

@@ -34,9 +34,11 @@ def header(title: str) -> None:
           f"CUDA {'available' if d['cuda']['available'] else 'not available'}")
 
 
-def table(columns: Sequence[str], rows: Sequence[Sequence[object]], widths: Sequence[int] | None = None) -> None:
+def table(columns: Sequence[str], rows: Sequence[Sequence[object]], widths: Sequence[int] | None = None,
+          show_header: bool = True) -> None:
     widths = widths or [max(len(c), 9) for c in columns]
-    print("  ".join(f"{c:>{w}}" for c, w in zip(columns, widths)))
+    if show_header:
+        print("  ".join(f"{c:>{w}}" for c, w in zip(columns, widths)))
     for r in rows:
         cells = []
         for v, w in zip(r, widths):
