@@ -314,6 +314,27 @@ py::array forward_binding(Model& m, const py::array& tokens_in, const std::vecto
     return logits;
 }
 
+// Layers [start, stop) on hidden states (B, T, D): a new array, the input is left as it was.
+template <class Model, class State, auto Layers>
+py::array forward_layers_binding(Model& m, const py::array& hidden, const std::vector<State*>& states_in, int64_t start,
+                                 int64_t stop, Observers* obs) {
+    auto x = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(hidden);
+    QUELLM_CHECK(x && x.ndim() == 3 && x.shape(2) == m.cfg.dim, "forward_layers: hidden must have shape (batch, seq, ",
+                 m.cfg.dim, ")");
+    const int64_t B = x.shape(0), T = x.shape(1);
+    std::vector<State*> states = checked_states(states_in, B);
+    QUELLM_CHECK(obs == nullptr || obs->n_layers == m.cfg.n_layers, "forward_layers: observers made for ",
+                 obs ? obs->n_layers : 0, " layers, the model has ", m.cfg.n_layers);
+    py::array_t<float> out({B, T, m.cfg.dim});
+    float* o = out.mutable_data();
+    std::copy_n(x.data(), B * T * m.cfg.dim, o);
+    {
+        py::gil_scoped_release release;
+        Layers(m.cfg, m.w, o, B, T, start, stop, states.data(), obs);
+    }
+    return out;
+}
+
 #if defined(QUELLM_HAS_CUDA)
 // A device buffer owned by Python: (shape, dtype) + a cudaMalloc pointer. It exposes
 // __cuda_array_interface__ so other GPU libraries can read it without a copy.
@@ -514,6 +535,9 @@ PYBIND11_MODULE(_core, m) {
         .def("forward", &forward_binding<PyLlama, KVCache, llama_forward>, py::arg("tokens"), py::arg("caches"), py::arg("all_logits") = true,
              py::arg("observers") = nullptr,
              "Run tokens (B, T) through the model, appending to the B caches; logits (B, T, V) or (B, V).")
+        .def("forward_layers", &forward_layers_binding<PyLlama, KVCache, llama_layers>, py::arg("hidden"),
+             py::arg("caches"), py::arg("start"), py::arg("stop"), py::arg("observers") = nullptr,
+             "Layers [start, stop) on hidden states (B, T, D) at the caches' positions (len not advanced).")
         .def_property_readonly("vocab_size", [](const PyLlama& m) { return m.cfg.vocab_size; })
         .def_property_readonly("max_seq_len", [](const PyLlama& m) { return m.cfg.max_seq_len; })
         .def("set_kv_cache", [](PyLlama& m, int bits, float clip, bool hadamard) {
@@ -525,8 +549,12 @@ PYBIND11_MODULE(_core, m) {
         }, py::arg("bits"), py::arg("clip") = 1.0f, py::arg("hadamard") = false,
            "KV cache format for caches made from now on: f32 (bits 0) or asymmetric int8/int4 per (token, head).");
     py::class_<KVCache>(m, "KVCache", "Keys (after RoPE) and values of one sequence, every layer.")
-        .def(py::init([](const PyLlama& model, int64_t capacity) { return new KVCache(model.cfg, capacity); }),
-             py::arg("model"), py::arg("capacity"))
+        .def(py::init([](const PyLlama& model, int64_t capacity, int64_t n_layers) {
+                 return new KVCache(model.cfg, capacity, n_layers);
+             }),
+             py::arg("model"), py::arg("capacity"), py::arg("n_layers") = 0,
+             "Cache for every layer (n_layers 0) or a run of n_layers layers (forward_layers).")
+        .def_readonly("n_layers", &KVCache::n_layers)
         .def_readonly("capacity", &KVCache::capacity)
         .def_property_readonly("len", [](const KVCache& c) { return c.len; })
         .def("reset", [](KVCache& c) { c.len = 0; })
@@ -548,9 +576,14 @@ PYBIND11_MODULE(_core, m) {
         .def("forward", &forward_binding<PyMamba, MambaState, mamba_forward>, py::arg("tokens"), py::arg("states"), py::arg("all_logits") = true,
              py::arg("observers") = nullptr,
              "Run tokens (B, T) through the model, advancing the B states; logits (B, T, V) or (B, V).")
+        .def("forward_layers", &forward_layers_binding<PyMamba, MambaState, mamba_layers>, py::arg("hidden"),
+             py::arg("states"), py::arg("start"), py::arg("stop"), py::arg("observers") = nullptr,
+             "Layers [start, stop) on hidden states (B, T, D) (len not advanced).")
         .def_property_readonly("vocab_size", [](const PyMamba& m) { return m.cfg.vocab_size; });
     py::class_<MambaState>(m, "MambaState", "Conv and SSM state of one sequence, every layer.")
-        .def(py::init([](const PyMamba& model) { return new MambaState(model.cfg); }), py::arg("model"))
+        .def(py::init([](const PyMamba& model, int64_t n_layers) { return new MambaState(model.cfg, n_layers); }),
+             py::arg("model"), py::arg("n_layers") = 0, "State for every layer (n_layers 0) or a run of n_layers layers.")
+        .def_readonly("n_layers", &MambaState::n_layers)
         .def_property_readonly("len", [](const MambaState& s) { return s.len; })
         .def("reset", [](MambaState& s) {
             s.len = 0;
@@ -559,14 +592,16 @@ PYBIND11_MODULE(_core, m) {
         })
         .def("conv_state", [](const MambaState& s, const PyMamba& m, int64_t layer) {
             const int64_t Di = m.cfg.d_inner, K1 = m.cfg.d_conv - 1;
-            QUELLM_CHECK(layer >= 0 && layer < m.cfg.n_layers, "conv_state: layer out of range");
+            QUELLM_CHECK(s.conv.size() == size_t(s.n_layers * Di * K1), "conv_state: the state belongs to another model");
+            QUELLM_CHECK(layer >= 0 && layer < s.n_layers, "conv_state: layer out of range");
             py::array_t<float> out({Di, K1});
             std::copy_n(s.conv.data() + layer * Di * K1, Di * K1, out.mutable_data());
             return out;
         }, py::arg("model"), py::arg("layer"), "(d_inner, conv_kernel - 1) newest pre-conv inputs, oldest first")
         .def("ssm_state", [](const MambaState& s, const PyMamba& m, int64_t layer) {
             const int64_t Di = m.cfg.d_inner, Ns = m.cfg.d_state;
-            QUELLM_CHECK(layer >= 0 && layer < m.cfg.n_layers, "ssm_state: layer out of range");
+            QUELLM_CHECK(s.ssm.size() == size_t(s.n_layers * Di * Ns), "ssm_state: the state belongs to another model");
+            QUELLM_CHECK(layer >= 0 && layer < s.n_layers, "ssm_state: layer out of range");
             py::array_t<float> out({Di, Ns});
             std::copy_n(s.ssm.data() + layer * Di * Ns, Di * Ns, out.mutable_data());
             return out;

@@ -39,9 +39,10 @@ void final_norm_logits(const float* x, float* h, const float* norm_w, float eps,
     linear_forward(lm_head, h, rows, logits);
 }
 
-KVCache::KVCache(const LlamaConfig& c, int64_t cap)
-    : capacity(cap), n_layers(c.n_layers), n_kv(c.n_kv_heads), hd(c.head_dim), kv(c.kv) {
+KVCache::KVCache(const LlamaConfig& c, int64_t cap, int64_t layers)
+    : capacity(cap), n_layers(layers ? layers : c.n_layers), n_kv(c.n_kv_heads), hd(c.head_dim), kv(c.kv) {
     QUELLM_CHECK(cap >= 1, "KVCache: capacity must be >= 1, got ", cap);
+    QUELLM_CHECK(layers >= 0 && layers <= c.n_layers, "KVCache: layers must be in [0, ", c.n_layers, "], got ", layers);
     const size_t rows = size_t(n_layers) * size_t(cap) * size_t(n_kv);
     if (kv.bits == 0) {
         k.assign(rows * size_t(hd), 0.0f);
@@ -86,14 +87,35 @@ void KVCache::read(int64_t l, int64_t h, int64_t p0, int64_t p1, bool values, fl
 
 void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const int32_t* tokens, int64_t B, int64_t T,
                    KVCache* const* caches, bool all_logits, float* logits, Observers* obs) {
-    const int64_t D = c.dim, F = c.hidden_dim, H = c.n_heads, Hk = c.n_kv_heads, Hd = c.head_dim;
-    const int64_t V = c.vocab_size, N = B * T, group = H / Hk, kvd = Hk * Hd;
+    const int64_t D = c.dim, V = c.vocab_size, N = B * T;
     QUELLM_CHECK(B >= 1 && T >= 1, "forward: need at least one token per sequence");
     for (int64_t i = 0; i < N; ++i)
         QUELLM_CHECK(tokens[i] >= 0 && tokens[i] < V, "forward: token id ", tokens[i], " out of range [0, ", V, ")");
+    for (int64_t b = 0; b < B; ++b)
+        QUELLM_CHECK(caches[b] != nullptr && caches[b]->n_layers == c.n_layers,
+                     "forward: the cache was made for another model or KV cache format; make new states");
+    std::vector<float> x(N * D), h(N * D);  // residual stream, normed rows for the head
+    for (int64_t i = 0; i < N; ++i) std::copy_n(w.embed + int64_t(tokens[i]) * D, D, x.data() + i * D);
+    llama_layers(c, w, x.data(), B, T, 0, c.n_layers, caches, obs);
+    for (int64_t b = 0; b < B; ++b) caches[b]->len += T;
+    final_norm_logits(x.data(), h.data(), w.final_norm, c.norm_eps, w.lm_head, B, T, D, all_logits, obs, c.n_layers, logits);
+}
+
+void llama_layers(const LlamaConfig& c, const LlamaWeights& w, float* x, int64_t B, int64_t T, int64_t l0, int64_t l1,
+                  KVCache* const* caches, Observers* obs) {
+    const int64_t D = c.dim, F = c.hidden_dim, H = c.n_heads, Hk = c.n_kv_heads, Hd = c.head_dim;
+    const int64_t N = B * T, group = H / Hk, kvd = Hk * Hd;
+    QUELLM_CHECK(B >= 1 && T >= 1, "forward: need at least one token per sequence");
+    QUELLM_CHECK(0 <= l0 && l0 <= l1 && l1 <= c.n_layers, "forward: layers [", l0, ", ", l1, ") out of range [0, ",
+                 c.n_layers, "]");
+    QUELLM_CHECK(caches[0] != nullptr, "forward: null cache");
+    const int64_t cache_layers = caches[0]->n_layers;
+    QUELLM_CHECK(cache_layers == c.n_layers || cache_layers == l1 - l0, "forward: caches of ", cache_layers,
+                 " layers cannot serve layers [", l0, ", ", l1, ")");
+    const int64_t base = cache_layers == c.n_layers ? 0 : l0;  // cache layer = l - base
     for (int64_t b = 0; b < B; ++b) {
         QUELLM_CHECK(caches[b] != nullptr, "forward: null cache");
-        QUELLM_CHECK(caches[b]->kv == c.kv && caches[b]->n_layers == c.n_layers && caches[b]->n_kv == c.n_kv_heads &&
+        QUELLM_CHECK(caches[b]->kv == c.kv && caches[b]->n_layers == cache_layers && caches[b]->n_kv == c.n_kv_heads &&
                          caches[b]->hd == c.head_dim,
                      "forward: the cache was made for another model or KV cache format; make new states");
         QUELLM_CHECK(caches[b]->len + T <= caches[b]->capacity, "forward: sequence of ", caches[b]->len + T,
@@ -108,17 +130,16 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const int32_t* t
         fwht(FwhtParams{data, data, rows, Hd, Hd, 1, nullptr, had_scale});
     };
 
-    // Activations for all N = B·T rows.
-    std::vector<float> x(N * D), h(N * D);   // residual stream, normed input
+    // Activations for all N = B·T rows (x: the residual stream, given).
+    std::vector<float> h(N * D);  // normed input, then a linear's output
     std::vector<float> q(N * H * Hd), k(N * kvd), v(N * kvd), att(N * H * Hd);
     std::vector<float> g(N * F), u(N * F);
 
-    for (int64_t i = 0; i < N; ++i) std::copy_n(w.embed + int64_t(tokens[i]) * D, D, x.data() + i * D);
-
-    for (int64_t l = 0; l < c.n_layers; ++l) {
+    for (int64_t l = l0; l < l1; ++l) {
         const LlamaLayer& L = w.layers[l];
+        const int64_t cl = l - base;
 #pragma omp parallel for num_threads(nt) schedule(static) if (N * D >= kParallelMin)
-        for (int64_t i = 0; i < N; ++i) rmsnorm(h.data() + i * D, x.data() + i * D, L.attn_norm, D, c.norm_eps);
+        for (int64_t i = 0; i < N; ++i) rmsnorm(h.data() + i * D, x + i * D, L.attn_norm, D, c.norm_eps);
         if (obs) obs->observe(l, OBS_ATTN_IN, h.data(), N, D, D);
         linear_forward(L.q, h.data(), N, q.data());
         linear_forward(L.k, h.data(), N, k.data());
@@ -145,7 +166,7 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const int32_t* t
 #pragma omp parallel for num_threads(nt) schedule(static) reduction(&& : finite) if (N * kvd >= kParallelMin)
         for (int64_t i = 0; i < N; ++i) {
             const int64_t b = i / T, pos = caches[b]->len + i % T;
-            finite = caches[b]->store(l, pos, k.data() + i * kvd, v.data() + i * kvd) && finite;
+            finite = caches[b]->store(cl, pos, k.data() + i * kvd, v.data() + i * kvd) && finite;
         }
         QUELLM_CHECK(finite, "forward: non-finite key/value in layer ", l, " cannot be quantized for the KV cache");
 
@@ -168,13 +189,13 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const int32_t* t
                 const float *kbase, *vbase;
                 int64_t ld = kvd;
                 if (kc.kv.bits == 0) {
-                    kbase = kc.k.data() + size_t(l) * kc.capacity * kvd + kvh * Hd + start * kvd;
-                    vbase = kc.v.data() + size_t(l) * kc.capacity * kvd + kvh * Hd + start * kvd;
+                    kbase = kc.k.data() + size_t(cl) * kc.capacity * kvd + kvh * Hd + start * kvd;
+                    vbase = kc.v.data() + size_t(cl) * kc.capacity * kvd + kvh * Hd + start * kvd;
                 } else {
                     kbuf.resize(size_t(n * Hd));
                     vbuf.resize(size_t(n * Hd));
-                    kc.read(l, kvh, start, pos + 1, false, kbuf.data());
-                    kc.read(l, kvh, start, pos + 1, true, vbuf.data());
+                    kc.read(cl, kvh, start, pos + 1, false, kbuf.data());
+                    kc.read(cl, kvh, start, pos + 1, true, vbuf.data());
                     kbase = kbuf.data();
                     vbase = vbuf.data();
                     ld = Hd;
@@ -204,7 +225,7 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const int32_t* t
 
         // SwiGLU MLP.
 #pragma omp parallel for num_threads(nt) schedule(static) if (N * D >= kParallelMin)
-        for (int64_t i = 0; i < N; ++i) rmsnorm(h.data() + i * D, x.data() + i * D, L.ffn_norm, D, c.norm_eps);
+        for (int64_t i = 0; i < N; ++i) rmsnorm(h.data() + i * D, x + i * D, L.ffn_norm, D, c.norm_eps);
         if (obs) obs->observe(l, OBS_MLP_IN, h.data(), N, D, D);
         linear_forward(L.gate, h.data(), N, g.data());
         linear_forward(L.up, h.data(), N, u.data());
@@ -214,9 +235,6 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const int32_t* t
         linear_forward(L.down, g.data(), N, h.data());
         for (int64_t i = 0; i < N * D; ++i) x[i] += h[i];
     }
-    for (int64_t b = 0; b < B; ++b) caches[b]->len += T;
-
-    final_norm_logits(x.data(), h.data(), w.final_norm, c.norm_eps, w.lm_head, B, T, D, all_logits, obs, c.n_layers, logits);
 }
 
 }  // namespace quellm

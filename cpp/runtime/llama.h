@@ -62,8 +62,8 @@ struct LlamaWeights {
     std::vector<float> inv_freq;       // (Hd/2) RoPE frequencies, scaling already applied
 };
 
-// One sequence's keys (after RoPE) and values, every layer.
-// Keys (after RoPE, and the Hadamard rotation when kv.hadamard) and values of one sequence.
+// Keys (after RoPE, and the Hadamard rotation when kv.hadamard) and values of one sequence, for
+// every layer or for a run of `n_layers` consecutive layers (layer-by-layer calibration).
 struct KVCache {
     int64_t capacity = 0;   // S
     int64_t len = 0;        // positions filled
@@ -72,7 +72,7 @@ struct KVCache {
     std::vector<float> k, v;        // f32: (n_layers, S, Hk, Hd)
     std::vector<uint8_t> kc, vc;    // quantized: (n_layers, S, Hk, row_bytes(Hd)) codes
     std::vector<float> kp, vp;      // quantized: (n_layers, S, Hk, 2) scale, zero
-    KVCache(const LlamaConfig& c, int64_t cap);
+    KVCache(const LlamaConfig& c, int64_t cap, int64_t layers = 0);  // layers 0: all of the model's
     // Write position pos of layer l: k, v (Hk·Hd) each. False if a value is not finite.
     bool store(int64_t l, int64_t pos, const float* krow, const float* vrow);
     // Positions [p0, p1) of KV head h of layer l, as f32 (p1 − p0, Hd) — dequantized if needed.
@@ -85,5 +85,11 @@ struct KVCache {
 // obs (nullable) accumulates calibration statistics at every quantization point.
 void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const int32_t* tokens, int64_t B, int64_t T,
                    KVCache* const* caches, bool all_logits, float* logits, Observers* obs = nullptr);
+
+// Layers [l0, l1) of the forward pass on the residual stream x (B·T, D), in place: what
+// llama_forward does between the embedding and the final norm. The caches hold every layer, or
+// exactly l1 − l0 layers (cache layer l − l0); positions cache.len.., and len is not advanced.
+void llama_layers(const LlamaConfig& c, const LlamaWeights& w, float* x, int64_t B, int64_t T, int64_t l0, int64_t l1,
+                  KVCache* const* caches, Observers* obs = nullptr);
 
 }  // namespace quellm

@@ -17,26 +17,53 @@
 
 namespace quellm {
 
-MambaState::MambaState(const MambaConfig& c)
-    : conv(size_t(c.n_layers * c.d_inner * (c.d_conv - 1)), 0.0f), ssm(size_t(c.n_layers * c.d_inner * c.d_state), 0.0f) {}
+MambaState::MambaState(const MambaConfig& c, int64_t layers) : n_layers(layers ? layers : c.n_layers) {
+    QUELLM_CHECK(layers >= 0 && layers <= c.n_layers, "MambaState: layers must be in [0, ", c.n_layers, "], got ", layers);
+    conv.assign(size_t(n_layers * c.d_inner * (c.d_conv - 1)), 0.0f);
+    ssm.assign(size_t(n_layers * c.d_inner * c.d_state), 0.0f);
+}
 
 void mamba_forward(const MambaConfig& c, const MambaWeights& w, const int32_t* tokens, int64_t B, int64_t T,
                    MambaState* const* states, bool all_logits, float* logits, Observers* obs) {
-    const int64_t D = c.dim, Di = c.d_inner, Ns = c.d_state, K = c.d_conv, R = c.dt_rank, V = c.vocab_size;
-    const int64_t N = B * T, P = R + 2 * Ns;
+    const int64_t D = c.dim, V = c.vocab_size, N = B * T;
     QUELLM_CHECK(B >= 1 && T >= 1, "forward: need at least one token per sequence");
     for (int64_t i = 0; i < N; ++i)
         QUELLM_CHECK(tokens[i] >= 0 && tokens[i] < V, "forward: token id ", tokens[i], " out of range [0, ", V, ")");
-    for (int64_t b = 0; b < B; ++b) QUELLM_CHECK(states[b] != nullptr, "forward: null state");
+    for (int64_t b = 0; b < B; ++b)
+        QUELLM_CHECK(states[b] != nullptr && states[b]->n_layers == c.n_layers,
+                     "forward: the state was made for another model; make new states");
+    std::vector<float> x(N * D), h(N * D);  // residual stream, normed rows for the head
+    for (int64_t i = 0; i < N; ++i) std::copy_n(w.embed + int64_t(tokens[i]) * D, D, x.data() + i * D);
+    mamba_layers(c, w, x.data(), B, T, 0, c.n_layers, states, obs);
+    for (int64_t b = 0; b < B; ++b) states[b]->len += T;
+    final_norm_logits(x.data(), h.data(), w.norm_f, c.norm_eps, w.lm_head, B, T, D, all_logits, obs, c.n_layers, logits);
+}
+
+void mamba_layers(const MambaConfig& c, const MambaWeights& w, float* x, int64_t B, int64_t T, int64_t l0, int64_t l1,
+                  MambaState* const* states, Observers* obs) {
+    const int64_t D = c.dim, Di = c.d_inner, Ns = c.d_state, K = c.d_conv, R = c.dt_rank;
+    const int64_t N = B * T, P = R + 2 * Ns;
+    QUELLM_CHECK(B >= 1 && T >= 1, "forward: need at least one token per sequence");
+    QUELLM_CHECK(0 <= l0 && l0 <= l1 && l1 <= c.n_layers, "forward: layers [", l0, ", ", l1, ") out of range [0, ",
+                 c.n_layers, "]");
+    QUELLM_CHECK(states[0] != nullptr, "forward: null state");
+    const int64_t state_layers = states[0]->n_layers;
+    QUELLM_CHECK(state_layers == c.n_layers || state_layers == l1 - l0, "forward: states of ", state_layers,
+                 " layers cannot serve layers [", l0, ", ", l1, ")");
+    for (int64_t b = 0; b < B; ++b)
+        QUELLM_CHECK(states[b] != nullptr && states[b]->n_layers == state_layers &&
+                         states[b]->conv.size() == size_t(state_layers * Di * (K - 1)) &&
+                         states[b]->ssm.size() == size_t(state_layers * Di * Ns),
+                     "forward: the state was made for another model; make new states");
+    const int64_t base = state_layers == c.n_layers ? 0 : l0;  // state layer = l - base
     const int nt = num_threads();
 
-    std::vector<float> x(N * D), h(N * D), xz(N * 2 * Di), u(N * Di), dbc(N * P), dt(N * Di), y(N * Di);
-    for (int64_t i = 0; i < N; ++i) std::copy_n(w.embed + int64_t(tokens[i]) * D, D, x.data() + i * D);
-
-    for (int64_t l = 0; l < c.n_layers; ++l) {
+    std::vector<float> h(N * D), xz(N * 2 * Di), u(N * Di), dbc(N * P), dt(N * Di), y(N * Di);
+    for (int64_t l = l0; l < l1; ++l) {
         const MambaLayer& L = w.layers[l];
+        const int64_t sl = l - base;
 #pragma omp parallel for num_threads(nt) schedule(static) if (N * D >= kParallelMin)
-        for (int64_t i = 0; i < N; ++i) rmsnorm(h.data() + i * D, x.data() + i * D, L.norm, D, c.norm_eps);
+        for (int64_t i = 0; i < N; ++i) rmsnorm(h.data() + i * D, x + i * D, L.norm, D, c.norm_eps);
         if (obs) obs->observe(l, OBS_MAMBA_IN, h.data(), N, D, D);
         linear_forward(L.in_proj, h.data(), N, xz.data());
 
@@ -44,7 +71,7 @@ void mamba_forward(const MambaConfig& c, const MambaWeights& w, const int32_t* t
 #pragma omp parallel for num_threads(nt) schedule(static) if (N * Di * K >= kParallelMin)
         for (int64_t bc = 0; bc < B * Di; ++bc) {
             const int64_t b = bc / Di, ch = bc % Di;
-            float* cs = states[b]->conv.data() + (l * Di + ch) * (K - 1);
+            float* cs = states[b]->conv.data() + (sl * Di + ch) * (K - 1);
             const float* wk = L.conv_w + ch * K;
             float win[64];  // K <= 64 (checked at model construction)
             for (int64_t k = 0; k < K - 1; ++k) win[k] = cs[k];
@@ -75,7 +102,7 @@ void mamba_forward(const MambaConfig& c, const MambaWeights& w, const int32_t* t
 #pragma omp parallel for num_threads(nt) schedule(static)
         for (int64_t bc = 0; bc < B * Di; ++bc) {
             const int64_t b = bc / Di, ch = bc % Di;
-            float* hs = states[b]->ssm.data() + (l * Di + ch) * Ns;
+            float* hs = states[b]->ssm.data() + (sl * Di + ch) * Ns;
             const float* A = L.A.data() + ch * Ns;
             for (int64_t t = 0; t < T; ++t) {
                 const int64_t i = b * T + t;
@@ -90,9 +117,6 @@ void mamba_forward(const MambaConfig& c, const MambaWeights& w, const int32_t* t
         linear_forward(L.out_proj, y.data(), N, h.data());
         for (int64_t i = 0; i < N * D; ++i) x[i] += h[i];
     }
-    for (int64_t b = 0; b < B; ++b) states[b]->len += T;
-
-    final_norm_logits(x.data(), h.data(), w.norm_f, c.norm_eps, w.lm_head, B, T, D, all_logits, obs, c.n_layers, logits);
 }
 
 }  // namespace quellm

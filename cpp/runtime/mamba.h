@@ -37,16 +37,23 @@ struct MambaWeights {
 };
 
 // One sequence's recurrent state, every layer.
+// One sequence's recurrent state, for every layer or for a run of n_layers consecutive layers.
 struct MambaState {
     int64_t len = 0;                 // tokens consumed
+    int64_t n_layers = 0;
     std::vector<float> conv;         // (n_layers, Di, K-1): the newest K-1 pre-conv inputs, oldest first
     std::vector<float> ssm;          // (n_layers, Di, N)
-    explicit MambaState(const MambaConfig& c);
+    explicit MambaState(const MambaConfig& c, int64_t layers = 0);  // layers 0: all of the model's
 };
 
 // B sequences of T new tokens each; logits (B, T, V) if all_logits else (B, V).
 // obs (nullable) accumulates calibration statistics at every quantization point.
 void mamba_forward(const MambaConfig& c, const MambaWeights& w, const int32_t* tokens, int64_t B, int64_t T,
                    MambaState* const* states, bool all_logits, float* logits, Observers* obs = nullptr);
+
+// Layers [l0, l1) on the residual stream x (B·T, D), in place (see llama_layers): the states hold
+// every layer or exactly l1 − l0 layers; len is not advanced.
+void mamba_layers(const MambaConfig& c, const MambaWeights& w, float* x, int64_t B, int64_t T, int64_t l0, int64_t l1,
+                  MambaState* const* states, Observers* obs = nullptr);
 
 }  // namespace quellm

@@ -37,8 +37,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import QuellmError
+from . import layerwise as _layerwise
 from . import quarot as _quarot
+from .calibrate import calibration_windows
+from .errors import QuellmError
 from .quant import LinearSpec, QuantLinear, fit_group
 
 __all__ = ["Recipe", "get", "names", "rtn", "w8a8", "w4a16", "w4a8", "w4a4", "mxfp4", "ovp4", "gptq", "quarot", "smoothquant",
@@ -393,7 +395,8 @@ def _hessian(stats: Any, kind: str, layer: int, s: np.ndarray | None) -> np.ndar
     return h
 
 
-def quantize(model: Any, recipe: Recipe | str, calibration: Any = None) -> Any:
+def quantize(model: Any, recipe: Recipe | str, calibration: Any = None, data: Any = None, *, n_samples: int = 32,
+             seq_len: int = 512, seed: int = 0, batch: int = 8, progress: bool | None = None) -> Any:
     """A quantized copy of ``model`` (same family and interface), running ``recipe`` on the
     low-bit kernels. The float model and its arrays are left as they were.
 
@@ -401,7 +404,12 @@ def quantize(model: Any, recipe: Recipe | str, calibration: Any = None) -> Any:
         model: a float :class:`~quellm.models.CausalLM` (loaded with :func:`quellm.load`).
         recipe: a :class:`Recipe` or a name for :func:`get`.
         calibration: :class:`~quellm.Stats` of this model (required for smoothing and the
-            weight clip search).
+            weight clip search; its ``XᵀX`` serve GPTQ unless ``data`` is given).
+        data: calibration text or token windows ``(n, seq_len)``: quantize layer by layer
+            (:mod:`quellm.layerwise`): each layer's Hessians (GPTQ, clip search) come from the
+            outputs of the already-quantized layers before it, and only one layer's ``XᵀX`` is held
+            at a time. ``n_samples``/``seq_len``/``seed`` draw windows from a text as
+            :func:`~quellm.calibrate` does; ``batch`` windows run per call.
 
     Returns:
         The quantized model: ``.recipe``, ``.quant_layers`` (name → :class:`QuantLinear`),
@@ -409,13 +417,14 @@ def quantize(model: Any, recipe: Recipe | str, calibration: Any = None) -> Any:
 
     Raises:
         QuellmError: statistics missing or from another model, a spec with no kernel for a
-            layer's shape (e.g. a group that does not divide its inputs).
+            layer's shape (e.g. a group that does not divide its inputs), non-finite activations.
     """
     if isinstance(recipe, str):
         recipe = get(recipe)
     if getattr(model, "recipe", None) is not None:
         raise QuellmError("quantize: the model is already quantized; start from the float model")
-    if recipe.needs_calibration and calibration is None:
+    layerwise = data is not None
+    if calibration is None and (recipe.smooth or (recipe.needs_calibration and not layerwise)):
         raise QuellmError(f"recipe {recipe.name} needs calibration statistics (quellm.calibrate(model, text))")
     if calibration is not None:
         calibration.check_model(model)
@@ -428,25 +437,46 @@ def quantize(model: Any, recipe: Recipe | str, calibration: Any = None) -> Any:
         tensors, gains = _quarot.fuse_norms(tensors, model.config, model.embedding_name)
         tensors, Q = _quarot.rotate_residual(tensors, model.config, model.embedding_name, recipe.seed)
     smooth = _smooth(model, tensors, recipe, calibration) if recipe.smooth else {}
-    quant: dict[str, QuantLinear] = {}
-    for name, kind, layer in linear_layers(model):
+
+    def make_layer(name: str, kind: str, layer: int, h: np.ndarray | None) -> QuantLinear | None:
+        """Quantize one linear; ``h`` is its input XᵀX in the transformed model (layerwise) or
+        None (then taken from the statistics of the float model and transformed here)."""
         spec = recipe.spec_for(name)
         if spec is None:
-            continue
+            return None
         w = tensors.get(name + ".weight")
         if w is None:  # tied LM head
             w = tensors[model.embedding_name]
         if spec.w_format not in ("mxfp4", "ovp4") and spec.a_format != "mxfp4":
             spec = dataclasses.replace(spec, group=fit_group(spec.group, w.shape[1]))
-        h = (_hessian(calibration, kind, layer, smooth.get(f"{kind}/{layer}"))
-             if spec.w_clip == "search" or spec.w_method == "gptq" else None)
-        if recipe.rotate:  # the inputs changed: x -> (x / γ)·Q for the linears reading the residual
-            reads_residual = kind in ("attn_in", "mlp_in", "lm_head_in")
-            h = _quarot.input_transform(h, gains.get(f"{kind}/{layer}"), Q if reads_residual else None)
+        if not (spec.w_clip == "search" or spec.w_method == "gptq"):
+            h = None
+        elif not layerwise:
+            h = _hessian(calibration, kind, layer, smooth.get(f"{kind}/{layer}"))
+            if recipe.rotate:  # the inputs changed: x -> (x / γ)·Q for the linears reading the residual
+                reads_residual = kind in ("attn_in", "mlp_in", "lm_head_in")
+                h = _quarot.input_transform(h, gains.get(f"{kind}/{layer}"), Q if reads_residual else None)
         try:
-            quant[name] = QuantLinear(w, tensors.pop(name + ".bias", None), spec, hessian=h)
+            q = QuantLinear(w, tensors.get(name + ".bias"), spec, hessian=h)
         except ValueError as e:  # QuellmError, or what the C++ layer rejects
             raise QuellmError(f"quantize: layer {name}: {e}") from None
+        tensors.pop(name + ".bias", None)  # the quantized layer carries it
+        return q
+
+    if layerwise:
+        if isinstance(data, str):
+            toks = model.encode(data)
+            if not toks:
+                raise QuellmError("quantize: calibration text is empty")
+            data = calibration_windows(toks, n_samples, seq_len, seed)
+        quant = _layerwise.quantize_layerwise(model, tensors, recipe, linear_layers(model), make_layer, data,
+                                              batch=batch, progress=progress)
+    else:
+        quant = {}
+        for name, kind, layer in linear_layers(model):
+            q = make_layer(name, kind, layer, None)
+            if q is not None:
+                quant[name] = q
     return model.with_quantized(tensors, quant, recipe)
 
 

@@ -151,6 +151,17 @@ class CausalLM:
     def _forward(self, tokens: np.ndarray, state: Any, all_logits: bool, observers: Any) -> np.ndarray:
         raise NotImplementedError
 
+    def _layer_states(self, batch: int, capacity: int, n_layers: int) -> list[Any]:
+        """Fresh runtime states holding ``n_layers`` consecutive layers."""
+        raise NotImplementedError
+
+    #: Name of the final norm's gain and its epsilon (the lm_head reads its output).
+    final_norm_name: str = ""
+
+    @property
+    def norm_eps(self) -> float:
+        raise NotImplementedError
+
     # ---- shared ------------------------------------------------------------------------------
     @property
     def vocab_size(self) -> int:
@@ -191,6 +202,27 @@ class CausalLM:
             state = self.new_state(arr.shape[0], arr.shape[1])
         out = self._forward(arr, state, all_logits, observers)
         return out[0] if single else out
+
+    def forward_layers(self, hidden: Any, start: int, stop: int, *, observers: Any = None) -> np.ndarray:
+        """Decoder layers ``[start, stop)`` on the residual stream of fresh sequences.
+
+        ``hidden`` is float32 ``(B, T, hidden_size)`` at positions ``0 … T−1`` (for ``start = 0``:
+        the token embeddings); returns the stream after layer ``stop − 1`` as a new array (the
+        input is not modified). Layer-by-layer calibration and GPTQ use it to carry a
+        calibration batch through the network one layer at a time.
+        """
+        x = np.asarray(hidden)
+        L = int(self.config.num_hidden_layers)
+        if x.ndim != 3 or x.shape[2] != self.config.hidden_size or x.shape[0] < 1 or x.shape[1] < 1:
+            raise QuellmError(f"forward_layers: hidden must have shape (B, T, {self.config.hidden_size}), got {x.shape}")
+        if not 0 <= start <= stop <= L:
+            raise QuellmError(f"forward_layers: layers [{start}, {stop}) out of range [0, {L}]")
+        if x.shape[1] > self.max_len:
+            raise QuellmError(f"forward_layers: {x.shape[1]} positions exceed the model's {self.max_len}")
+        if stop == start:
+            return np.array(x, np.float32)
+        states = self._layer_states(x.shape[0], x.shape[1], stop - start)
+        return self._rt.forward_layers(np.ascontiguousarray(x, np.float32), states, start, stop, observers)
 
     # ---- text ---------------------------------------------------------------------------------
     def _need_tokenizer(self) -> Any:

@@ -35,6 +35,7 @@ class LlamaModel(CausalLM):
 
     family = "llama"
     embedding_name = "model.embed_tokens.weight"
+    final_norm_name = "model.norm.weight"
 
     def __init__(self, config: LlamaConfig, tensors: dict[str, np.ndarray], tokenizer: Any = None, path: Any = None):
         super().__init__(config, tokenizer, path)
@@ -77,6 +78,13 @@ class LlamaModel(CausalLM):
         if not 1 <= cap <= self.max_len:
             raise QuellmError(f"cache capacity must be in [1, {self.max_len}] (max_position_embeddings), got {cap}")
         return LlamaState([_core.KVCache(self._rt, cap) for _ in range(batch)])
+
+    @property
+    def norm_eps(self) -> float:
+        return float(self.config.rms_norm_eps)
+
+    def _layer_states(self, batch: int, capacity: int, n_layers: int) -> list[Any]:
+        return [_core.KVCache(self._rt, capacity, n_layers) for _ in range(batch)]
 
     def _forward(self, tokens: np.ndarray, state: LlamaState, all_logits: bool, observers: Any) -> np.ndarray:
         if not isinstance(state, LlamaState) or state.batch != tokens.shape[0]:

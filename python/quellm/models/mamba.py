@@ -43,6 +43,7 @@ class MambaModel(CausalLM):
 
     family = "mamba"
     embedding_name = "backbone.embeddings.weight"
+    final_norm_name = "backbone.norm_f.weight"
 
     def __init__(self, config: MambaConfig, tensors: dict[str, np.ndarray], tokenizer: Any = None, path: Any = None):
         super().__init__(config, tokenizer, path)
@@ -71,6 +72,13 @@ class MambaModel(CausalLM):
 
     def new_state(self, batch: int = 1, capacity: int | None = None) -> MambaSeqState:
         return MambaSeqState([_core.MambaState(self._rt) for _ in range(batch)], self)
+
+    @property
+    def norm_eps(self) -> float:
+        return float(self.config.layer_norm_epsilon)
+
+    def _layer_states(self, batch: int, capacity: int, n_layers: int) -> list[Any]:
+        return [_core.MambaState(self._rt, n_layers) for _ in range(batch)]
 
     def _forward(self, tokens: np.ndarray, state: MambaSeqState, all_logits: bool, observers: Any) -> np.ndarray:
         if not isinstance(state, MambaSeqState) or state.batch != tokens.shape[0]:
