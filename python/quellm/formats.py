@@ -589,19 +589,21 @@ class Format:
         """Parameters of the C++ call (``FormatParams``), without the buffers."""
         return {}
 
-    def _encode_cpp(self, x2: np.ndarray, ref: bool = False, **kw: Any) -> Blocks:
-        """Encode the ``(rows, K)`` float32 matrix with the C++ kernels; ``kw`` as encode."""
-        rows, k = x2.shape
+    def _planes(self, rows: int, k: int) -> tuple[Blocks, int]:
+        """Uninitialised output planes of a ``(rows, K)`` encode, and the number of scales."""
         info = self.info
         ns = 1 if info.scale_granularity == "tensor" else rows * k // (info.block_size or k)
-        codes = np.empty((rows, k * info.element_bits // 8), np.uint8)
-        scales = np.empty(ns, np.float32 if info.scale_dtype == "f32" else np.uint8)
-        zeros = np.empty(ns, _F32) if info.zero_point else None
-        ts = np.empty(1, _F32) if info.tensor_scale else None
-        params = self._cpp_params()
-        params.update(self._cpp_given(x2, ns, scales, zeros, ts, **kw))
-        _call_core(_core.format_encode, self.name, x2, codes, scales, zeros, ts, ref, params)
-        return Blocks(codes, scales, zeros, ts)
+        return Blocks(np.empty((rows, k * info.element_bits // 8), np.uint8),
+                      np.empty(ns, np.float32 if info.scale_dtype == "f32" else np.uint8),
+                      np.empty(ns, _F32) if info.zero_point else None,
+                      np.empty(1, _F32) if info.tensor_scale else None), ns
+
+    def _encode_cpp(self, x2: np.ndarray, ref: bool = False, **kw: Any) -> Blocks:
+        """Encode the ``(rows, K)`` float32 matrix with the C++ kernels; ``kw`` as encode."""
+        b, ns = self._planes(*x2.shape)
+        params = self._cpp_params() | self._cpp_given(x2, ns, b.scales, b.zeros, b.tensor_scale, **kw)
+        _call_core(_core.format_encode, self.name, x2, b.codes, b.scales, b.zeros, b.tensor_scale, ref, params)
+        return b
 
     def _cpp_given(self, x2: np.ndarray, ns: int, scales: np.ndarray, zeros: np.ndarray | None,
                    ts: np.ndarray | None, **kw: Any) -> dict[str, Any]:
@@ -963,8 +965,8 @@ class OvpFormat(Format):
     def _qdq(self, g: np.ndarray, s: np.ndarray, codes: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         with np.errstate(over="ignore"):
             v = g / s[:, None]
-        q, code = self.t.quantize(v, self.keep_larger, codes)
-        return (q.astype(_F32) * s[:, None]).astype(_F32), code
+            q, code = self.t.quantize(v, self.keep_larger, codes)
+            return (q.astype(_F32) * s[:, None]).astype(_F32), code  # may overflow to inf near f32 max
 
     def search_scale(self, xb: np.ndarray, backend: str = "auto") -> tuple[np.ndarray, np.ndarray]:
         """§1.4 step 1 on ``(n, K)`` float32 blocks: float32 scales ``(n,)`` (``(1,)`` per tensor) and
