@@ -71,11 +71,12 @@ QUELLM_HD QUELLM_INLINE bool f32_bits_finite(uint32_t u) { return (u & 0x7F80000
 struct ElemSpec {
     int bits, ebits, mbits, bias, max_code, nan_code, inf_code;  // codes are magnitudes (E|M); -1: none
 };
-constexpr ElemSpec kE2M1{4, 2, 1, 1, 0x07, -1, -1};
-constexpr ElemSpec kE2M3{6, 2, 3, 1, 0x1F, -1, -1};
-constexpr ElemSpec kE3M2{6, 3, 2, 3, 0x1F, -1, -1};
-constexpr ElemSpec kE4M3{8, 4, 3, 7, 0x7E, 0x7F, -1};
-constexpr ElemSpec kE5M2{8, 5, 2, 15, 0x7B, 0x7F, 0x7C};
+// Functions rather than constexpr globals: device code cannot take a namespace-scope variable's address.
+QUELLM_HD QUELLM_INLINE constexpr ElemSpec spec_e2m1() { return ElemSpec{4, 2, 1, 1, 0x07, -1, -1}; }
+QUELLM_HD QUELLM_INLINE constexpr ElemSpec spec_e2m3() { return ElemSpec{6, 2, 3, 1, 0x1F, -1, -1}; }
+QUELLM_HD QUELLM_INLINE constexpr ElemSpec spec_e3m2() { return ElemSpec{6, 3, 2, 3, 0x1F, -1, -1}; }
+QUELLM_HD QUELLM_INLINE constexpr ElemSpec spec_e4m3() { return ElemSpec{8, 4, 3, 7, 0x7E, 0x7F, -1}; }
+QUELLM_HD QUELLM_INLINE constexpr ElemSpec spec_e5m2() { return ElemSpec{8, 5, 2, 15, 0x7B, 0x7F, 0x7C}; }
 
 // Element code of |x| / 2^offset (x finite or ±Inf, as float32 bits u), saturating to max_code,
 // sign kept (so a negative value rounding to 0 gives −0). formats._float_codes: target
@@ -171,13 +172,13 @@ QUELLM_HD QUELLM_INLINE float nvfp4_tensor_scale(float amax) {
 // Block scale code sb = e4m3((amax_b / 6) / ts) (RNE, saturating) and the divisor d = value(sb)·ts.
 QUELLM_HD QUELLM_INLINE uint32_t nvfp4_block_scale(float amax_b, float ts, float* d) {
     const float r = (amax_b / 6.0f) / ts;
-    const uint32_t sb = elem_encode_f32(r, kE4M3, false);
-    *d = elem_value(sb, kE4M3) * ts;
+    const uint32_t sb = elem_encode_f32(r, spec_e4m3(), false);
+    *d = elem_value(sb, spec_e4m3()) * ts;
     return sb;
 }
 
 QUELLM_HD QUELLM_INLINE uint32_t nvfp4_encode(float x, float d, bool rna) {
-    return d > 0.0f ? elem_encode(f32_to_bits(x / d), kE2M1, 0, rna) : 0u;
+    return d > 0.0f ? elem_encode(f32_to_bits(x / d), spec_e2m1(), 0, rna) : 0u;
 }
 
 // ---- int4 / int8 -----------------------------------------------------------------------------

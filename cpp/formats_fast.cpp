@@ -105,7 +105,7 @@ struct Luts {
     float uint[256];      // unsigned value
     float bfp[3][256];    // sign-magnitude value, m = 4, 6, 8
     Luts() {
-        const ElemSpec specs[5] = {kE2M1, kE2M3, kE3M2, kE4M3, kE5M2};
+        const ElemSpec specs[5] = {spec_e2m1(), spec_e2m3(), spec_e3m2(), spec_e4m3(), spec_e5m2()};
         for (int c = 0; c < 256; ++c) {
             for (int i = 0; i < 5; ++i) elem[i][c] = elem_value(uint32_t(c) & ((1u << specs[i].bits) - 1u), specs[i]);
             mxint8[c] = float(int8_t(uint8_t(c))) / 64.0f;
@@ -383,7 +383,7 @@ void nvfp4_encode(const FormatParams& p) {
                 }
                 float d;
                 sc[r * nbr + j] = uint8_t(nvfp4_block_scale(bits_to_f32(am), ts, &d));
-                if (d > 0.0f) kn.elem_quant(x, QK_NVFP4, d, kE2M1, 0, p.rna, c);
+                if (d > 0.0f) kn.elem_quant(x, QK_NVFP4, d, spec_e2m1(), 0, p.rna, c);
                 else std::fill(c, c + QK_NVFP4, uint8_t(0));
             }
             kn.pack4(tmp.data(), p.K, p.codes + r * (p.K / 2));

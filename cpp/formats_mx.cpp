@@ -20,11 +20,11 @@ namespace quellm {
 ElemSpec mx_elem_spec(FormatType t, int* emax) {
     ElemSpec s{};
     switch (t) {
-        case QUELLM_TYPE_MXFP8_E4M3: s = kE4M3; break;
-        case QUELLM_TYPE_MXFP8_E5M2: s = kE5M2; break;
-        case QUELLM_TYPE_MXFP6_E3M2: s = kE3M2; break;
-        case QUELLM_TYPE_MXFP6_E2M3: s = kE2M3; break;
-        case QUELLM_TYPE_MXFP4: s = kE2M1; break;
+        case QUELLM_TYPE_MXFP8_E4M3: s = spec_e4m3(); break;
+        case QUELLM_TYPE_MXFP8_E5M2: s = spec_e5m2(); break;
+        case QUELLM_TYPE_MXFP6_E3M2: s = spec_e3m2(); break;
+        case QUELLM_TYPE_MXFP6_E2M3: s = spec_e2m3(); break;
+        case QUELLM_TYPE_MXFP4: s = spec_e2m1(); break;
         default: break;  // MXINT8
     }
     *emax = s.bits ? (s.max_code >> s.mbits) - s.bias : 0;
@@ -138,7 +138,7 @@ void nvfp4_decode_ref(const FormatParams& p) {
     const float ts = p.tensor_scale[0];
     for (int64_t e = 0; e < n; ++e) {
         const uint32_t c = (p.codes[e / 2] >> (4 * (e & 1))) & 0xFu;
-        p.y[e] = (elem_value(c, kE2M1) * elem_value(sc[e / QK_NVFP4], kE4M3)) * ts;
+        p.y[e] = (elem_value(c, spec_e2m1()) * elem_value(sc[e / QK_NVFP4], spec_e4m3())) * ts;
     }
 }
 

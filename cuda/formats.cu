@@ -188,7 +188,7 @@ __global__ void decode_kernel(Args a, int64_t chunks) {
             else if (a.fam == BFP)
                 y[i] = bfp_value(c[i], sc, a.bits);
             else
-                y[i] = (elem_value(c[i], kE2M1) * elem_value(sc, kE4M3)) * p.tensor_scale[0];
+                y[i] = (elem_value(c[i], spec_e2m1()) * elem_value(sc, spec_e4m3())) * p.tensor_scale[0];
         }
     }
     for (int i = 0; i < a.chunk; ++i) p.y[e0 + i] = isnan(y[i]) ? bits_to_f32(kF32NaNBits) : y[i];
@@ -223,8 +223,8 @@ void format_encode_cuda(const FormatParams& p, void* stream_ptr) {
     const char* nm = format_traits(p.type).name;
     QUELLM_CHECK(a.fam != OVP || p.scales_given, nm, ": the CUDA encoder needs the scales (search in formats.py)");
     const int64_t n = p.rows * p.K, units = n / a.blen, chunks = n / a.chunk;
-    DeviceBuffer<uint32_t> am(size_t(units));
-    DeviceBuffer<float> mn(size_t(units)), mx(size_t(units));
+    DeviceBuffer<uint32_t> am{size_t(units)};
+    DeviceBuffer<float> mn{size_t(units)}, mx{size_t(units)};
     DeviceBuffer<unsigned long long> err(2);
     DeviceBuffer<unsigned int> ts_bits(1);
     DeviceBuffer<OvpTables> ovp(1);
