@@ -246,16 +246,26 @@ QUELLM_HD QUELLM_INLINE int ovp_snap(const OvpTables& t, float v) {
     return lo + ((lo < t.n - 1 && t.mids[lo] == v && t.tie_up[lo]) ? 1 : 0);
 }
 
+// The pair rule on snapped values: v0, v1 = x/s, grid values q0, q1 with codes k0, k1. An
+// element beyond normal_max is an outlier; the first outlier of a pair is kept (keep_larger:
+// the larger |v|, ties the first) and its partner becomes the victim (identifier code).
+QUELLM_HD QUELLM_INLINE void ovp_pair_rule(float v0, float v1, float q0, float q1, uint32_t k0, uint32_t k1,
+                                          float normal_max, uint32_t ident, bool keep_larger, uint32_t* c0,
+                                          uint32_t* c1) {
+    const bool o0 = fabsf(q0) > normal_max, o1 = fabsf(q1) > normal_max;
+    const bool keep0 = o0 && (!keep_larger || !o1 || fabsf(v0) >= fabsf(v1));
+    const bool victim1 = keep0, victim0 = o1 && !keep0;
+    *c0 = victim0 ? ident : k0;
+    *c1 = victim1 ? ident : k1;
+}
+
 // One pair (x0, x1) at scale s: codes c0, c1 after the outlier-victim rule.
 QUELLM_HD QUELLM_INLINE void ovp_encode_pair(const OvpTables& t, float x0, float x1, float s, bool keep_larger,
                                             uint32_t* c0, uint32_t* c1) {
     const float v0 = x0 / s, v1 = x1 / s;
     const int i0 = ovp_snap(t, v0), i1 = ovp_snap(t, v1);
-    const bool o0 = fabsf(t.grid[i0]) > t.normal_max, o1 = fabsf(t.grid[i1]) > t.normal_max;
-    const bool keep0 = o0 && (!keep_larger || !o1 || fabsf(v0) >= fabsf(v1));
-    const bool victim1 = keep0, victim0 = o1 && !keep0;
-    *c0 = victim0 ? uint32_t(t.ident) : t.codes[i0];
-    *c1 = victim1 ? uint32_t(t.ident) : t.codes[i1];
+    ovp_pair_rule(v0, v1, t.grid[i0], t.grid[i1], t.codes[i0], t.codes[i1], t.normal_max, uint32_t(t.ident),
+                  keep_larger, c0, c1);
 }
 
 QUELLM_HD QUELLM_INLINE void ovp_decode_pair(const OvpTables& t, uint32_t c0, uint32_t c1, float s, float* y0,

@@ -52,6 +52,9 @@ void fixed_quant_s(const float* x, int64_t n, int base, uint32_t qmax, int smb, 
 void lut_decode_s(const uint8_t* c, int64_t n, const float* lut, float z, float s1, float s2, float* y) {
     for (int64_t i = 0; i < n; ++i) y[i] = ((lut[c[i]] - z) * s1) * s2;
 }
+void ovp_quant_s(const float* x, int64_t n, float s, const OvpSnap& t, bool keep_larger, uint8_t* out) {
+    for (int64_t j = 0; j < n; j += 2) ovp_quant_pair(x + j, s, t, keep_larger, out + j);
+}
 void pack4_s(const uint8_t* c, int64_t n, uint8_t* out) {
     for (int64_t j = 0; j < n / 2; ++j) out[j] = uint8_t(c[2 * j] | (c[2 * j + 1] << 4));
 }
@@ -62,8 +65,24 @@ void unpack4_s(const uint8_t* in, int64_t n, uint8_t* c) {
     }
 }
 
-const FormatKernels kScalar = {absmax_bits_s, minmax_s, int_quant_s, elem_quant_s,
-                               fixed_quant_s, lut_decode_s, pack4_s, unpack4_s};
+const FormatKernels kScalar = {absmax_bits_s, minmax_s, int_quant_s, elem_quant_s, fixed_quant_s,
+                               lut_decode_s, ovp_quant_s, pack4_s, unpack4_s};
+
+OvpSnap make_ovp_snap(FormatType type) {
+    const OvpTables& t = ovp_tables(type);
+    OvpSnap f;
+    f.lim = int(2.0f * t.grid[t.n - 1]) + 2;
+    f.ident = t.ident;
+    f.bits = t.bits;
+    f.normal_max = t.normal_max;
+    for (int c = -f.lim; c <= f.lim; ++c) {
+        f.inside.push_back(ovp_snap(t, float(2 * c + 1) / 4.0f));
+        f.edge.push_back(ovp_snap(t, float(c) / 2.0f));
+    }
+    f.grid.assign(t.grid, t.grid + t.n);
+    f.codes.assign(t.codes, t.codes + t.n);
+    return f;
+}
 
 const FormatKernels& kernels() {
     switch (active_isa()) {
@@ -149,6 +168,13 @@ int threads_for(int64_t rows) { return int(std::max<int64_t>(1, std::min<int64_t
 }  // namespace
 
 const FormatKernels& format_kernels_scalar() { return kScalar; }
+
+const OvpSnap& ovp_snap_table(FormatType t) {
+    static const OvpSnap t4 = make_ovp_snap(QUELLM_TYPE_OVP4);
+    static const OvpSnap tf = make_ovp_snap(QUELLM_TYPE_OVP4_FLINT);
+    static const OvpSnap t8 = make_ovp_snap(QUELLM_TYPE_OVP8);
+    return t == QUELLM_TYPE_OVP4 ? t4 : (t == QUELLM_TYPE_OVP4_FLINT ? tf : t8);
+}
 
 // ---- int ------------------------------------------------------------------------------------
 
@@ -242,34 +268,30 @@ void int_decode(const FormatParams& p) {
     }
 }
 
-// ---- OVP (scalar pair helpers, threads over rows) -------------------------------------------
+// ---- OVP (snap tables; decode with the scalar pair helper) -----------------------------------
 
 void ovp_encode(const FormatParams& p) {
-    const OvpTables& t = ovp_tables(p.type);
+    const OvpSnap& t = ovp_snap_table(p.type);
     const char* nm = format_traits(p.type).name;
     QUELLM_CHECK(p.scales_given, nm, ": the C++ encoder needs the scales (the scale search runs in formats.py)");
     const float* s = static_cast<const float*>(p.scales);
     const bool per_tensor = p.gran == ScaleGran::TENSOR;
     const FormatKernels& kn = kernels();
     RowError err;
-#pragma omp parallel for num_threads(threads_for(p.rows)) schedule(static)
-    for (int64_t r = 0; r < p.rows; ++r) {
-        const float* x = p.x + r * p.K;
-        if (!f32_bits_finite(kn.absmax_bits(x, p.K))) {
-            err.set(r, 1);
-            continue;
-        }
-        const float sr = s[per_tensor ? 0 : r];
-        uint8_t* out = p.codes + r * (p.K * t.bits / 8);
-        for (int64_t j = 0; j < p.K / 2; ++j) {
-            uint32_t c0, c1;
-            ovp_encode_pair(t, x[2 * j], x[2 * j + 1], sr, p.keep_larger, &c0, &c1);
-            if (t.bits == 4) {
-                out[j] = uint8_t(c0 | (c1 << 4));
-            } else {
-                out[2 * j] = uint8_t(c0);
-                out[2 * j + 1] = uint8_t(c1);
+#pragma omp parallel num_threads(threads_for(p.rows))
+    {
+        std::vector<uint8_t> tmp(size_t(p.K));
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < p.rows; ++r) {
+            const float* x = p.x + r * p.K;
+            if (!f32_bits_finite(kn.absmax_bits(x, p.K))) {
+                err.set(r, 1);
+                continue;
             }
+            uint8_t* out = p.codes + r * (p.K * t.bits / 8);
+            uint8_t* c = t.bits == 8 ? out : tmp.data();
+            kn.ovp_quant(x, p.K, s[per_tensor ? 0 : r], t, p.keep_larger, c);
+            if (t.bits == 4) kn.pack4(c, p.K, out);
         }
     }
     QUELLM_CHECK(err.kind.load() == 0, nm, ": input contains NaN or Inf, which this format cannot encode (row ",

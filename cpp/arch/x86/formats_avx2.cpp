@@ -74,6 +74,19 @@ struct V8 {
     }
     static iv load_bytes(const uint8_t* p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))); }
     static fv gather(const float* lut, iv idx) { return _mm256_i32gather_ps(lut, idx, 4); }
+    static iv gather_i(const int32_t* lut, iv idx) { return _mm256_i32gather_epi32(reinterpret_cast<const int*>(lut), idx, 4); }
+    static fv floor(fv v) { return _mm256_round_ps(v, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
+    static fv abs_ps(fv v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
+    static mk fcmpeq(fv a, fv b) { return _mm256_castps_si256(_mm256_cmp_ps(a, b, _CMP_EQ_OQ)); }
+    static mk fcmpgt(fv a, fv b) { return _mm256_castps_si256(_mm256_cmp_ps(a, b, _CMP_GT_OQ)); }
+    static mk fcmpge(fv a, fv b) { return _mm256_castps_si256(_mm256_cmp_ps(a, b, _CMP_GE_OQ)); }
+    static iv fmask(mk m) { return m; }
+    static iv andnot(iv a, iv b) { return _mm256_andnot_si256(a, b); }  // ~a & b
+    static iv blendv(iv m, iv a, iv b) { return _mm256_blendv_epi8(b, a, m); }
+    static fv blendv_f(iv m, fv a, fv b) { return _mm256_blendv_ps(b, a, _mm256_castsi256_ps(m)); }
+    static iv swap_pairs_i(iv v) { return _mm256_shuffle_epi32(v, 0xB1); }
+    static fv swap_pairs_f(fv v) { return _mm256_permute_ps(v, 0xB1); }
+    static iv even_lanes() { return _mm256_set1_epi64x(0x00000000FFFFFFFFll); }
 };
 }  // namespace
 

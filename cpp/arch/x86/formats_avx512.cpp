@@ -49,6 +49,19 @@ struct V16 {
     static void store_bytes(uint8_t* p, iv v) { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtepi32_epi8(v)); }
     static iv load_bytes(const uint8_t* p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
     static fv gather(const float* lut, iv idx) { return _mm512_i32gather_ps(idx, lut, 4); }
+    static iv gather_i(const int32_t* lut, iv idx) { return _mm512_i32gather_epi32(idx, lut, 4); }
+    static fv floor(fv v) { return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
+    static fv abs_ps(fv v) { return _mm512_abs_ps(v); }
+    static mk fcmpeq(fv a, fv b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
+    static mk fcmpgt(fv a, fv b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
+    static mk fcmpge(fv a, fv b) { return _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ); }
+    static iv fmask(mk m) { return _mm512_movm_epi32(m); }  // all-ones lanes
+    static iv andnot(iv a, iv b) { return _mm512_andnot_si512(a, b); }  // ~a & b
+    static iv blendv(iv m, iv a, iv b) { return sel(nonzero(m), a, b); }  // m lanes ? a : b
+    static fv blendv_f(iv m, fv a, fv b) { return _mm512_mask_blend_ps(nonzero(m), b, a); }
+    static iv swap_pairs_i(iv v) { return _mm512_shuffle_epi32(v, _MM_PERM_CDAB); }
+    static fv swap_pairs_f(fv v) { return _mm512_permute_ps(v, 0xB1); }
+    static iv even_lanes() { return _mm512_set1_epi64(0x00000000FFFFFFFFll); }
 };
 }  // namespace
 

@@ -136,6 +136,36 @@ struct FmtSimd {
         for (; i < n; ++i) y[i] = ((lut[c[i]] - z) * s1) * s2;
     }
 
+    // ovp_quant_pair on lanes: snap by table, then the pair rule with each lane's partner
+    // (lanes 2j, 2j+1 hold a pair; booleans as all-ones int lanes).
+    static void ovp_quant(const float* x, int64_t n, float s, const OvpSnap& t, bool keep_larger, uint8_t* out) {
+        const fv vs = V::set1(s), two = V::set1(2.0f), halfv = V::set1(0.5f), nmax = V::set1(t.normal_max);
+        const fv lim = V::set1(float(t.lim)), nlim = V::set1(-float(t.lim));
+        const iv ilim = V::set1i(t.lim), ident = V::set1i(t.ident), even = V::even_lanes();
+        const iv kl = V::set1i(keep_larger ? -1 : 0);
+        int64_t i = 0;
+        for (; i + W <= n; i += W) {
+            const fv v = V::div_ps(V::load(x + i), vs);
+            const fv t2 = V::floor(V::mul_ps(v, two));
+            const iv edge = V::fmask(V::fcmpeq(V::mul_ps(t2, halfv), v));
+            const iv ti = V::add(V::cvtt(V::min_ps(V::max_ps(t2, nlim), lim)), ilim);
+            const iv idx = V::sel(V::nonzero(edge), V::gather_i(t.edge.data(), ti), V::gather_i(t.inside.data(), ti));
+            const fv q = V::gather(t.grid.data(), idx);
+            const iv code = V::gather_i(t.codes.data(), idx);
+            const iv o = V::fmask(V::fcmpgt(V::abs_ps(q), nmax));
+            const fv av = V::abs_ps(v), avp = V::swap_pairs_f(av);
+            const iv op = V::swap_pairs_i(o);
+            const iv o_lo = V::blendv(even, o, op), o_hi = V::blendv(even, op, o);
+            const fv av_lo = V::blendv_f(even, av, avp), av_hi = V::blendv_f(even, avp, av);
+            const iv ge = V::fmask(V::fcmpge(av_lo, av_hi));
+            // keep_lo = o_lo & (!keep_larger | !o_hi | |v_lo| >= |v_hi|)
+            const iv keep_lo = V::and_(o_lo, V::or_(V::andnot(kl, V::set1i(-1)), V::or_(V::andnot(o_hi, V::set1i(-1)), ge)));
+            const iv victim = V::blendv(even, V::andnot(keep_lo, o_hi), keep_lo);
+            V::store_bytes(out + i, V::blendv(victim, ident, code));
+        }
+        for (; i < n; i += 2) ovp_quant_pair(x + i, s, t, keep_larger, out + i);
+    }
+
     // Plain loops: the compiler vectorizes them with this file's ISA flags.
     static void pack4(const uint8_t* c, int64_t n, uint8_t* out) {
         for (int64_t j = 0; j < n / 2; ++j) out[j] = uint8_t(c[2 * j] | (c[2 * j + 1] << 4));
@@ -148,8 +178,8 @@ struct FmtSimd {
     }
 
     static const FormatKernels& table() {
-        static const FormatKernels k = {absmax_bits, minmax, int_quant, elem_quant,
-                                        fixed_quant, lut_decode, pack4, unpack4};
+        static const FormatKernels k = {absmax_bits, minmax, int_quant, elem_quant, fixed_quant,
+                                        lut_decode, ovp_quant, pack4, unpack4};
         return k;
     }
 };
