@@ -392,20 +392,23 @@ void nvfp4_encode(const FormatParams& p) {
 #pragma omp parallel num_threads(nt)
     {
         std::vector<uint8_t> tmp(size_t(p.K));
+        std::vector<float> dv(static_cast<size_t>(nbr));
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < p.rows; ++r) {
+            // Block scales of the row first (independent blocks: no long dependency chain), then codes.
             for (int64_t j = 0; j < nbr; ++j) {
-                const float* x = p.x + r * p.K + j * QK_NVFP4;
-                uint8_t* c = tmp.data() + j * QK_NVFP4;
-                const uint32_t am = kn.absmax_bits(x, QK_NVFP4);
+                const uint32_t am = kn.absmax_bits(p.x + r * p.K + j * QK_NVFP4, QK_NVFP4);
                 if (!f32_bits_finite(am)) {
                     sc[r * nbr + j] = 0x7F;
-                    std::fill(c, c + QK_NVFP4, uint8_t(0));
+                    dv[size_t(j)] = 0.0f;
                     continue;
                 }
-                float d;
-                sc[r * nbr + j] = uint8_t(nvfp4_block_scale(bits_to_f32(am), ts, &d));
-                if (d > 0.0f) kn.elem_quant(x, QK_NVFP4, d, spec_e2m1(), 0, p.rna, c);
+                sc[r * nbr + j] = uint8_t(nvfp4_block_scale(bits_to_f32(am), ts, &dv[size_t(j)]));
+            }
+            for (int64_t j = 0; j < nbr; ++j) {
+                uint8_t* c = tmp.data() + j * QK_NVFP4;
+                if (dv[size_t(j)] > 0.0f)
+                    kn.elem_quant(p.x + r * p.K + j * QK_NVFP4, QK_NVFP4, dv[size_t(j)], spec_e2m1(), 0, p.rna, c);
                 else std::fill(c, c + QK_NVFP4, uint8_t(0));
             }
             kn.pack4(tmp.data(), p.K, p.codes + r * (p.K / 2));

@@ -66,6 +66,14 @@ OVP pairs and int4 nibbles); anything else raises :class:`~quellm.errors.QuellmE
 ``ValueError``) - nothing is padded implicitly. Non-finite input: MX, BFP and nvfp4 mark the
 block NaN (scale ``0xFF`` / E4M3 ``0x7F``, zero codes, decodes to NaN); int and OVP raise.
 
+Backends: ``encode``/``decode``/``quantize_dequantize`` take ``backend="auto" | "numpy" |
+"cpp"``. ``"auto"`` (default) and ``"cpp"`` run the C++ kernels (``cpp/formats.h``: scalar
+``*_ref`` references, AVX2/AVX-512 paths chosen at run time, OpenMP over rows; CUDA through
+:func:`quellm.cuda.encode`), bit-identical to this module, which ``"numpy"`` runs. The OVP
+scale search (§1.4 step 1) keeps its float64 statistics and error sums in numpy in every
+backend; only the quantization of each candidate scale runs in C++. ``encode_blocks`` /
+``decode_blocks`` are always numpy.
+
 Saving: :meth:`Packed.to_tensors` gives plain uint8/float32 arrays (format and parameters as a
 small uint8 JSON tensor) for ``safetensors.numpy.save_file``; :meth:`Packed.from_tensors`
 reads them back.
