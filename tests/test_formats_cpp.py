@@ -8,6 +8,7 @@ bits), for the scalar reference (``ref=True``) and the dispatched path at every 
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import pytest
 from conftest import assert_bit_exact
@@ -103,6 +104,48 @@ def test_traits_table_matches_formats_py():
             assert c[key] == getattr(p, key), (name, key, c[key], getattr(p, key))
 
 
+# ---- independent oracle: ml_dtypes element casts through the C++ MX encoder --------------------
+
+MX_OF = {"e2m1": "mxfp4", "e2m3": "mxfp6_e2m3", "e3m2": "mxfp6_e3m2", "e4m3": "mxfp8_e4m3", "e5m2": "mxfp8_e5m2"}
+ML = {"e2m1": ml_dtypes.float4_e2m1fn, "e2m3": ml_dtypes.float6_e2m3fn, "e3m2": ml_dtypes.float6_e3m2fn,
+      "e4m3": ml_dtypes.float8_e4m3fn, "e5m2": ml_dtypes.float8_e5m2}
+
+
+@pytest.mark.parametrize("elem", list(MX_OF))
+def test_cpp_element_casts_match_ml_dtypes(elem):
+    """Blocks anchored at 2^emax_elem get shared exponent 0, so the C++ codes are plain RNE
+    casts: compare them with ml_dtypes on grid points, midpoints (ties) and their neighbours,
+    random values and float32 subnormals; and the E8M0 scale decode with float8_e8m0fnu."""
+    spec = F.FLOAT_ELEMENTS[elem]
+    tab = F.decode_float(np.arange(1 << spec.bits), elem).astype(np.float64)
+    pos = np.unique(tab[np.isfinite(tab) & (tab >= 0)])
+    mids = (pos[:-1] + pos[1:]) / 2
+    r = np.random.default_rng(12)
+    vals = np.concatenate([pos, mids, np.nextafter(mids, 0), np.nextafter(mids, np.inf),
+                           r.uniform(0, spec.max_value, 600), [1e-45, 1e-40, 1e-38]])
+    vals = np.concatenate([vals, -vals])
+    vals = vals[np.abs(vals) <= spec.max_value].astype(np.float32)
+    vals = np.concatenate([vals, np.zeros((-len(vals)) % 31, np.float32)])
+    x = np.concatenate([np.full((len(vals) // 31, 1), 2.0 ** spec.emax, np.float32), vals.reshape(-1, 31)], axis=1)
+    want = x[:, 1:].astype(ML[elem]).view(np.uint8)
+    f = F.get(MX_OF[elem])
+    isa0 = quellm.isa()
+    try:
+        for isa in ISAS:
+            quellm.set_isa(isa)
+            p = f.encode(x, backend="cpp")
+            assert (p.scales == 127).all()
+            assert_bit_exact(F.unpack_codes(p.codes, spec.bits)[:, 1:], want, f"{elem} {isa}")
+    finally:
+        quellm.set_isa(isa0)
+    # every scale code, element 1.0
+    one = F.encode_float(np.float32(1.0), elem)
+    codes = F.pack_codes(np.full((256, 32), one, np.uint8), spec.bits)
+    pk = F.Packed(f.name, dict(f.params), codes, np.arange(256, dtype=np.uint8).reshape(256, 1), (256, 32), 1)
+    got = pk.decode(backend="cpp")[:, 0]
+    np.testing.assert_array_equal(got, np.arange(256, dtype=np.uint8).view(ml_dtypes.float8_e8m0fnu).astype(np.float32))
+
+
 # ---- property: C++ == numpy on random matrices ------------------------------------------------
 
 values = st.one_of(st.floats(-1e4, 1e4, width=32), st.sampled_from(SPECIAL),
@@ -185,11 +228,14 @@ def test_cpp_non_finite(cfg, bad):
     x = np.random.default_rng(6).standard_normal((3, 2 * width(f))).astype(np.float32)
     x[1, 1] = bad
     if f.info.family in ("int", "ovp"):
-        for isa in ISAS:
-            with pytest.raises(QuellmError, match="NaN or Inf"):
+        isa0 = quellm.isa()
+        try:
+            for isa in ISAS:
                 quellm.set_isa(isa)
-                f.encode(x, backend="cpp")
-        quellm.set_isa(ISAS[-1])
+                with pytest.raises(QuellmError, match="NaN or Inf"):
+                    f.encode(x, backend="cpp")
+        finally:
+            quellm.set_isa(isa0)
         return
     check_all_paths(f, x)
 
