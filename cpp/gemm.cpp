@@ -11,6 +11,7 @@
 
 #include "common.h"
 #include "cpu_features.h"
+#include "formats_elem.h"
 #include "matmul.h"
 
 namespace quellm {
@@ -55,14 +56,6 @@ inline int qw_at(const IntPacked& w, int64_t n, int64_t k) {
     return w.e2m1 ? kE2M1x2[nib] : nib - 8;
 }
 
-// round(sig / 2^shift), ties to even, for 0 <= sig < 2^24 and shift >= 1 (formats._round_shift).
-inline int64_t round_shift_rne(int64_t sig, int64_t shift) {
-    shift = std::min<int64_t>(shift, 40);
-    const int64_t q = sig >> shift, rem = sig - (q << shift), half = int64_t(1) << (shift - 1);
-    return q + ((rem > half || (rem == half && (q & 1))) ? 1 : 0);
-}
-
-inline int bit_length(int64_t v) { return v ? 64 - __builtin_clzll(uint64_t(v)) : 0; }
 }  // namespace
 
 IntPacked gemm_w4_repack(const uint8_t* codes, const float* scales, int64_t N, int64_t K, int64_t G) {
@@ -147,22 +140,11 @@ void quantize_rows_mxfp4(const float* x, int64_t M, int64_t K, int8_t* q, float*
                              ", column ", b * 32 + i);
                 amax = std::max(amax, std::fabs(xb[i]));
             }
-            uint32_t ua;
-            std::memcpy(&ua, &amax, 4);
-            const int be = int((ua >> 23) & 0xFF);
-            const int64_t shared = std::clamp<int64_t>((be > 0 ? be - 127 : -127) - 2, -127, 127);  // emax(E2M1) = 2
-            sa[m * (K / 32) + b] = std::ldexp(1.0f, int(shared) - 1);
-            for (int i = 0; i < 32; ++i) {
-                uint32_t u;
-                std::memcpy(&u, xb + i, 4);
-                const int64_t sign = u >> 31, bex = (u >> 23) & 0xFF, man = u & 0x7FFFFF;
-                const int64_t sig = bex > 0 ? (man | 0x800000) : man;
-                const int64_t e2 = std::max<int64_t>(bex, 1) - 150, ex = e2 + bit_length(sig) - 1;
-                const int64_t et = std::max<int64_t>(ex - shared, 0);  // 1 − bias
-                const int64_t qm = round_shift_rne(sig, et - 1 - (e2 - shared));
-                const int64_t mag = std::min<int64_t>((et << 1) + qm, 7);
-                q[m * K + b * 32 + i] = kE2M1x2[(sign << 3) | mag];
-            }
+            // The MX encoder's element arithmetic (formats_elem.h): shared exponent, E2M1 codes (RNE).
+            const int shared = mx_shared(f32_to_bits(amax), 2);  // emax(E2M1) = 2
+            sa[m * (K / 32) + b] = std::ldexp(1.0f, shared - 1);
+            for (int i = 0; i < 32; ++i)
+                q[m * K + b * 32 + i] = kE2M1x2[elem_encode(f32_to_bits(xb[i]), spec_e2m1(), shared, false)];
         }
 }
 

@@ -6,6 +6,10 @@
 #include <cstddef>
 #include <string>
 
+namespace quellm {
+struct FormatParams;  // cpp/formats.h
+}
+
 namespace quellm::cuda {
 
 struct DeviceInfo {
@@ -72,6 +76,16 @@ struct MambaScanCudaParams {
     long long B = 0, T = 0, Di = 0, N = 0;           // N <= 256
 };
 void mamba_scan_cuda(const MambaScanCudaParams& p, void* stream);
+
+// ---- formats (cuda/formats.cu): encode / decode of every format of cpp/formats.h, bit-identical
+// to format_encode / format_decode on the CPU. `p` holds device pointers only; encode
+// synchronizes `stream` at the end and throws std::invalid_argument for NaN/Inf in int / OVP
+// input (OVP needs the scales given). The *_host_planes variants take x / y on the device and
+// codes / scales / zeros / tensor scale on the host (staged through device buffers; default stream).
+void format_encode_cuda(const FormatParams& p, void* stream);
+void format_decode_cuda(const FormatParams& p, void* stream);
+void format_encode_cuda_host_planes(const FormatParams& p);
+void format_decode_cuda_host_planes(const FormatParams& p);
 
 // Runs the f16/bf16 conversion helpers of common.h on the device over `n` f32 inputs and writes
 // their bit patterns; tests compare them with the host results of the same helpers.

@@ -19,7 +19,7 @@ from ._info import cuda_available
 from .errors import QuellmError
 from .hadamard import decompose, hadamard_factor
 
-__all__ = ["DeviceArray", "available", "fwht", "mamba_conv", "mamba_scan", "to_device", "to_host"]
+__all__ = ["DeviceArray", "available", "decode", "encode", "fwht", "mamba_conv", "mamba_scan", "to_device", "to_host"]
 
 _NP = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
 _TYPESTR = {"<f4": "float32", "<f2": "float16"}
@@ -183,4 +183,60 @@ def mamba_scan(u: Any, dt: Any, bc: Any, A: Any, D: Any, z: Any, ssm_state: Any,
     sp = _f32(ssm_state, (B, Di, N), "mamba_scan ssm_state")
     y = DeviceArray([B, T, Di], act)
     _core.mamba_scan_cuda(up, dp, bp, 2 * N, zp, Di, ap, Dp, sp, y.ptr, act, dt_softplus, B, T, Di, N, stream)
+    return y
+
+
+def encode(fmt: Any, x: Any, **kw: Any) -> Any:
+    """``fmt.encode(x)`` (a :class:`quellm.formats.Format`, blocks along the last axis) on the GPU.
+
+    Args:
+        fmt: the format, e.g. ``quellm.formats.get("mxfp4")``.
+        x: float32 device array ``(..., K)``.
+        **kw: as ``fmt.encode`` (``scale``, ``zero``, ``tensor_scale``). OVP without ``scale``
+            copies x to the host for the scale search (numpy statistics, as ``fmt.encode``).
+
+    Returns:
+        A host :class:`quellm.formats.Packed`, bit-identical to ``fmt.encode(to_host(x))``.
+    """
+    from .formats import _call_core
+
+    _require()
+    xp, shape, dt = _describe(x, "formats encode")
+    if dt != "float32" or not shape:
+        raise QuellmError(f"formats encode: expected a float32 device array with a last axis, got {dt} {shape}")
+    for key in kw:
+        if key not in fmt.encode_kwargs:
+            raise QuellmError(f"{fmt.name}: encode takes no {key!r}")
+    k = shape[-1]
+    rows = int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) > 1 else 1
+    if rows * k == 0:
+        raise QuellmError(f"{fmt.name}: cannot encode an empty array (shape {shape})")
+    fmt._check_len(k)
+    b, ns = fmt._planes(rows, k)
+    host = to_host(x).reshape(rows, k) if fmt.info.family == "ovp" and kw.get("scale") is None else None
+    params = fmt._cpp_params() | fmt._cpp_given(host, ns, b.scales, b.zeros, b.tensor_scale, **kw)
+    _call_core(_core.format_encode_cuda, fmt.name, xp, rows, k, b.codes, b.scales, b.zeros, b.tensor_scale, params)
+    from .formats import Packed
+
+    sshape = (1, 1) if fmt.info.scale_granularity == "tensor" else (rows, -1)
+    return Packed(fmt.name, dict(fmt.params), b.codes, b.scales.reshape(sshape), tuple(shape), len(shape) - 1,
+                  None if b.zeros is None else b.zeros.reshape(sshape), b.tensor_scale)
+
+
+def decode(packed: Any) -> "DeviceArray":
+    """``packed.decode()`` on the GPU: a float32 :class:`DeviceArray` of ``packed.shape`` (the
+    encoded axis must be the last one). Host planes are copied to the device for the call."""
+    from .formats import _call_core
+
+    _require()
+    fmt = packed.fmt
+    fmt._check_packed(packed)
+    if packed.axis != len(packed.shape) - 1:
+        raise QuellmError("formats decode on the GPU: the encoded axis must be the last one")
+    k = packed.shape[-1]
+    rows = packed.codes.shape[0]
+    y = DeviceArray(list(packed.shape), "float32")
+    flat = lambda a: None if a is None else np.ascontiguousarray(a).reshape(-1)  # noqa: E731
+    _call_core(_core.format_decode_cuda, fmt.name, y.ptr, rows, k, np.ascontiguousarray(packed.codes),
+               flat(packed.scales), flat(packed.zeros), flat(packed.tensor_scale), fmt._cpp_params())
     return y

@@ -66,6 +66,14 @@ OVP pairs and int4 nibbles); anything else raises :class:`~quellm.errors.QuellmE
 ``ValueError``) - nothing is padded implicitly. Non-finite input: MX, BFP and nvfp4 mark the
 block NaN (scale ``0xFF`` / E4M3 ``0x7F``, zero codes, decodes to NaN); int and OVP raise.
 
+Backends: ``encode``/``decode``/``quantize_dequantize`` take ``backend="auto" | "numpy" |
+"cpp"``. ``"auto"`` (default) and ``"cpp"`` run the C++ kernels (``cpp/formats.h``: scalar
+``*_ref`` references, AVX2/AVX-512 paths chosen at run time, OpenMP over rows; CUDA through
+:func:`quellm.cuda.encode`), bit-identical to this module, which ``"numpy"`` runs. The OVP
+scale search (§1.4 step 1) keeps its float64 statistics and error sums in numpy in every
+backend; only the quantization of each candidate scale runs in C++. ``encode_blocks`` /
+``decode_blocks`` are always numpy.
+
 Saving: :meth:`Packed.to_tensors` gives plain uint8/float32 arrays (format and parameters as a
 small uint8 JSON tensor) for ``safetensors.numpy.save_file``; :meth:`Packed.from_tensors`
 reads them back.
@@ -83,11 +91,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from . import _core
 from .errors import QuellmError
 
 __all__ = [
@@ -450,9 +460,9 @@ class Packed:
     def fmt(self) -> "Format":
         return get(self.format, **self.params)
 
-    def decode(self) -> np.ndarray:
-        """float32 array of ``shape``: the dequantized tensor."""
-        return self.fmt.decode(self)
+    def decode(self, backend: str = "auto") -> np.ndarray:
+        """float32 array of ``shape``: the dequantized tensor (``backend`` as :meth:`Format.decode`)."""
+        return self.fmt.decode(self, backend=backend)
 
     @property
     def nbytes(self) -> int:
@@ -522,12 +532,14 @@ class Format:
         return f"Format({self.name!r}{', ' if ps else ''}{ps})"
 
     # -- tensor level --------------------------------------------------------------------------
-    def encode(self, x: Any, axis: int = -1, **kw: Any) -> Packed:
+    def encode(self, x: Any, axis: int = -1, *, backend: str = "auto", **kw: Any) -> Packed:
         """Encode ``x`` (any real dtype; converted to float32 with RNE first) along ``axis``.
 
         Keywords (only where ``encode_kwargs`` lists them): ``scale`` (int, OVP) and ``zero``
         (asymmetric int): a scalar or one value per entry of ``Packed.scales`` (row-major), used
         instead of the data-derived ones; ``tensor_scale`` (nvfp4): the float32 tensor scale.
+        ``backend``: ``"numpy"`` (this module's twin), ``"cpp"`` (quellm._core: SIMD, threads) or
+        ``"auto"`` (C++ whenever it implements the format, which is every format; bit-identical).
 
         Raises:
             QuellmError: empty or 0-d input, ``x.shape[axis]`` not a multiple of ``info.align``,
@@ -549,7 +561,10 @@ class Format:
         xm = np.moveaxis(x, ax, -1)
         rows = xm.size // k
         blen = self.info.block_size or k
-        b = self.encode_blocks(np.ascontiguousarray(xm).reshape(-1, blen), **kw)
+        if _use_cpp(self, backend):
+            b = self._encode_cpp(np.ascontiguousarray(xm).reshape(rows, k), **kw)
+        else:
+            b = self.encode_blocks(np.ascontiguousarray(xm).reshape(-1, blen), **kw)
         per = self.info.scale_granularity
         sshape = (1, 1) if per == "tensor" else (rows, -1)
         return Packed(self.name, dict(self.params), b.codes.reshape(rows, -1), b.scales.reshape(sshape),
@@ -557,8 +572,8 @@ class Format:
                       None if b.zeros is None else b.zeros.reshape(sshape),
                       b.tensor_scale)
 
-    def decode(self, packed: Packed) -> np.ndarray:
-        """float32 array of ``packed.shape``."""
+    def decode(self, packed: Packed, *, backend: str = "auto") -> np.ndarray:
+        """float32 array of ``packed.shape`` (``backend`` as :meth:`encode`)."""
         self._check_packed(packed)
         shape = list(packed.shape)
         k = shape.pop(packed.axis)
@@ -567,12 +582,48 @@ class Format:
         nb = rows * k // blen
         sc = packed.scales.reshape(-1)
         zs = None if packed.zeros is None else packed.zeros.reshape(-1)
-        out = self.decode_blocks(packed.codes.reshape(nb, -1), sc, zs, packed.tensor_scale)
+        if _use_cpp(self, backend) and rows:
+            out = self._decode_cpp(packed.codes, sc, zs, packed.tensor_scale, rows, k)
+        else:
+            out = self.decode_blocks(packed.codes.reshape(nb, -1), sc, zs, packed.tensor_scale)
         return np.ascontiguousarray(np.moveaxis(out.reshape(*shape, k), -1, packed.axis))
 
-    def quantize_dequantize(self, x: Any, axis: int = -1, **kw: Any) -> np.ndarray:
+    def quantize_dequantize(self, x: Any, axis: int = -1, *, backend: str = "auto", **kw: Any) -> np.ndarray:
         """``decode(encode(x, axis, **kw))``."""
-        return self.decode(self.encode(x, axis, **kw))
+        return self.decode(self.encode(x, axis, backend=backend, **kw), backend=backend)
+
+    # -- C++ backend (quellm._core.format_encode / format_decode, cpp/formats.h) ---------------
+    def _cpp_params(self) -> dict[str, Any]:
+        """Parameters of the C++ call (``FormatParams``), without the buffers."""
+        return {}
+
+    def _planes(self, rows: int, k: int) -> tuple[Blocks, int]:
+        """Uninitialised output planes of a ``(rows, K)`` encode, and the number of scales."""
+        info = self.info
+        ns = 1 if info.scale_granularity == "tensor" else rows * k // (info.block_size or k)
+        return Blocks(np.empty((rows, k * info.element_bits // 8), np.uint8),
+                      np.empty(ns, np.float32 if info.scale_dtype == "f32" else np.uint8),
+                      np.empty(ns, _F32) if info.zero_point else None,
+                      np.empty(1, _F32) if info.tensor_scale else None), ns
+
+    def _encode_cpp(self, x2: np.ndarray, ref: bool = False, **kw: Any) -> Blocks:
+        """Encode the ``(rows, K)`` float32 matrix with the C++ kernels; ``kw`` as encode."""
+        b, ns = self._planes(*x2.shape)
+        params = self._cpp_params() | self._cpp_given(x2, ns, b.scales, b.zeros, b.tensor_scale, **kw)
+        _call_core(_core.format_encode, self.name, x2, b.codes, b.scales, b.zeros, b.tensor_scale, ref, params)
+        return b
+
+    def _cpp_given(self, x2: np.ndarray, ns: int, scales: np.ndarray, zeros: np.ndarray | None,
+                   ts: np.ndarray | None, **kw: Any) -> dict[str, Any]:
+        """Fill the given (not data-derived) scale planes from ``kw``; returns the flags."""
+        return {}
+
+    def _decode_cpp(self, codes, scales, zeros, tensor_scale, rows: int, k: int, ref: bool = False) -> np.ndarray:
+        y = np.empty((rows, k), _F32)
+        c = lambda a: None if a is None else np.ascontiguousarray(a).reshape(-1)  # noqa: E731
+        _call_core(_core.format_decode, self.name, y, np.ascontiguousarray(codes), c(scales), c(zeros),
+                   c(tensor_scale), ref, self._cpp_params())
+        return y
 
     # -- block level ---------------------------------------------------------------------------
     def encode_blocks(self, xb: np.ndarray, **kw: Any) -> Blocks:  # pragma: no cover - abstract
@@ -629,6 +680,24 @@ def _given(v: Any, n: int, what: str, fmt: str, positive: bool) -> np.ndarray:
     if not np.isfinite(a).all() or (positive and (a <= 0).any()):
         raise QuellmError(f"{fmt}: {what} must be finite{' and positive' if positive else ''}")
     return a
+
+
+_BACKENDS = ("auto", "numpy", "cpp")
+
+
+def _use_cpp(fmt: Format, backend: str) -> bool:
+    """Whether ``backend`` selects the C++ kernels for ``fmt`` (every format has them)."""
+    if backend not in _BACKENDS:
+        raise QuellmError(f"backend must be 'auto', 'numpy' or 'cpp', got {backend!r}")
+    return backend != "numpy"
+
+
+def _call_core(fn: Any, *args: Any) -> None:
+    """Run a _core formats call; its ValueErrors become QuellmError without the file:line prefix."""
+    try:
+        fn(*args)
+    except ValueError as e:
+        raise QuellmError(re.sub(r"^[\w.]+:\d+: ", "", str(e))) from None
 
 
 # ---- int4 / int8 (§0, §3.6, §3.7) ------------------------------------------------------------
@@ -713,13 +782,30 @@ class IntFormat(Format):
                     if not np.isfinite(s).all():
                         raise QuellmError(f"{self.name}: value range exceeds float32")
                     s = np.where(s == 0, _F32(1), s).astype(_F32)
-                    z = np.rint(-lo / s).astype(_F32)
+                    z = (np.rint(-lo / s) + _F32(0)).astype(_F32)  # +0, not -0 (np.min's zero sign is unordered)
                 else:
                     s = _given(scale, ns, "scale", self.name, True)
                     z = _given(0.0 if zero is None else zero, ns, "zero", self.name, False)
                 q = np.clip(np.rint(xb / s[:, None]) + z[:, None], self.qmin, self.qmax).astype(np.int64)
         codes = pack_codes(q & ((1 << self.bits) - 1), self.bits)
         return Blocks(codes, s.astype(_F32), z)
+
+    def _cpp_params(self) -> dict[str, Any]:
+        g = self.params["granularity"]
+        return {"sym": self.sym, "narrow": self.narrow, "granularity": "block" if g == "group" else g,
+                "group": self.group, "clip": self.clip}
+
+    def _cpp_given(self, x2, ns, scales, zeros, ts, scale: Any = None, zero: Any = None) -> dict[str, Any]:
+        if self.sym and zero is not None:
+            raise QuellmError(f"{self.name}: symmetric quantization takes no zero point")
+        if scale is None:
+            if zero is not None:
+                raise QuellmError(f"{self.name}: a given zero point needs a given scale")
+            return {}
+        scales[:] = _given(scale, ns, "scale", self.name, True)
+        if not self.sym:
+            zeros[:] = _given(0.0 if zero is None else zero, ns, "zero", self.name, False)
+        return {"scales_given": True}
 
     def decode_blocks(self, codes, scales, zeros=None, tensor_scale=None) -> np.ndarray:
         c = unpack_codes(np.asarray(codes, dtype=np.uint8), self.bits).astype(np.int64)
@@ -887,12 +973,14 @@ class OvpFormat(Format):
     def _qdq(self, g: np.ndarray, s: np.ndarray, codes: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         with np.errstate(over="ignore"):
             v = g / s[:, None]
-        q, code = self.t.quantize(v, self.keep_larger, codes)
-        return (q.astype(_F32) * s[:, None]).astype(_F32), code
+            q, code = self.t.quantize(v, self.keep_larger, codes)
+            return (q.astype(_F32) * s[:, None]).astype(_F32), code  # may overflow to inf near f32 max
 
-    def search_scale(self, xb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def search_scale(self, xb: np.ndarray, backend: str = "auto") -> tuple[np.ndarray, np.ndarray]:
         """§1.4 step 1 on ``(n, K)`` float32 blocks: float32 scales ``(n,)`` (``(1,)`` per tensor) and
-        their mean squared errors (float64)."""
+        their mean squared errors (float64). The statistics and errors are numpy's in every
+        backend; ``backend`` only picks who quantizes each candidate (bit-identical results)."""
+        use_cpp = _use_cpp(self, backend)
         g = self._groups(np.asarray(xb, dtype=_F32))
         x64 = g.astype(np.float64)
         mu = x64.mean(axis=1)
@@ -913,12 +1001,36 @@ class OvpFormat(Format):
                 gc = g[r0:r0 + step, c0:c0 + cstep]
                 xc = gc.astype(np.float64)
                 for i in range(cands.shape[0]):
-                    xh = self._qdq(gc, cands[i, r0:r0 + step], codes=False)[0]
+                    xh = self._qdq_search(gc, cands[i, r0:r0 + step], use_cpp)
                     sse[i, r0:r0 + step] += np.sum((xh.astype(np.float64) - xc) ** 2, axis=1)
         mse = sse / k
         best = np.argmin(mse, axis=0)  # the first minimum, i.e. the smallest k on a tie
         cols = np.arange(n)
         return cands[best, cols], mse[best, cols]
+
+    def _qdq_search(self, g: np.ndarray, s: np.ndarray, use_cpp: bool) -> np.ndarray:
+        """Quantize-dequantize ``g`` (n, K) at per-row scales ``s`` (n,) (one search candidate)."""
+        if not use_cpp:
+            return self._qdq(g, s, codes=False)[0]
+        g = np.ascontiguousarray(g, dtype=_F32)
+        s = np.array(s, dtype=_F32)
+        codes = np.empty((g.shape[0], g.shape[1] * self.t.bits // 8), np.uint8)
+        y = np.empty_like(g)
+        params = {"granularity": "row", "keep_larger": self.keep_larger}
+        _call_core(_core.format_encode, self.name, g, codes, s, None, None, False, params | {"scales_given": True})
+        _call_core(_core.format_decode, self.name, y, codes, s, None, None, False, params)
+        return y
+
+    def _cpp_params(self) -> dict[str, Any]:
+        return {"granularity": self.params["granularity"], "keep_larger": self.keep_larger}
+
+    def _cpp_given(self, x2, ns, scales, zeros, ts, scale: Any = None) -> dict[str, Any]:
+        if scale is None:
+            self._check_finite(x2)
+            scales[:] = self.search_scale(x2, backend="cpp")[0]
+        else:
+            scales[:] = _given(scale, ns, "scale", self.name, True)
+        return {"scales_given": True}
 
     def encode_blocks(self, xb: np.ndarray, scale: Any = None) -> Blocks:
         xb = np.asarray(xb, dtype=_F32)
@@ -926,7 +1038,7 @@ class OvpFormat(Format):
         if xb.shape[1] % 2:
             raise QuellmError(f"{self.name}: rows must have an even length (pairs)")
         g = self._groups(xb)
-        s = self.search_scale(xb)[0] if scale is None else _given(scale, g.shape[0], "scale", self.name, True)
+        s = self.search_scale(xb, backend="numpy")[0] if scale is None else _given(scale, g.shape[0], "scale", self.name, True)
         _, code = self._qdq(g, s)
         code = code.reshape(xb.shape)
         if self.t.bits == 4:
@@ -1013,6 +1125,9 @@ class MxFormat(Format):
         scales = np.where(finite, shared + 127, 255).astype(np.uint8)
         return Blocks(pack_codes(codes, self.bits), scales)
 
+    def _cpp_params(self) -> dict[str, Any]:
+        return {"rna": self.rounding == "rna"}
+
     def element_values(self) -> np.ndarray:
         """float32 value of every element code (the decode table)."""
         if self.spec is None:
@@ -1049,6 +1164,15 @@ class Nvfp4Format(Format):
         self.rounding = _check_rounding(rounding)
         self.params = {"rounding": rounding}
         self.info = FormatInfo(name, "nvfp4", 4, 16, 8, "e4m3", "block", 16, 4.5, tensor_scale=True)
+
+    def _cpp_params(self) -> dict[str, Any]:
+        return {"rna": self.rounding == "rna"}
+
+    def _cpp_given(self, x2, ns, scales, zeros, ts, tensor_scale: Any = None) -> dict[str, Any]:
+        if tensor_scale is None:
+            return {}
+        ts[:] = _given(tensor_scale, 1, "tensor_scale", self.name, True)
+        return {"tensor_scale_given": True}
 
     def encode_blocks(self, xb: np.ndarray, tensor_scale: Any = None) -> Blocks:
         xb = np.asarray(xb, dtype=_F32)
@@ -1112,6 +1236,9 @@ class BfpFormat(Format):
         codes = np.where(q > 0, (sign << (self.m - 1)) | q, 0)
         codes = np.where(finite[:, None], codes, 0).astype(np.uint8)
         return Blocks(pack_codes(codes, self.m), np.where(finite, e + 127, 255).astype(np.uint8))
+
+    def _cpp_params(self) -> dict[str, Any]:
+        return {"mantissa_bits": self.m, "block": self.block, "rna": self.rounding == "rna"}
 
     def decode_blocks(self, codes, scales, zeros=None, tensor_scale=None) -> np.ndarray:
         c = unpack_codes(np.asarray(codes, dtype=np.uint8), self.m).astype(np.int64)

@@ -1,0 +1,95 @@
+// formats_avx2.cpp — AVX2 (8 lanes) instantiation of the format element kernels in
+// formats_simd.h. Masks are all-ones lanes.
+#include <immintrin.h>
+
+#include "formats_simd.h"
+
+namespace {
+struct V8 {
+    using iv = __m256i;
+    using fv = __m256;
+    using mk = __m256i;
+    static constexpr int W = 8;
+    static fv load(const float* p) { return _mm256_loadu_ps(p); }
+    static iv loadbits(const float* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+    static void store(float* p, fv v) { _mm256_storeu_ps(p, v); }
+    static fv set1(float x) { return _mm256_set1_ps(x); }
+    static iv set1i(int x) { return _mm256_set1_epi32(x); }
+    static iv castfi(fv v) { return _mm256_castps_si256(v); }
+    static fv cvt_i2f(iv v) { return _mm256_cvtepi32_ps(v); }
+    static iv cvtt(fv v) { return _mm256_cvttps_epi32(v); }
+    static fv rint(fv v) { return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+    static fv add_ps(fv a, fv b) { return _mm256_add_ps(a, b); }
+    static fv sub_ps(fv a, fv b) { return _mm256_sub_ps(a, b); }
+    static fv mul_ps(fv a, fv b) { return _mm256_mul_ps(a, b); }
+    static fv div_ps(fv a, fv b) { return _mm256_div_ps(a, b); }
+    static fv min_ps(fv a, fv b) { return _mm256_min_ps(a, b); }
+    static fv max_ps(fv a, fv b) { return _mm256_max_ps(a, b); }
+    static float hmin_ps(fv v) {
+        alignas(32) float t[8];
+        _mm256_store_ps(t, v);
+        float r = t[0];
+        for (int i = 1; i < 8; ++i) r = std::min(r, t[i]);
+        return r;
+    }
+    static float hmax_ps(fv v) {
+        alignas(32) float t[8];
+        _mm256_store_ps(t, v);
+        float r = t[0];
+        for (int i = 1; i < 8; ++i) r = std::max(r, t[i]);
+        return r;
+    }
+    static iv and_(iv a, iv b) { return _mm256_and_si256(a, b); }
+    static iv or_(iv a, iv b) { return _mm256_or_si256(a, b); }
+    static iv add(iv a, iv b) { return _mm256_add_epi32(a, b); }
+    static iv sub(iv a, iv b) { return _mm256_sub_epi32(a, b); }
+    static iv srli(iv a, int n) { return _mm256_srli_epi32(a, n); }
+    static iv srlv(iv a, iv n) { return _mm256_srlv_epi32(a, n); }
+    static iv sllv(iv a, iv n) { return _mm256_sllv_epi32(a, n); }
+    static iv min_i32(iv a, iv b) { return _mm256_min_epi32(a, b); }
+    static iv max_i32(iv a, iv b) { return _mm256_max_epi32(a, b); }
+    static iv max_u32(iv a, iv b) { return _mm256_max_epu32(a, b); }
+    static uint32_t hmax_u32(iv v) {
+        alignas(32) uint32_t t[8];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(t), v);
+        uint32_t r = t[0];
+        for (int i = 1; i < 8; ++i) r = std::max(r, t[i]);
+        return r;
+    }
+    static mk cmpeq(iv a, iv b) { return _mm256_cmpeq_epi32(a, b); }
+    static mk cmpgt(iv a, iv b) { return _mm256_cmpgt_epi32(a, b); }
+    static mk nonzero(iv a) { return mnot(_mm256_cmpeq_epi32(a, _mm256_setzero_si256())); }
+    static mk mand(mk a, mk b) { return _mm256_and_si256(a, b); }
+    static mk mor(mk a, mk b) { return _mm256_or_si256(a, b); }
+    static mk mnot(mk a) { return _mm256_xor_si256(a, _mm256_set1_epi32(-1)); }
+    static iv sel(mk m, iv a, iv b) { return _mm256_blendv_epi8(b, a, m); }  // m ? a : b
+    static iv add_if(iv q, mk m) { return _mm256_sub_epi32(q, m); }           // m lanes are -1
+    static void store_bytes(uint8_t* p, iv v) {
+        // byte 0 of each 32-bit lane to the low 4 bytes of each 128-bit half, then join the halves
+        const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                              0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+        const __m256i s = _mm256_shuffle_epi8(v, pick);
+        const __m128i b = _mm_unpacklo_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(p), b);
+    }
+    static iv load_bytes(const uint8_t* p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))); }
+    static fv gather(const float* lut, iv idx) { return _mm256_i32gather_ps(lut, idx, 4); }
+    static iv gather_i(const int32_t* lut, iv idx) { return _mm256_i32gather_epi32(reinterpret_cast<const int*>(lut), idx, 4); }
+    static fv floor(fv v) { return _mm256_round_ps(v, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
+    static fv abs_ps(fv v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
+    static mk fcmpeq(fv a, fv b) { return _mm256_castps_si256(_mm256_cmp_ps(a, b, _CMP_EQ_OQ)); }
+    static mk fcmpgt(fv a, fv b) { return _mm256_castps_si256(_mm256_cmp_ps(a, b, _CMP_GT_OQ)); }
+    static mk fcmpge(fv a, fv b) { return _mm256_castps_si256(_mm256_cmp_ps(a, b, _CMP_GE_OQ)); }
+    static iv fmask(mk m) { return m; }
+    static iv andnot(iv a, iv b) { return _mm256_andnot_si256(a, b); }  // ~a & b
+    static iv blendv(iv m, iv a, iv b) { return _mm256_blendv_epi8(b, a, m); }
+    static fv blendv_f(iv m, fv a, fv b) { return _mm256_blendv_ps(b, a, _mm256_castsi256_ps(m)); }
+    static iv swap_pairs_i(iv v) { return _mm256_shuffle_epi32(v, 0xB1); }
+    static fv swap_pairs_f(fv v) { return _mm256_permute_ps(v, 0xB1); }
+    static iv even_lanes() { return _mm256_set1_epi64x(0x00000000FFFFFFFFll); }
+};
+}  // namespace
+
+namespace quellm::x86 {
+const FormatKernels& format_kernels_avx2() { return FmtSimd<V8>::table(); }
+}  // namespace quellm::x86

@@ -1,0 +1,188 @@
+// formats_simd.h — the format element kernels (FormatKernels, formats_kernels.h) written once
+// over a small vector interface V, instantiated by formats_avx2.cpp (8 lanes) and
+// formats_avx512.cpp (16 lanes). Each kernel is the vector form of the formats_elem.h helper
+// named in its comment: the same integer steps on the float32 bits, so results are identical;
+// the bit length of a significand comes from its exact int→float conversion (no lzcnt needed).
+// Tails run the scalar helpers. Include only from an ISA translation unit, after defining V.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "formats_kernels.h"
+
+namespace quellm::x86 {
+namespace {
+
+template <class V>
+struct FmtSimd {
+    using iv = typename V::iv;
+    using fv = typename V::fv;
+    static constexpr int W = V::W;
+
+    // round_shift on lanes: sig < 2^24, shift clamped to [1, 31].
+    static iv round_shift_v(iv sig, iv sh, bool rna) {
+        sh = V::min_i32(V::max_i32(sh, V::set1i(1)), V::set1i(31));
+        const iv q = V::srlv(sig, sh);
+        const iv rem = V::sub(sig, V::sllv(q, sh));
+        const iv half = V::sllv(V::set1i(1), V::sub(sh, V::set1i(1)));
+        typename V::mk up;
+        if (rna) up = V::mnot(V::cmpgt(half, rem));
+        else up = V::mor(V::cmpgt(rem, half), V::mand(V::cmpeq(rem, half), V::nonzero(V::and_(q, V::set1i(1)))));
+        return V::add_if(q, up);
+    }
+
+    static iv sig_of(iv u, iv* be) {
+        *be = V::and_(V::srli(u, 23), V::set1i(0xFF));
+        const iv man = V::and_(u, V::set1i(0x7FFFFF));
+        return V::sel(V::cmpeq(*be, V::set1i(0)), man, V::or_(man, V::set1i(0x800000)));
+    }
+
+    static uint32_t absmax_bits(const float* x, int64_t n) {
+        iv m = V::set1i(0);
+        int64_t i = 0;
+        for (; i + W <= n; i += W) m = V::max_u32(m, V::and_(V::loadbits(x + i), V::set1i(0x7FFFFFFF)));
+        uint32_t r = V::hmax_u32(m);
+        for (; i < n; ++i) r = std::max(r, f32_to_bits(x[i]) & 0x7FFFFFFFu);
+        return r;
+    }
+
+    static void minmax(const float* x, int64_t n, float* mn, float* mx) {
+        float a = x[0], b = x[0];
+        int64_t i = 0;
+        if (n >= W) {
+            fv va = V::load(x), vb = va;
+            for (i = W; i + W <= n; i += W) {
+                const fv v = V::load(x + i);
+                va = V::min_ps(va, v);
+                vb = V::max_ps(vb, v);
+            }
+            a = V::hmin_ps(va);
+            b = V::hmax_ps(vb);
+        }
+        for (; i < n; ++i) {
+            a = std::min(a, x[i]);
+            b = std::max(b, x[i]);
+        }
+        *mn = a;
+        *mx = b;
+    }
+
+    // int_encode
+    static void int_quant(const float* x, int64_t n, float s, float z, float qmin, float qmax, uint32_t mask,
+                          uint8_t* out) {
+        const fv vs = V::set1(s), vz = V::set1(z), lo = V::set1(qmin), hi = V::set1(qmax);
+        const iv vm = V::set1i(int(mask));
+        int64_t i = 0;
+        for (; i + W <= n; i += W) {
+            fv v = V::add_ps(V::rint(V::div_ps(V::load(x + i), vs)), vz);
+            v = V::min_ps(V::max_ps(v, lo), hi);
+            V::store_bytes(out + i, V::and_(V::cvtt(v), vm));
+        }
+        for (; i < n; ++i) out[i] = uint8_t(int_encode(x[i], s, z, qmin, qmax, mask));
+    }
+
+    // elem_encode (of x / d)
+    static void elem_quant(const float* x, int64_t n, float d, const ElemSpec& sp, int offset, bool rna,
+                           uint8_t* out) {
+        const bool div = d != 1.0f;
+        const fv vd = V::set1(d);
+        const iv voff = V::set1i(offset), etmin = V::set1i(1 - sp.bias), vm = V::set1i(sp.mbits);
+        const iv vbias1 = V::set1i(sp.bias - 1), vmax = V::set1i(sp.max_code), vsb = V::set1i(sp.bits - 1);
+        int64_t i = 0;
+        for (; i + W <= n; i += W) {
+            fv xv = V::load(x + i);
+            if (div) xv = V::div_ps(xv, vd);
+            const iv u = V::castfi(xv);
+            iv be;
+            const iv sig = sig_of(u, &be);
+            const iv e2 = V::sub(V::max_i32(be, V::set1i(1)), V::set1i(150));
+            const iv fl = V::castfi(V::cvt_i2f(sig));  // exact: sig < 2^24
+            const iv ex = V::add(e2, V::sub(V::srli(fl, 23), V::set1i(127)));  // e2 + bit_length − 1
+            const iv et = V::max_i32(V::sub(ex, voff), etmin);
+            const iv q = round_shift_v(sig, V::sub(V::sub(et, vm), V::sub(e2, voff)), rna);
+            const iv mag = V::min_i32(V::add(V::sllv(V::add(et, vbias1), vm), q), vmax);
+            V::store_bytes(out + i, V::or_(V::sllv(V::srli(u, 31), vsb), mag));
+        }
+        for (; i < n; ++i) out[i] = uint8_t(elem_encode(f32_to_bits(div ? x[i] / d : x[i]), sp, offset, rna));
+    }
+
+    // fixed_encode
+    static void fixed_quant(const float* x, int64_t n, int base, uint32_t qmax, int smb, bool rna, uint8_t* out) {
+        const iv vbase = V::set1i(base), vq = V::set1i(int(qmax)), zero = V::set1i(0);
+        int64_t i = 0;
+        for (; i + W <= n; i += W) {
+            const iv u = V::loadbits(x + i);
+            iv be;
+            const iv sig = sig_of(u, &be);
+            const iv e2 = V::sub(V::max_i32(be, V::set1i(1)), V::set1i(150));
+            const iv q = V::min_i32(round_shift_v(sig, V::sub(vbase, e2), rna), vq);
+            const iv sign = V::srli(u, 31);
+            iv code;
+            if (smb == 0) code = V::sel(V::nonzero(sign), V::and_(V::sub(zero, q), V::set1i(0xFF)), q);
+            else code = V::sel(V::nonzero(q), V::or_(V::sllv(sign, V::set1i(smb - 1)), q), zero);
+            V::store_bytes(out + i, code);
+        }
+        for (; i < n; ++i) out[i] = uint8_t(fixed_encode(f32_to_bits(x[i]), base, qmax, smb, rna));
+    }
+
+    static void lut_decode(const uint8_t* c, int64_t n, const float* lut, float z, float s1, float s2, float* y) {
+        const fv vz = V::set1(z), v1 = V::set1(s1), v2 = V::set1(s2);
+        int64_t i = 0;
+        for (; i + W <= n; i += W) {
+            const fv v = V::gather(lut, V::load_bytes(c + i));
+            V::store(y + i, V::mul_ps(V::mul_ps(V::sub_ps(v, vz), v1), v2));
+        }
+        for (; i < n; ++i) y[i] = ((lut[c[i]] - z) * s1) * s2;
+    }
+
+    // ovp_quant_pair on lanes: snap by table, then the pair rule with each lane's partner
+    // (lanes 2j, 2j+1 hold a pair; booleans as all-ones int lanes).
+    static void ovp_quant(const float* x, int64_t n, float s, const OvpSnap& t, bool keep_larger, uint8_t* out) {
+        const fv vs = V::set1(s), two = V::set1(2.0f), halfv = V::set1(0.5f), nmax = V::set1(t.normal_max);
+        const fv lim = V::set1(float(t.lim)), nlim = V::set1(-float(t.lim));
+        const iv ilim = V::set1i(t.lim), ident = V::set1i(t.ident), even = V::even_lanes();
+        const iv kl = V::set1i(keep_larger ? -1 : 0);
+        int64_t i = 0;
+        for (; i + W <= n; i += W) {
+            const fv v = V::div_ps(V::load(x + i), vs);
+            const fv t2 = V::floor(V::mul_ps(v, two));
+            const iv edge = V::fmask(V::fcmpeq(V::mul_ps(t2, halfv), v));
+            const iv ti = V::add(V::cvtt(V::min_ps(V::max_ps(t2, nlim), lim)), ilim);
+            const iv idx = V::sel(V::nonzero(edge), V::gather_i(t.edge.data(), ti), V::gather_i(t.inside.data(), ti));
+            const fv q = V::gather(t.grid.data(), idx);
+            const iv code = V::gather_i(t.codes.data(), idx);
+            const iv o = V::fmask(V::fcmpgt(V::abs_ps(q), nmax));
+            const fv av = V::abs_ps(v), avp = V::swap_pairs_f(av);
+            const iv op = V::swap_pairs_i(o);
+            const iv o_lo = V::blendv(even, o, op), o_hi = V::blendv(even, op, o);
+            const fv av_lo = V::blendv_f(even, av, avp), av_hi = V::blendv_f(even, avp, av);
+            const iv ge = V::fmask(V::fcmpge(av_lo, av_hi));
+            // keep_lo = o_lo & (!keep_larger | !o_hi | |v_lo| >= |v_hi|)
+            const iv keep_lo = V::and_(o_lo, V::or_(V::andnot(kl, V::set1i(-1)), V::or_(V::andnot(o_hi, V::set1i(-1)), ge)));
+            const iv victim = V::blendv(even, V::andnot(keep_lo, o_hi), keep_lo);
+            V::store_bytes(out + i, V::blendv(victim, ident, code));
+        }
+        for (; i < n; i += 2) ovp_quant_pair(x + i, s, t, keep_larger, out + i);
+    }
+
+    // Plain loops: the compiler vectorizes them with this file's ISA flags.
+    static void pack4(const uint8_t* c, int64_t n, uint8_t* out) {
+        for (int64_t j = 0; j < n / 2; ++j) out[j] = uint8_t(c[2 * j] | (c[2 * j + 1] << 4));
+    }
+    static void unpack4(const uint8_t* in, int64_t n, uint8_t* c) {
+        for (int64_t j = 0; j < n / 2; ++j) {
+            c[2 * j] = in[j] & 0xF;
+            c[2 * j + 1] = in[j] >> 4;
+        }
+    }
+
+    static const FormatKernels& table() {
+        static const FormatKernels k = {absmax_bits, minmax, int_quant, elem_quant, fixed_quant,
+                                        lut_decode, ovp_quant, pack4, unpack4};
+        return k;
+    }
+};
+
+}  // namespace
+}  // namespace quellm::x86
