@@ -18,7 +18,8 @@ the per-input time limit — is a finding.
   ``--runs N``, ``--max-time S``, ``--seed K``, ``--timeout S``, ``--mem-mb M``. The failing input
   is written to ``crash-<target>-<sha1>`` in the working directory.
 
-Both engines print the number of executions at the end (``fuzz: <name>: N executions``).
+Both engines print the number of executions at the end (plain: ``fuzz: <name>: N executions``;
+libFuzzer: ``Done N runs in S second(s)``).
 Inputs with several parts (a config and a weights file, say) use :func:`split_parts` /
 :func:`join_parts`: a little-endian u32 length before each part but the last.
 """
@@ -230,12 +231,14 @@ def main(check: Callable[[bytes], None], name: str) -> None:
 
     def one(data: bytes) -> None:
         count[0] += 1
-        run_checked(check, data)
+        try:
+            run_checked(check, data)
+        except BaseException:
+            print(f"fuzz: {name}: FINDING after {count[0]} executions in {time.monotonic() - start:.1f} s",
+                  file=sys.stderr, flush=True)
+            raise
 
-    import atexit
-
-    atexit.register(lambda: print(f"fuzz: {name}: {count[0]} executions in {time.monotonic() - start:.1f} s "
-                                  "(atheris)", flush=True))
+    # libFuzzer reports the executions itself at the end ("Done N runs in S second(s)")
     flags = [a for a in argv]
     if not any(a.startswith("-timeout=") for a in flags):
         flags.append("-timeout=10")
