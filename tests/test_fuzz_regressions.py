@@ -172,6 +172,19 @@ def test_malformed_quant_json(quantized_dir, tmp_path, text):
         quellm.load(d)
 
 
+@pytest.mark.parametrize("key", ["kv_bits", "seed", "os_steps"])
+def test_recipe_json_infinity(quantized_dir, tmp_path, key):
+    """int(Infinity) raised OverflowError out of Recipe.from_json."""
+    import shutil
+
+    d = shutil.copytree(quantized_dir, tmp_path / "q")
+    q = json.loads((d / "quellm_quant.json").read_text())
+    q["recipe"][key] = float("inf")
+    (d / "quellm_quant.json").write_text(json.dumps(q))
+    with pytest.raises(CheckpointError, match="quellm_quant.json"):
+        quellm.load(d)
+
+
 def test_quantized_huge_layer_count_fails_fast(quantized_dir, tmp_path):
     import shutil
 

@@ -59,7 +59,7 @@ def load_quantized(path: Path, tokenizer: Any, family_classes: dict[str, Any]) -
 
     try:
         recipe, layers = read_quant_json(path / QUANT_JSON)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as e:
         # not JSON, not an object, a layer entry that is not an object, nested too deeply
         raise CheckpointError(f"{path / QUANT_JSON}: {type(e).__name__}: {e}") from None
     ckpt = load_checkpoint(path, validate=False)
