@@ -1,8 +1,8 @@
 // bindings.cpp — the only file that includes pybind11: quellm._core.
 //
 // Arguments are validated here, at the boundary, with messages that name the argument;
-// std::invalid_argument thrown anywhere in the core becomes ValueError. Long kernels release
-// the GIL.
+// std::invalid_argument thrown anywhere in the core becomes quellm.errors.QuellmError (a
+// ValueError). Long kernels release the GIL.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -379,6 +379,24 @@ PYBIND11_MODULE(_core, m) {
 #else
     m.attr("HAS_CUDA") = false;
 #endif
+    // std::invalid_argument (QUELLM_CHECK: bad input) becomes quellm.errors.QuellmError, the
+    // ValueError subclass the Python layer raises, so one `except QuellmError` catches every
+    // bad-input failure, from numpy or from C++. Plain ValueError if the module is loaded outside
+    // the package. The class object is leaked on purpose (no destructor after finalization).
+    static PyObject* quellm_error = PyExc_ValueError;
+    try {
+        py::object cls = py::module_::import("quellm.errors").attr("QuellmError");
+        quellm_error = cls.release().ptr();
+    } catch (py::error_already_set&) {
+        PyErr_Clear();
+    }
+    py::register_local_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const std::invalid_argument& e) {
+            PyErr_SetString(quellm_error, e.what());
+        }
+    });
     bind_formats(m);
     bind_quant(m);
 

@@ -500,9 +500,20 @@ class Packed:
                     tensor_scale=tensors.get(k("tensor_scale")))
         except KeyError as e:
             raise QuellmError(f"packed tensor {prefix!r}: missing entry {e}") from None
-        except (UnicodeDecodeError, json.JSONDecodeError, TypeError, AttributeError) as e:
-            raise QuellmError(f"packed tensor {prefix!r}: malformed {k('format')}: {e}") from None
-        p.fmt._check_packed(p)
+        except QuellmError:
+            raise
+        except (ValueError, TypeError, AttributeError, OverflowError, RecursionError) as e:
+            # bad JSON or UTF-8 (ValueError subclasses), a "shape" or "axis" that is not a number,
+            # params that are not a mapping, JSON nested too deeply to parse
+            raise QuellmError(f"packed tensor {prefix!r}: malformed {k('format')}: {type(e).__name__}: {e}") from None
+        try:
+            fmt = p.fmt
+        except QuellmError:
+            raise
+        except (ValueError, TypeError, OverflowError) as e:  # a parameter of the wrong type, e.g. group="x"
+            raise QuellmError(f"packed tensor {prefix!r}: bad parameters {p.params!r} for format "
+                              f"{p.format!r}: {type(e).__name__}: {e}") from None
+        fmt._check_packed(p)
         return p
 
 
@@ -585,7 +596,10 @@ class Format:
         if _use_cpp(self, backend) and rows:
             out = self._decode_cpp(packed.codes, sc, zs, packed.tensor_scale, rows, k)
         else:
-            out = self.decode_blocks(packed.codes.reshape(nb, -1), sc, zs, packed.tensor_scale)
+            # the stored values may be Inf/NaN (NaN block scales, f32 scales read from a file): their
+            # products are the decoded values, not a reason to warn
+            with np.errstate(over="ignore", invalid="ignore"):
+                out = self.decode_blocks(packed.codes.reshape(nb, -1), sc, zs, packed.tensor_scale)
         return np.ascontiguousarray(np.moveaxis(out.reshape(*shape, k), -1, packed.axis))
 
     def quantize_dequantize(self, x: Any, axis: int = -1, *, backend: str = "auto", **kw: Any) -> np.ndarray:
@@ -648,9 +662,13 @@ class Format:
             raise QuellmError(f"packed tensor is {p.format} {p.params}, not {self.name} {self.params}")
         if not (isinstance(p.codes, np.ndarray) and p.codes.dtype == np.uint8 and p.codes.ndim == 2):
             raise QuellmError(f"{self.name}: codes must be a 2-D uint8 array")
-        if not 0 <= p.axis < max(len(p.shape), 1):
+        if not p.shape or not all(isinstance(d, (int, np.integer)) and d > 0 for d in p.shape):
+            raise QuellmError(f"{self.name}: shape {p.shape} must be one or more positive sizes (encode "
+                              "never makes an empty or 0-d tensor)")
+        if not 0 <= p.axis < len(p.shape):
             raise QuellmError(f"{self.name}: axis {p.axis} out of range for shape {p.shape}")
         k = p.shape[p.axis]
+        self._check_len(k)
         rows = math.prod(p.shape) // k if k else 0
         if p.codes.shape != (rows, k * self.info.element_bits // 8):
             raise QuellmError(f"{self.name}: codes shape {p.codes.shape} does not fit shape {p.shape}")

@@ -131,8 +131,10 @@ class Recipe:
                        tuple(d.get("keep_float", ())), d.get("smooth"), float(d.get("alpha", 0.5)),
                        int(d.get("os_steps", 20)), int(d.get("kv_bits", 0)), float(d.get("kv_clip", 1.0)),
                        bool(d.get("kv_hadamard", False)), bool(d.get("rotate", False)), int(d.get("seed", 0)))
-        except (KeyError, TypeError) as e:
-            raise QuellmError(f"bad recipe JSON: {e}") from None
+        except QuellmError:
+            raise
+        except (KeyError, TypeError, ValueError, OverflowError) as e:  # Overflow: int(Infinity)
+            raise QuellmError(f"bad recipe JSON: {type(e).__name__}: {e}") from None
 
 
 # ---- factories ------------------------------------------------------------------------------

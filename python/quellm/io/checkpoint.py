@@ -27,7 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from ..errors import CheckpointError
-from .config import ModelConfig, read_config
+from .config import ModelConfig, check_layer_count, read_config
 
 __all__ = ["Checkpoint", "TensorInfo", "load_checkpoint", "save_checkpoint", "DTYPES"]
 
@@ -207,7 +207,7 @@ def _weight_files(path: Path) -> list[Path]:
             weight_map = data["weight_map"]
             if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
                 raise TypeError("'weight_map' must map tensor names to file names")
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, RecursionError) as e:
             raise CheckpointError(f"{index}: invalid sharded index: {e}") from None
         files = []
         for shard in dict.fromkeys(weight_map.values()):
@@ -263,6 +263,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, validate: bool = True) -> C
 
 
 def _validate(ckpt: Checkpoint) -> None:
+    check_layer_count(ckpt.config, len(ckpt), str(ckpt.path / CONFIG_NAME))
     required, optional = ckpt.config.tensor_shapes()
     for name, shape in {**required, **optional}.items():
         info = ckpt._tensors.get(name)

@@ -29,6 +29,7 @@ __all__ = [
     "MambaConfig",
     "ModelConfig",
     "RopeConfig",
+    "check_layer_count",
     "parse_config",
     "read_config",
 ]
@@ -53,7 +54,13 @@ def _get(d: dict[str, Any], key: str, typ: type | tuple[type, ...], where: str, 
         v = float(v)
     if not isinstance(v, ok_types):
         raise ConfigError(f"{where}: field {key!r} must be {_tname(typ)}, got {v!r}")
+    if isinstance(v, int) and not isinstance(v, bool) and not -_INT64 <= v < _INT64:
+        # sizes go to the C++ runtime as int64
+        raise ConfigError(f"{where}: field {key!r} = {v} is out of range")
     return v
+
+
+_INT64 = 1 << 63
 
 
 def _tname(typ: type | tuple[type, ...]) -> str:
@@ -169,6 +176,8 @@ class LlamaConfig:
         sw = d.get("sliding_window")
         if d.get("use_sliding_window") is False:
             sw = None
+        if isinstance(sw, int) and not isinstance(sw, bool):
+            sw = _get(d, "sliding_window", int, where)  # range check (0 or negative: no window)
         return LlamaConfig(
             architecture=arch,
             hidden_size=H,
@@ -181,7 +190,8 @@ class LlamaConfig:
             rms_norm_eps=_get(d, "rms_norm_eps", float, where, 1e-6),
             tie_word_embeddings=_get(d, "tie_word_embeddings", bool, where, False),
             rope=RopeConfig.from_config(d, where),
-            max_position_embeddings=_get(d, "max_position_embeddings", int, where, 2048),
+            max_position_embeddings=_positive(_get(d, "max_position_embeddings", int, where, 2048),
+                                              "max_position_embeddings", where),
             attention_bias=_get(d, "attention_bias", bool, where, False),
             qkv_bias=arch == "Qwen2ForCausalLM",
             mlp_bias=_get(d, "mlp_bias", bool, where, False),
@@ -353,6 +363,15 @@ class MambaConfig:
 ModelConfig = Union[LlamaConfig, MambaConfig]
 
 
+def check_layer_count(config: ModelConfig, n_tensors: int, where: str) -> None:
+    """Refuse a config whose layer count the file cannot hold (every layer needs tensors of its
+    own) before :meth:`tensor_shapes` lists them: a corrupt ``num_hidden_layers`` of 10^12
+    would otherwise take that many steps and that much memory just to name the tensors."""
+    if config.num_hidden_layers > n_tensors:
+        raise ConfigError(f"{where}: num_hidden_layers = {config.num_hidden_layers}, but the weights hold only "
+                          f"{n_tensors} tensors")
+
+
 def parse_config(d: Any, where: str = "config.json") -> ModelConfig:
     """Parse a ``config.json`` dictionary into :class:`LlamaConfig` or :class:`MambaConfig`.
 
@@ -382,6 +401,6 @@ def read_config(path: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
         raise ConfigError(f"{path}: config.json not found")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # Recursion: nested too deeply
         raise ConfigError(f"{path}: cannot parse JSON: {e}") from None
     return parse_config(raw, str(path)), raw

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..errors import CheckpointError, ConfigError
 from .checkpoint import save_checkpoint
-from .config import parse_config
+from .config import check_layer_count, parse_config
 from .gguf_quants import _gguf, dequantize
 
 __all__ = [
@@ -502,10 +502,87 @@ class GGUFModel:
     special_tokens: dict[str, str] = field(default_factory=dict)
 
 
+# GGUF metadata value types: scalar type -> size in bytes; 8 = string, 9 = array.
+_GGUF_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+def _check_gguf_layout(path: Path) -> None:
+    """Walk a GGUF file's header and key/value section and refuse any count or length that
+    claims more bytes than the file holds.
+
+    ``gguf.GGUFReader`` reads past the end of its memory map as empty arrays and loops over array
+    elements one at a time, so a corrupt count of 2^60 elements made it spin forever. Every
+    count here is checked against the bytes left before it is looped over, so the walk itself
+    takes time proportional to the file. Versions other than 2 and 3 are left to the reader.
+    """
+    import mmap
+    import struct
+
+    size = path.stat().st_size
+    if size < 24:
+        raise CheckpointError(f"{path}: not a readable GGUF file: {size} bytes, shorter than a GGUF header")
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        if mm[:4] != b"GGUF":
+            raise CheckpointError(f"{path}: not a readable GGUF file: magic {bytes(mm[:4])!r}, not b'GGUF'")
+        e = "<" if struct.unpack_from("<I", mm, 4)[0] & 0xFFFF else ">"
+        if struct.unpack_from(e + "I", mm, 4)[0] not in (2, 3):
+            return
+        n_tensors, n_kv = struct.unpack_from(e + "QQ", mm, 8)
+        off = 24
+
+        def fail(what: str) -> CheckpointError:
+            return CheckpointError(f"{path}: not a readable GGUF file: corrupt header: {what} at byte {off} "
+                                   f"runs past the end of the file ({size} bytes)")
+
+        def take(n: int, what: str) -> int:
+            nonlocal off
+            if n > size - off:
+                raise fail(what)
+            start, off = off, off + n
+            return start
+
+        def u32(what: str) -> int:
+            return struct.unpack_from(e + "I", mm, take(4, what))[0]
+
+        def u64(what: str) -> int:
+            return struct.unpack_from(e + "Q", mm, take(8, what))[0]
+
+        def value(vtype: int, what: str, depth: int) -> None:
+            if vtype in _GGUF_SCALAR_SIZES:
+                take(_GGUF_SCALAR_SIZES[vtype], what)
+            elif vtype == _GGUF_STRING:
+                take(u64(what), what)
+            elif vtype == _GGUF_ARRAY:
+                itype, count = u32(what), u64(what)
+                if itype in _GGUF_SCALAR_SIZES:
+                    take(count * _GGUF_SCALAR_SIZES[itype], what)
+                elif itype in (_GGUF_STRING, _GGUF_ARRAY) and depth < 4:
+                    if count * (8 if itype == _GGUF_STRING else 12) > size - off:  # each item's own header
+                        raise fail(f"{what} ({count} items)")
+                    for _ in range(count):
+                        value(itype, what, depth + 1)
+                else:
+                    raise CheckpointError(f"{path}: not a readable GGUF file: corrupt header: {what} has items "
+                                          f"of type {itype}")
+            else:
+                raise CheckpointError(f"{path}: not a readable GGUF file: corrupt header: {what} has value "
+                                      f"type {vtype}")
+
+        if n_kv * 12 > size - off:  # key length + value type, at least
+            raise fail(f"{n_kv} metadata keys")
+        for i in range(n_kv):
+            key = bytes(mm[take(u64(f"metadata key {i}"), f"metadata key {i}"):off]).decode("utf-8", "replace")
+            value(u32(f"metadata key {key!r}"), f"metadata value {key!r}", 0)
+        if n_tensors * 24 > size - off:  # name length, n_dims, type, offset, at least
+            raise fail(f"{n_tensors} tensor infos")
+
+
 def _open(path: Path) -> Any:
     gguf = _gguf()
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
+    _check_gguf_layout(path)
     try:
         return gguf.GGUFReader(str(path), "r")
     except Exception as e:  # GGUFReader raises ValueError, IndexError, KeyError, struct errors...
@@ -577,6 +654,7 @@ def read_gguf_model(path: str | os.PathLike[str], *, tokenizer: bool = True, pre
 
     try:
         typed = parse_config(config, where=f"{path} (config from metadata)")
+        check_layer_count(typed, len(reader.tensors), f"{path} (config from metadata)")
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
     required, optional = typed.tensor_shapes()

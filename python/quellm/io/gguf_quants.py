@@ -183,6 +183,12 @@ def dequantize(raw: np.ndarray, type_name: str, n_elements: int, *, use_gguf: bo
     Raises:
         ValueError: an unsupported type or a byte count that does not fit the type.
     """
+    # Inf/NaN scales in a (corrupt) file decode to Inf/NaN weights, silently, like every decoder
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _dequantize(raw, type_name, n_elements, use_gguf)
+
+
+def _dequantize(raw: np.ndarray, type_name: str, n_elements: int, use_gguf: bool) -> np.ndarray:
     buf = np.ascontiguousarray(raw).reshape(-1).view(np.uint8)
     if type_name in _INTEGER_TYPES:
         raise ValueError(f"tensor type {type_name} holds integers, not weights")

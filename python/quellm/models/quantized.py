@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import CheckpointError, QuellmError
 from ..io.checkpoint import load_checkpoint, save_checkpoint
+from ..io.config import check_layer_count
 from .base import CausalLM, float32_tensors
 
 QUANT_JSON = "quellm_quant.json"
@@ -58,9 +59,11 @@ def load_quantized(path: Path, tokenizer: Any, family_classes: dict[str, Any]) -
 
     try:
         recipe, layers = read_quant_json(path / QUANT_JSON)
-    except (OSError, ValueError, KeyError) as e:
-        raise CheckpointError(f"{path / QUANT_JSON}: {e}") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as e:
+        # not JSON, not an object, a layer entry that is not an object, nested too deeply
+        raise CheckpointError(f"{path / QUANT_JSON}: {type(e).__name__}: {e}") from None
     ckpt = load_checkpoint(path, validate=False)
+    check_layer_count(ckpt.config, len(ckpt), str(path / "config.json"))
     required, optional = ckpt.config.tensor_shapes()
     shapes = {**required, **optional}
     qnames = {n for name in layers for n in (f"{name}.weight", f"{name}.bias")}

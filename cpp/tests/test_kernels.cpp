@@ -1,0 +1,422 @@
+// test_kernels.cpp — a plain C++ test of the kernels' scalar references and dispatched paths,
+// so the C++ side can be built and debugged without Python (CMake: -DQUELLM_BUILD_TESTS=ON; ctest).
+//
+// Each scalar reference is checked against an independent loop or known values (a dense
+// Hadamard matrix, a naive integer GEMM, hand-computed quantization), and each dispatched fast
+// path against the reference at every ISA level this CPU runs and with 1, 2 and 3 threads:
+// bit for bit where the header promises it (FWHT, integer GEMMs), to float rounding elsewhere.
+// A tiny harness: CHECK records a failure and continues; main returns nonzero if any failed.
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "common.h"
+#include "cpu_features.h"
+#include "fwht.h"
+#include "gemm.h"
+#include "matmul.h"
+#include "quant_linear.h"
+
+using namespace quellm;
+
+namespace {
+
+int g_checks = 0, g_failures = 0;
+std::string g_context;
+
+#define CHECK(cond, ...)                                                                            \
+    do {                                                                                            \
+        ++g_checks;                                                                                 \
+        if (!(cond)) {                                                                              \
+            ++g_failures;                                                                           \
+            std::fprintf(stderr, "FAIL %s:%d [%s]: %s ", __FILE__, __LINE__, g_context.c_str(), #cond); \
+            std::fprintf(stderr, __VA_ARGS__);                                                      \
+            std::fprintf(stderr, "\n");                                                             \
+        }                                                                                           \
+    } while (0)
+
+bool same_bits(float a, float b) { return std::memcmp(&a, &b, 4) == 0; }
+
+// first index where a and b differ in their bits, or -1
+int64_t first_diff(const std::vector<float>& a, const std::vector<float>& b) {
+    if (a.size() != b.size()) return 0;
+    for (size_t i = 0; i < a.size(); ++i)
+        if (!same_bits(a[i], b[i])) return int64_t(i);
+    return -1;
+}
+
+std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> d(0.0f, scale);
+    std::vector<float> v(n);
+    for (auto& x : v) x = d(rng);
+    return v;
+}
+
+std::vector<int> randint(size_t n, int lo, int hi, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<int> d(lo, hi);
+    std::vector<int> v(n);
+    for (auto& x : v) x = d(rng);
+    return v;
+}
+
+// Run fn at every ISA level this CPU and build support, with 1, 2 and 3 threads.
+template <typename F>
+void for_each_isa_and_threads(F fn) {
+    const Isa before = active_isa();
+    const int threads_before = num_threads();
+    for (Isa isa : available_isas()) {
+        set_isa(isa);
+        for (int t = 1; t <= 3; ++t) {
+            set_num_threads(t);
+            fn(isa, t);
+        }
+    }
+    set_isa(before);
+    set_num_threads(threads_before);
+}
+
+std::string where(Isa isa, int t) { return std::string(isa_name(isa)) + "/" + std::to_string(t) + "t"; }
+
+// ---- FWHT -------------------------------------------------------------------------------------
+
+// Paley construction I: a Hadamard matrix of order q + 1 for a prime q ≡ 3 (mod 4).
+std::vector<int8_t> paley(int q) {
+    auto chi = [q](int a) {
+        a = ((a % q) + q) % q;
+        if (a == 0) return 0;
+        for (int x = 1; x < q; ++x)
+            if (x * x % q == a) return 1;
+        return -1;
+    };
+    const int n = q + 1;
+    std::vector<int8_t> h(size_t(n * n));
+    for (int i = 0; i < n; ++i)
+        for (int j = 0; j < n; ++j) {
+            int s;  // S = [[0, 1ᵀ], [-1, Q]], Q_ij = chi(i - j); H = I + S
+            if (i == 0) s = j == 0 ? 0 : 1;
+            else if (j == 0) s = -1;
+            else s = chi(i - j);
+            h[size_t(i * n + j)] = int8_t(s + (i == j ? 1 : 0));
+        }
+    return h;
+}
+
+void test_fwht() {
+    g_context = "fwht";
+    // the Paley matrix is a Hadamard matrix: H Hᵀ = n I
+    const int m = 12;
+    const auto hm = paley(11);
+    bool orthogonal = true;
+    for (int i = 0; i < m; ++i)
+        for (int j = 0; j < m; ++j) {
+            int dot = 0;
+            for (int k = 0; k < m; ++k) dot += hm[size_t(i * m + k)] * hm[size_t(j * m + k)];
+            orthogonal &= dot == (i == j ? m : 0);
+        }
+    CHECK(orthogonal, "Paley(11) is not a Hadamard matrix");
+
+    struct Case { int m; int64_t p; };
+    for (Case c : {Case{1, 1}, Case{1, 2}, Case{1, 8}, Case{1, 64}, Case{12, 1}, Case{12, 4}, Case{12, 32}}) {
+        const int64_t n = c.m * c.p, rows = 5;
+        g_context = "fwht m=" + std::to_string(c.m) + " p=" + std::to_string(c.p);
+        const auto x = randn(size_t(rows * n), uint32_t(n));
+        const float scale = 1.0f / std::sqrt(float(n));
+        std::vector<float> ref(x.size());
+        FwhtParams p{x.data(), ref.data(), rows, n, c.p, c.m, c.m > 1 ? hm.data() : nullptr, scale};
+        fwht_ref(p);
+        // dense H_n = H_m ⊗ H_p, index i = a·p + b, Sylvester H_p[b][d] = (-1)^popcount(b & d)
+        double worst = 0.0;
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t i = 0; i < n; ++i) {
+                double acc = 0.0, size = 0.0;
+                for (int64_t j = 0; j < n; ++j) {
+                    const int64_t a = i / c.p, b = i % c.p, cc = j / c.p, d = j % c.p;
+                    const int hmv = c.m > 1 ? hm[size_t(a * c.m + cc)] : 1;
+                    const int hpv = __builtin_popcountll(uint64_t(b & d)) % 2 ? -1 : 1;
+                    acc += double(hmv * hpv) * x[size_t(r * n + j)];
+                    size += std::fabs(x[size_t(r * n + j)]);
+                }
+                worst = std::max(worst, std::fabs(acc * scale - ref[size_t(r * n + i)]) / (size * scale));
+            }
+        CHECK(worst <= 1e-6, "fwht_ref vs dense Hadamard: relative error %g", worst);
+        // in place equals out of place
+        std::vector<float> inplace = x;
+        FwhtParams pi{inplace.data(), inplace.data(), rows, n, c.p, c.m, p.hm, scale};
+        fwht_ref(pi);
+        CHECK(first_diff(inplace, ref) < 0, "in-place fwht_ref differs");
+        for_each_isa_and_threads([&](Isa isa, int t) {
+            std::vector<float> out(x.size());
+            FwhtParams pd = p;
+            pd.out = out.data();
+            fwht(pd);
+            const int64_t i = first_diff(out, ref);
+            CHECK(i < 0, "%s: dispatched fwht differs from fwht_ref at %lld", where(isa, t).c_str(), (long long)i);
+        });
+    }
+    g_context = "fwht errors";
+    bool threw = false;
+    std::vector<float> buf(12);
+    try {
+        fwht_ref(FwhtParams{buf.data(), buf.data(), 1, 12, 3, 4, nullptr, 1.0f});  // p not a power of two
+    } catch (const std::invalid_argument&) {
+        threw = true;
+    }
+    CHECK(threw, "fwht_check accepted p = 3");
+}
+
+// ---- integer GEMM -----------------------------------------------------------------------------
+
+std::vector<uint8_t> pack_nibbles(const std::vector<int>& q, int64_t N, int64_t K) {
+    std::vector<uint8_t> c(size_t(N * K / 2));
+    for (int64_t n = 0; n < N; ++n)
+        for (int64_t i = 0; i < K / 2; ++i)
+            c[size_t(n * K / 2 + i)] = uint8_t((q[size_t(n * K + 2 * i)] & 0xF) | ((q[size_t(n * K + 2 * i + 1)] & 0xF) << 4));
+    return c;
+}
+
+void test_int4_packing() {
+    g_context = "int4 packing";
+    // SPEC §3.7: [-8, 7, 3, -1] -> 0x78 0xF3
+    const auto c = pack_nibbles({-8, 7, 3, -1}, 1, 4);
+    CHECK(c[0] == 0x78 && c[1] == 0xF3, "got %02x %02x", c[0], c[1]);
+    // repack -> unpack round trip, rows not a multiple of the 16-row tile
+    const int64_t N = 19, K = 64, G = 32;
+    const auto q = randint(size_t(N * K), -8, 7, 1);
+    const auto codes = pack_nibbles(q, N, K);
+    const auto scales = randn(size_t(N * K / G), 2);
+    const IntPacked w = gemm_w4_repack(codes.data(), scales.data(), N, K, G);
+    std::vector<uint8_t> back(codes.size());
+    std::vector<float> sback(scales.size());
+    gemm_int_unpack(w, back.data(), sback.data());
+    CHECK(back == codes, "int4 repack/unpack round trip changed the codes");
+    CHECK(first_diff(sback, scales) < 0, "int4 repack/unpack round trip changed the scales");
+    const auto q8 = randint(size_t(N * K), -128, 127, 3);
+    std::vector<int8_t> c8(q8.begin(), q8.end());
+    const IntPacked w8 = gemm_w8_repack(c8.data(), scales.data(), N, K, G);
+    std::vector<uint8_t> back8(c8.size());
+    gemm_int_unpack(w8, back8.data(), sback.data());
+    CHECK(std::memcmp(back8.data(), c8.data(), c8.size()) == 0, "int8 repack/unpack round trip changed the codes");
+}
+
+// naive y = Σ_g fma(acc_g, sa·sw, y) (+ b): the definition in gemm.h, from the unpacked codes
+std::vector<float> naive_gemm(const std::vector<int>& qa, const std::vector<float>& sa, const std::vector<int>& qw,
+                              const std::vector<float>& sw, const std::vector<float>& bias, int64_t M, int64_t N,
+                              int64_t K, int64_t G) {
+    std::vector<float> y(size_t(M * N));
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) {
+            float acc_y = 0.0f;
+            for (int64_t g = 0; g < K / G; ++g) {
+                int64_t acc = 0;
+                for (int64_t k = g * G; k < (g + 1) * G; ++k) acc += int64_t(qa[size_t(m * K + k)]) * qw[size_t(n * K + k)];
+                acc_y = std::fmaf(float(acc), sa[size_t(m)] * sw[size_t(n * (K / G) + g)], acc_y);
+            }
+            y[size_t(m * N + n)] = acc_y + bias[size_t(n)];
+        }
+    return y;
+}
+
+void test_gemm_int() {
+    struct Case { int bits; int64_t M, N, K, G; };
+    for (Case c : {Case{4, 1, 16, 64, 64}, Case{4, 3, 37, 128, 32}, Case{4, 9, 17, 256, 128}, Case{8, 1, 16, 64, 64},
+                   Case{8, 5, 33, 128, 32}, Case{8, 17, 7, 96, 96}}) {
+        g_context = "gemm_int w" + std::to_string(c.bits) + " M=" + std::to_string(c.M) + " N=" + std::to_string(c.N) +
+                    " K=" + std::to_string(c.K) + " G=" + std::to_string(c.G);
+        const int lim = 1 << (c.bits - 1);
+        const auto qw = randint(size_t(c.N * c.K), -lim, lim - 1, uint32_t(c.N + c.K));
+        const auto qa = randint(size_t(c.M * c.K), -127, 127, uint32_t(c.M));
+        auto sw = randn(size_t(c.N * c.K / c.G), 7, 0.05f);
+        auto sa = randn(size_t(c.M), 8, 0.5f);
+        const auto bias = randn(size_t(c.N), 9);
+        IntPacked w;
+        if (c.bits == 4) {
+            const auto codes = pack_nibbles(qw, c.N, c.K);
+            w = gemm_w4_repack(codes.data(), sw.data(), c.N, c.K, c.G);
+        } else {
+            std::vector<int8_t> codes(qw.begin(), qw.end());
+            w = gemm_w8_repack(codes.data(), sw.data(), c.N, c.K, c.G);
+        }
+        std::vector<int8_t> qa8(qa.begin(), qa.end());
+        const auto want = naive_gemm(qa, sa, qw, sw, bias, c.M, c.N, c.K, c.G);
+        std::vector<float> ref(want.size());
+        GemmIntParams p{qa8.data(), sa.data(), &w, bias.data(), ref.data(), c.M};
+        gemm_int_ref(p);
+        int64_t i = first_diff(ref, want);
+        CHECK(i < 0, "gemm_int_ref differs from the naive loop at %lld: %g vs %g", (long long)i, i < 0 ? 0.0 : ref[size_t(i)],
+              i < 0 ? 0.0 : want[size_t(i)]);
+        for_each_isa_and_threads([&](Isa isa, int t) {
+            std::vector<float> y(want.size());
+            GemmIntParams pd = p;
+            pd.y = y.data();
+            gemm_int(pd);
+            const int64_t j = first_diff(y, ref);
+            CHECK(j < 0, "%s: gemm_int differs from gemm_int_ref at %lld", where(isa, t).c_str(), (long long)j);
+        });
+    }
+}
+
+// ---- activation quantizers --------------------------------------------------------------------
+
+void test_quantize_rows() {
+    g_context = "quantize_rows";
+    // known values: max|x| = 2.54, qmax 127 -> s = 0.02; x / s rounds half to even
+    const std::vector<float> x = {2.54f, -1.27f, 0.0f, 0.01f, 0.03f, -2.54f, 0.05f, 1.0f};
+    std::vector<int8_t> q(x.size());
+    float s = 0.0f;
+    quantize_rows(x.data(), 1, int64_t(x.size()), 127, 1.0f, q.data(), &s);
+    CHECK(same_bits(s, 2.54f / 127.0f), "scale %g", s);
+    for (size_t k = 0; k < x.size(); ++k) {
+        const float v = std::nearbyint(x[k] / s);
+        CHECK(q[k] == int8_t(std::fmax(-127.0f, std::fmin(127.0f, v))), "q[%zu] = %d", k, q[k]);
+    }
+    CHECK(q[0] == 127 && q[5] == -127 && q[2] == 0, "extremes %d %d %d", q[0], q[5], q[2]);
+    // int4 with clip 0.5: s = 0.5 * 2.54 / 7, values beyond the clip saturate at ±7
+    quantize_rows(x.data(), 1, int64_t(x.size()), 7, 0.5f, q.data(), &s);
+    CHECK(same_bits(s, (0.5f * 2.54f) / 7.0f) && q[0] == 7 && q[5] == -7, "int4 clip: s %g q %d %d", s, q[0], q[5]);
+    // an all-zero row takes scale 1
+    const std::vector<float> z(8, 0.0f);
+    quantize_rows(z.data(), 1, 8, 127, 1.0f, q.data(), &s);
+    CHECK(s == 1.0f, "zero row scale %g", s);
+    // non-finite input throws
+    std::vector<float> bad = x;
+    bad[3] = NAN;
+    bool threw = false;
+    try {
+        quantize_rows(bad.data(), 1, int64_t(bad.size()), 127, 1.0f, q.data(), &s);
+    } catch (const std::invalid_argument&) {
+        threw = true;
+    }
+    CHECK(threw, "NaN input was accepted");
+
+    g_context = "quantize_rows_mxfp4";
+    // values exactly representable as E2M1 × 2^shared decode back exactly: 0, ±0.5 .. ±6 times 2^e
+    const float e2m1[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+    std::vector<float> xb(64);
+    for (int i = 0; i < 64; ++i) xb[size_t(i)] = (i % 2 ? -1.0f : 1.0f) * e2m1[i % 8] * (i < 32 ? 0.25f : 1024.0f);
+    std::vector<int8_t> qm(64);
+    float sab[2];
+    quantize_rows_mxfp4(xb.data(), 1, 64, qm.data(), sab);
+    for (int i = 0; i < 64; ++i)
+        CHECK(float(qm[size_t(i)]) * sab[i / 32] == xb[size_t(i)], "element %d: %d x %g != %g", i, qm[size_t(i)], sab[i / 32],
+              xb[size_t(i)]);
+}
+
+// ---- f32 GEMM and weight-only GEMM ------------------------------------------------------------
+
+void test_matmul() {
+    for (int64_t M : {1, 4, 13}) {
+        const int64_t N = 37, K = 200;
+        g_context = "matmul_f32 M=" + std::to_string(M);
+        const auto x = randn(size_t(M * K), 1), w = randn(size_t(N * K), 2), b = randn(size_t(N), 3);
+        std::vector<float> ref(size_t(M * N));
+        MatmulParams p{x.data(), w.data(), b.data(), ref.data(), M, N, K, K, N};
+        matmul_f32_ref(p);
+        double worst = 0.0;
+        for (int64_t m = 0; m < M; ++m)
+            for (int64_t n = 0; n < N; ++n) {
+                double acc = b[size_t(n)], size = std::fabs(b[size_t(n)]);
+                for (int64_t k = 0; k < K; ++k) {
+                    acc += double(x[size_t(m * K + k)]) * w[size_t(n * K + k)];
+                    size += std::fabs(double(x[size_t(m * K + k)]) * w[size_t(n * K + k)]);
+                }
+                worst = std::max(worst, std::fabs(acc - ref[size_t(m * N + n)]) / size);
+            }
+        CHECK(worst <= 1e-5, "matmul_f32_ref vs a float64 loop: relative error %g", worst);
+        for_each_isa_and_threads([&](Isa isa, int t) {
+            std::vector<float> y(ref.size());
+            MatmulParams pd = p;
+            pd.y = y.data();
+            matmul_f32(pd);
+            double d = 0.0;
+            for (size_t i = 0; i < y.size(); ++i) d = std::max(d, double(std::fabs(y[i] - ref[i])));
+            CHECK(d <= 1e-4, "%s: matmul_f32 vs ref: max difference %g", where(isa, t).c_str(), d);
+        });
+    }
+}
+
+void test_quant_linear() {
+    // int8 weights × int8 activations through QuantLinear equal the quantize_rows + naive GEMM
+    // composition; weight-only int4 (asymmetric) equals a dequantize-then-float64 loop.
+    const int64_t N = 40, K = 128, G = 32, M = 6;
+    const auto x = randn(size_t(M * K), 11);
+    const auto qw = randint(size_t(N * K), -127, 127, 12);
+    std::vector<uint8_t> codes8(qw.size());
+    for (size_t i = 0; i < qw.size(); ++i) codes8[i] = uint8_t(int8_t(qw[i]));
+    const auto sw = randn(size_t(N * K / G), 13, 0.01f);
+    const std::vector<float> nobias(size_t(N), 0.0f);
+
+    g_context = "QuantLinear w8a8";
+    QuantLinear ql = QuantLinear::from_int(8, codes8.data(), sw.data(), nullptr, N, K, G, AQuant::Int8, 1.0f);
+    std::vector<int8_t> qa(size_t(M * K));
+    std::vector<float> sa(static_cast<size_t>(M));
+    quantize_rows(x.data(), M, K, 127, 1.0f, qa.data(), sa.data());
+    const auto want = naive_gemm(std::vector<int>(qa.begin(), qa.end()), sa, qw, sw, nobias, M, N, K, G);
+    for_each_isa_and_threads([&](Isa isa, int t) {
+        std::vector<float> y(size_t(M * N));
+        ql.forward(x.data(), M, y.data());
+        const int64_t i = first_diff(y, want);
+        CHECK(i < 0, "%s: forward differs from quantize_rows + naive GEMM at %lld", where(isa, t).c_str(), (long long)i);
+    });
+
+    g_context = "QuantLinear w4a16 asym";
+    const auto u = randint(size_t(N * K), 0, 15, 14);
+    const auto zeros_i = randint(size_t(N * K / G), 0, 15, 15);
+    std::vector<float> zeros(zeros_i.begin(), zeros_i.end());
+    std::vector<uint8_t> codes4(size_t(N * K / 2));
+    for (int64_t n = 0; n < N; ++n)
+        for (int64_t i = 0; i < K / 2; ++i)
+            codes4[size_t(n * K / 2 + i)] = uint8_t(u[size_t(n * K + 2 * i)] | (u[size_t(n * K + 2 * i + 1)] << 4));
+    QuantLinear wo = QuantLinear::from_int(4, codes4.data(), sw.data(), zeros.data(), N, K, G, AQuant::None, 1.0f);
+    for (int64_t rows : {int64_t(1), M, int64_t(2 * kWfGemvRows + 3)}) {  // GEMV and dequantized-panel paths
+        const auto xr = randn(size_t(rows * K), uint32_t(rows));
+        for_each_isa_and_threads([&](Isa isa, int t) {
+            std::vector<float> y(size_t(rows * N));
+            wo.forward(xr.data(), rows, y.data());
+            double worst = 0.0;
+            for (int64_t m = 0; m < rows; ++m)
+                for (int64_t n = 0; n < N; ++n) {
+                    double acc = 0.0, size = 0.0;
+                    for (int64_t k = 0; k < K; ++k) {
+                        const double wv = (u[size_t(n * K + k)] - zeros[size_t(n * (K / G) + k / G)]) * double(sw[size_t(n * (K / G) + k / G)]);
+                        acc += wv * xr[size_t(m * K + k)];
+                        size += std::fabs(wv * xr[size_t(m * K + k)]);
+                    }
+                    worst = std::max(worst, std::fabs(acc - y[size_t(m * N + n)]) / std::max(size, 1e-30));
+                }
+            CHECK(worst <= 1e-5, "%s rows=%lld: relative error %g vs dequantize + float64 loop", where(isa, t).c_str(),
+                  (long long)rows, worst);
+        });
+    }
+}
+
+}  // namespace
+
+int main() {
+    std::printf("quellm kernel tests: ISA levels");
+    for (Isa isa : available_isas()) std::printf(" %s", isa_name(isa));
+    std::printf(" (hardware %s)\n", isa_name(hardware_isa()));
+    const struct {
+        const char* name;
+        void (*fn)();
+    } tests[] = {{"fwht", test_fwht},           {"int4_packing", test_int4_packing}, {"gemm_int", test_gemm_int},
+                 {"quantize_rows", test_quantize_rows}, {"matmul_f32", test_matmul},  {"quant_linear", test_quant_linear}};
+    for (const auto& t : tests) {
+        const int before = g_failures;
+        try {
+            t.fn();
+        } catch (const std::exception& e) {
+            ++g_failures;
+            std::fprintf(stderr, "FAIL %s: exception: %s\n", t.name, e.what());
+        }
+        std::printf("%-14s %s\n", t.name, g_failures == before ? "ok" : "FAILED");
+    }
+    std::printf("%d checks, %d failures\n", g_checks, g_failures);
+    return g_failures ? 1 : 0;
+}
