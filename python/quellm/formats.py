@@ -634,8 +634,9 @@ class Format:
 
     def _decode_cpp(self, codes, scales, zeros, tensor_scale, rows: int, k: int, ref: bool = False) -> np.ndarray:
         y = np.empty((rows, k), _F32)
-        c = lambda a: None if a is None else np.ascontiguousarray(a).reshape(-1)  # noqa: E731
-        _call_core(_core.format_decode, self.name, y, np.ascontiguousarray(codes), c(scales), c(zeros),
+        # the planes may be read-only (memory-mapped files): the binding takes writable buffers
+        c = lambda a: None if a is None else np.require(a, requirements=["C", "W"]).reshape(-1)  # noqa: E731
+        _call_core(_core.format_decode, self.name, y, np.require(codes, requirements=["C", "W"]), c(scales), c(zeros),
                    c(tensor_scale), ref, self._cpp_params())
         return y
 
