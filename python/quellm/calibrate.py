@@ -191,6 +191,21 @@ def generate_calibration_tokens(model: CausalLM, n_samples: int, seq_len: int, s
     return out
 
 
+def observed(obs: Any, layer: int, kind: str, seq_len: int, n_layers: int, what: str = "calibration") -> dict | None:
+    """The statistics of point (layer, kind) in ``obs`` (None if nothing was observed there).
+
+    Raises:
+        QuellmError: a NaN/Inf was observed; names the layer, point, channel, sample and position.
+    """
+    d = obs.stats(layer, KINDS.index(kind))
+    if d is not None and d["nonfinite"]:
+        row = int(d["bad_row"])
+        where = f"layer {layer}" if layer < n_layers else "the final norm"
+        raise QuellmError(f"{what}: non-finite activation at {where}, point {kind!r}, channel {int(d['bad_channel'])} "
+                          f"(sample {row // seq_len}, position {row % seq_len})")
+    return d
+
+
 def calibrate(model: CausalLM, text: str | Sequence[int] | None = None, *, n_samples: int = 128, seq_len: int = 512,
               seed: int = 0, xtx: bool = False, batch: int = 4, progress: bool | None = None) -> Stats:
     """Run calibration windows through ``model`` and collect statistics at every point.
@@ -223,16 +238,10 @@ def calibrate(model: CausalLM, text: str | Sequence[int] | None = None, *, n_sam
     points: dict[tuple[str, int], PointStats] = {}
     L = model.config.num_hidden_layers
     for layer in range(L + 1):
-        for k, kind in enumerate(KINDS):
-            d = obs.stats(layer, k)
+        for kind in KINDS:
+            d = observed(obs, layer, kind, wins.shape[1], L)
             if d is None:
                 continue
-            if d["nonfinite"]:
-                row = int(d["bad_row"])
-                where = f"layer {layer}" if layer < L else "the final norm"
-                raise QuellmError(
-                    f"calibration: non-finite activation at {where}, point {kind!r}, channel {int(d['bad_channel'])} "
-                    f"(sample {row // wins.shape[1]}, position {row % wins.shape[1]})")
             points[(kind, layer)] = PointStats(layer, kind, int(d["count"]), d["absmax"], d["sum"], d["sum2"],
                                                d["sum3"], d["sum4"], d.get("xtx"))
     meta = {"n_samples": int(len(wins)), "seq_len": int(wins.shape[1]), "seed": seed,

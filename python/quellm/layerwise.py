@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from .calibrate import KINDS
+from .calibrate import observed
 from .errors import QuellmError
 from .eval import _Progress
 
@@ -31,17 +31,6 @@ __all__ = ["quantize_layerwise"]
 
 #: (module name, kind, layer, hessian) -> the quantized layer, or None to keep it in float.
 MakeLayer = Callable[[str, str, int, np.ndarray | None], Any]
-
-
-def _check_finite(obs: Any, layer: int, kind: str, seq_len: int) -> dict[str, Any]:
-    d = obs.stats(layer, KINDS.index(kind))
-    if d is None:
-        raise QuellmError(f"layerwise: no activations observed at layer {layer}, point {kind!r}")
-    if d["nonfinite"]:
-        row = int(d["bad_row"])
-        raise QuellmError(f"layerwise: non-finite activation at layer {layer}, point {kind!r}, channel "
-                          f"{int(d['bad_channel'])} (sample {row // seq_len}, position {row % seq_len})")
-    return d
 
 
 def quantize_layerwise(model: Any, tensors: dict[str, np.ndarray], recipe: Any, layers: list[tuple[str, str, int]],
@@ -83,7 +72,9 @@ def quantize_layerwise(model: Any, tensors: dict[str, np.ndarray], recipe: Any, 
             current.forward_layers(x[i: i + batch], layer, layer + 1, observers=obs)
         changed = False
         for name, kind in by_layer.get(layer, []):
-            d = _check_finite(obs, layer, kind, T)
+            d = observed(obs, layer, kind, T, L, "layerwise")
+            if d is None:
+                raise QuellmError(f"layerwise: no activations observed at layer {layer}, point {kind!r}")
             q = make_layer(name, kind, layer, d["xtx"] / max(int(d["count"]), 1))
             if q is not None:
                 quant[name] = q
@@ -98,7 +89,7 @@ def quantize_layerwise(model: Any, tensors: dict[str, np.ndarray], recipe: Any, 
         if layer == L:  # the LM head reads the final norm of the stream
             if not np.isfinite(x).all():
                 raise QuellmError("layerwise: non-finite activation at the final norm")
-            xf = x.reshape(-1, x.shape[-1]).astype(np.float64)
+            xf = x.reshape(-1, x.shape[-1]).astype(np.float64)  # the final RMSNorm, in float64
             h = xf / np.sqrt((xf * xf).mean(axis=1, keepdims=True) + model.norm_eps)
             h *= tensors[model.final_norm_name].astype(np.float64)
             q = make_layer(name, kind, layer, h.T @ h / h.shape[0])
