@@ -4,10 +4,12 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <string>
 
 namespace quellm {
 struct FormatParams;  // cpp/formats.h
+class QuantLinear;    // cpp/quant_linear.h
 }
 
 namespace quellm::cuda {
@@ -86,6 +88,28 @@ void format_encode_cuda(const FormatParams& p, void* stream);
 void format_decode_cuda(const FormatParams& p, void* stream);
 void format_encode_cuda_host_planes(const FormatParams& p);
 void format_decode_cuda_host_planes(const FormatParams& p);
+
+// ---- linear layers (cuda/gemm.cu): y = x·Wᵀ (+ b) of a QuantLinear on the device --------------
+// The weights are uploaded once from a host QuantLinear, in its own format (float weights as
+// f16/bf16, int8/int4/MXFP4/OVP4 codes packed for the device kernels — never dequantized to float
+// in device memory), with its bias, activation quantizer and online Hadamard transform. The
+// forward allocates nothing and does not synchronize, so it can be captured in a CUDA graph: the
+// caller passes a workspace of cuda_linear_workspace_bytes(L, M) bytes (device memory).
+struct CudaLinear;  // opaque, defined in cuda/gemm.cu
+struct CudaLinearDeleter {
+    void operator()(CudaLinear* p) const noexcept;
+};
+using CudaLinearPtr = std::unique_ptr<CudaLinear, CudaLinearDeleter>;
+
+// act: the dtype of x and y at forward time (F16, BF16 or F32). Throws std::invalid_argument for
+// a weight × activation pair without a device kernel, std::runtime_error for CUDA errors
+// (out of memory included).
+CudaLinearPtr cuda_linear_upload(const QuantLinear& w, DType act);
+std::size_t cuda_linear_workspace_bytes(const CudaLinear& L, long long M);
+// x (M, K) and y (M, N) device, row-major, dtype `act`; y must not alias x.
+void cuda_linear_forward(const CudaLinear& L, const void* x, long long M, void* y, void* workspace, void* stream);
+std::string cuda_linear_kernel(const CudaLinear& L);   // "f16", "w4a16", "w8a8", ... as on the CPU
+std::size_t cuda_linear_nbytes(const CudaLinear& L);   // device bytes held (weights, scales, bias)
 
 // Runs the f16/bf16 conversion helpers of common.h on the device over `n` f32 inputs and writes
 // their bit patterns; tests compare them with the host results of the same helpers.
