@@ -57,10 +57,11 @@ def test_calibrate_then_quantize(model_dir, tmp_path, text, capsys):
     assert main(["quantize", MODEL, "--recipe", "w4a8:group=16", "--n-samples", "2", "--seq-len", "8",
                  "--out", str(out), "--force"]) == 0
     assert quellm.load(out).recipe.name == "w4a8-g16"
-    # a GPTQ recipe collects XᵀX by itself
-    assert main(["quantize", MODEL, "--recipe", "gptq:group=16", "--calib", str(text), "--n-samples", "2",
-                 "--seq-len", "16", "--out", str(out), "--force"]) == 0
-    assert quellm.load(out).recipe.linear.w_method == "gptq"
+    # a GPTQ recipe runs layer by layer (data-free or from --calib), or from the float model's XᵀX
+    for extra in ([], ["--calib", str(text)], ["--no-layerwise"], ["--no-layerwise", "--calib", str(text)]):
+        assert main(["quantize", MODEL, "--recipe", "gptq:group=16", "--n-samples", "2", "--seq-len", "16",
+                     "--out", str(out), "--force", *extra]) == 0, extra
+        assert quellm.load(out).recipe.linear.w_method == "gptq"
 
 
 @pytest.mark.parametrize("args, match", [

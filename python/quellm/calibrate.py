@@ -173,6 +173,16 @@ def calibration_windows(tokens: Sequence[int], n_samples: int, seq_len: int, see
     return np.stack([toks[s: s + seq_len] for s in starts])
 
 
+def check_windows(windows: Any, vocab_size: int, what: str) -> np.ndarray:
+    """``windows`` as a validated ``(n, seq_len)`` int32 array of token ids."""
+    w = np.asarray(windows)
+    if w.ndim != 2 or w.size == 0 or w.dtype.kind not in "iu":
+        raise QuellmError(f"{what}: token windows must be a non-empty (n, seq_len) integer array, got {w.dtype} {w.shape}")
+    if w.min() < 0 or w.max() >= vocab_size:
+        raise QuellmError(f"{what}: token ids must lie in [0, {vocab_size})")
+    return w.astype(np.int32, copy=False)
+
+
 def generate_calibration_tokens(model: CausalLM, n_samples: int, seq_len: int, seed: int = 0,
                                 temperature: float = 1.0, top_p: float = 0.95) -> np.ndarray:
     """Data-free calibration text: ``n_samples`` sequences the model samples itself, all decoded
@@ -206,13 +216,14 @@ def observed(obs: Any, layer: int, kind: str, seq_len: int, n_layers: int, what:
     return d
 
 
-def calibrate(model: CausalLM, text: str | Sequence[int] | None = None, *, n_samples: int = 128, seq_len: int = 512,
+def calibrate(model: CausalLM, text: str | Sequence[int] | np.ndarray | None = None, *, n_samples: int = 128, seq_len: int = 512,
               seed: int = 0, xtx: bool = False, batch: int = 4, progress: bool | None = None) -> Stats:
     """Run calibration windows through ``model`` and collect statistics at every point.
 
     Args:
         text: calibration text (or token ids). ``None``: data-free — the model generates its own
-            calibration text from BOS (``n_samples`` sequences of ``seq_len`` tokens).
+            calibration text from BOS (``n_samples`` sequences of ``seq_len`` tokens). A 2-D
+            integer array is taken as the windows themselves (``n_samples``/``seq_len`` unused).
         n_samples, seq_len: windows drawn at seeded random offsets of the text.
         xtx: also accumulate XᵀX per point (for GPTQ; memory ~ channels² · 8 bytes per point).
         batch: windows per forward call.
@@ -223,6 +234,8 @@ def calibrate(model: CausalLM, text: str | Sequence[int] | None = None, *, n_sam
     """
     if text is None:
         wins = generate_calibration_tokens(model, n_samples, seq_len, seed)
+    elif isinstance(text, np.ndarray) and text.ndim == 2:
+        wins = check_windows(text, model.vocab_size, "calibrate")
     else:
         toks = model.encode(text) if isinstance(text, str) else [int(t) for t in text]
         if not toks:

@@ -42,6 +42,15 @@ def _calibrate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="overwrite --out")
 
 
+def _layerwise_data(model, path: str | None, n_samples: int, seq_len: int, seed: int):
+    """Calibration input of layer-by-layer GPTQ: the text of ``path``, or windows the model writes."""
+    if path is not None:
+        return _read_text(path)
+    from .calibrate import generate_calibration_tokens
+
+    return generate_calibration_tokens(model, n_samples, seq_len, seed=seed)
+
+
 def _run_calibration(model, args: argparse.Namespace, xtx: bool = False):
     from . import calibrate
 
@@ -72,6 +81,9 @@ def _quantize_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stats", default=None, help="statistics from `quellm calibrate` (else calibrate now)")
     p.add_argument("--calib", dest="data", default=None, help="calibration text file (default: data-free)")
     _calib_args(p)
+    p.add_argument("--no-layerwise", dest="layerwise", action="store_false",
+                   help="GPTQ from the float model's XᵀX (--stats or collected up front, every layer's at once) "
+                   "instead of layer by layer through the already-quantized layers")
     p.add_argument("--out", required=True, help="directory to write the quantized checkpoint to")
     p.add_argument("--force", action="store_true", help="replace an existing --out directory")
 
@@ -85,13 +97,15 @@ def _quantize(args: argparse.Namespace) -> int:
     if out.exists() and not args.force:
         raise QuellmError(f"{out}: already exists (pass --force to replace it)")
     model = load(args.path)
+    layerwise = recipe.needs_xtx and args.layerwise
     stats = None
     if args.stats:
         stats = Stats.load(args.stats)
-    elif recipe.needs_calibration:
-        stats = _run_calibration(model, args, xtx=recipe.needs_xtx)
+    elif recipe.smooth or (recipe.needs_calibration and not layerwise):
+        stats = _run_calibration(model, args, xtx=recipe.needs_xtx and not layerwise)
     t = time.perf_counter()
-    q = quantize(model, recipe, stats)
+    data = _layerwise_data(model, args.data, args.n_samples, args.seq_len, args.seed) if layerwise else None
+    q = quantize(model, recipe, stats, data=data, n_samples=args.n_samples, seq_len=args.seq_len, seed=args.seed)
     q.save(out, overwrite=args.force)
     kernels = sorted({ql.kernel for ql in q.quant_layers.values()})
     print(f"wrote {out}: recipe {recipe.name}, {len(q.quant_layers)} quantized linears ({', '.join(kernels)}), "
@@ -145,10 +159,11 @@ def _quickstart(args: argparse.Namespace) -> int:
     step(f"loading {path}")
     model = load(path)
     step(f"calibrating data-free ({args.calib_samples} self-generated samples x 128 tokens)")
-    stats = calibrate(model, None, n_samples=args.calib_samples, seq_len=128, seed=0, xtx=recipe.needs_xtx,
+    windows = generate_calibration_tokens(model, args.calib_samples, 128, seed=0)
+    stats = calibrate(model, windows, n_samples=args.calib_samples, seq_len=128, seed=0,
                       progress=False)
-    step(f"quantizing with {recipe.name}")
-    q = quantize(model, recipe, stats)
+    step(f"quantizing with {recipe.name}" + (" layer by layer" if recipe.needs_xtx else ""))
+    q = quantize(model, recipe, stats, data=windows if recipe.needs_xtx else None)
     if args.out:
         q.save(args.out)
         step(f"saved {args.out}")

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from .calibrate import observed
+from .calibrate import check_windows, observed
 from .errors import QuellmError
 from .eval import _Progress
 
@@ -50,12 +50,7 @@ def quantize_layerwise(model: Any, tensors: dict[str, np.ndarray], recipe: Any, 
     Returns:
         ``{name: QuantLinear}`` of every layer ``make_layer`` quantized.
     """
-    windows = np.asarray(windows)
-    if windows.ndim != 2 or windows.size == 0 or windows.dtype.kind not in "iu":
-        raise QuellmError(f"layerwise: calibration windows must be a non-empty (n, seq_len) integer array, "
-                          f"got {windows.dtype} {windows.shape}")
-    if windows.min() < 0 or windows.max() >= model.vocab_size:
-        raise QuellmError(f"layerwise: token ids must lie in [0, {model.vocab_size})")
+    windows = check_windows(windows, model.vocab_size, "layerwise")
     L = int(model.config.num_hidden_layers)
     n, T = windows.shape
     x = tensors[model.embedding_name][windows].astype(np.float32)  # (n, T, D): the residual stream
