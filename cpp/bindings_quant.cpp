@@ -20,7 +20,9 @@ AQuant parse_aquant(const std::string& a) {
     if (a == "int8") return AQuant::Int8;
     if (a == "int4") return AQuant::Int4;
     if (a == "mxfp4") return AQuant::Mxfp4;
-    QUELLM_CHECK(false, "QuantLinear: activation format must be 'none', 'int8', 'int4' or 'mxfp4', got '", a, "'");
+    if (a == "mxfp8") return AQuant::Mxfp8;
+    QUELLM_CHECK(false, "QuantLinear: activation format must be 'none', 'int8', 'int4', 'mxfp4' or 'mxfp8', got '", a,
+                 "'");
     return AQuant::None;
 }
 
@@ -30,6 +32,7 @@ std::string aquant_name(AQuant a) {
         case AQuant::Int8: return "int8";
         case AQuant::Int4: return "int4";
         case AQuant::Mxfp4: return "mxfp4";
+        case AQuant::Mxfp8: return "mxfp8";
     }
     return "?";
 }
@@ -113,6 +116,33 @@ void bind_quant(py::module_& m) {
         quantize_rows_mxfp4(xp, M, K, q.mutable_data(), s.mutable_data());
         return py::make_tuple(q, s);
     }, py::arg("x"), "MXFP4 per 32-block: q = 2·E2M1 value (int8), s = 2^shared / 2 (M, K/32).");
+    m.def("quantize_rows_mxfp8", [](const py::array& x) {
+        const float* xp = f32_data(x, "x");
+        QUELLM_CHECK(x.ndim() == 2, "quantize_rows_mxfp8: x must be 2-D");
+        const int64_t M = x.shape(0), K = x.shape(1);
+        QUELLM_CHECK(K % 32 == 0, "quantize_rows_mxfp8: K = ", K, " is not a multiple of 32");
+        py::array_t<int32_t> q({M, K});
+        py::array_t<float> s({M, K / 32});
+        quantize_rows_mxfp8(xp, M, K, q.mutable_data(), s.mutable_data());
+        return py::make_tuple(q, s);
+    }, py::arg("x"), "MXFP8 (E4M3) per 32-block: q = E4M3 value · 2^9 (int32), s = 2^shared · 2^-9 (M, K/32).");
+    m.def("gemm_mx8", [](const py::array& qa_in, const py::array& sa_in, const IntPacked& w, const py::object& b, bool ref) {
+        auto qa = py::array_t<int32_t, py::array::c_style>::ensure(qa_in);
+        QUELLM_CHECK(qa && qa.ndim() == 2 && qa.shape(1) == w.K, "gemm_mx8: qa must be int32 (M, ", w.K, ")");
+        const float* sa = f32_data(sa_in, "sa");
+        QUELLM_CHECK(sa_in.ndim() == 2 && sa_in.shape(0) == qa.shape(0) && sa_in.shape(1) == w.K / 32,
+                     "gemm_mx8: sa must be (M, K/32)");
+        py::array bias;
+        const float* bp = f32_optional(b, bias, "b", w.N);
+        py::array_t<float> y({qa.shape(0), w.N});
+        GemmMx8Params p{qa.data(), sa, &w, bp, y.mutable_data(), qa.shape(0)};
+        {
+            py::gil_scoped_release release;
+            if (ref) gemm_mx8_ref(p); else gemm_mx8(p);
+        }
+        return y;
+    }, py::arg("qa"), py::arg("sa"), py::arg("w"), py::arg("b") = py::none(), py::arg("ref") = false,
+          "Integer weights (groups of 32) × MXFP8 activations; ref=True runs the scalar reference.");
     m.def("gemm_int", [](const py::array& qa_in, const py::array& sa_in, const IntPacked& w, const py::object& b, bool ref) {
         auto qa = py::array_t<int8_t, py::array::c_style>::ensure(qa_in);
         QUELLM_CHECK(qa && qa.ndim() == 2 && qa.shape(1) == w.K, "gemm_int: qa must be int8 (M, ", w.K, ")");

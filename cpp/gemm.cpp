@@ -148,6 +148,70 @@ void quantize_rows_mxfp4(const float* x, int64_t M, int64_t K, int8_t* q, float*
         }
 }
 
+void quantize_rows_mxfp8(const float* x, int64_t M, int64_t K, int32_t* q, float* sa) {
+    QUELLM_CHECK(K % 32 == 0, "quantize_rows_mxfp8: K = ", K, " is not a multiple of the MX block (32)");
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t b = 0; b < K / 32; ++b) {
+            const float* xb = x + m * K + b * 32;
+            float amax = 0.0f;
+            for (int i = 0; i < 32; ++i) {
+                QUELLM_CHECK(std::isfinite(xb[i]), "quantize_rows_mxfp8: non-finite activation ", xb[i], " in row ", m,
+                             ", column ", b * 32 + i);
+                amax = std::max(amax, std::fabs(xb[i]));
+            }
+            const int shared = mx_shared(f32_to_bits(amax), 8);  // emax(E4M3) = 8
+            sa[m * (K / 32) + b] = std::ldexp(1.0f, shared - 9);
+            for (int i = 0; i < 32; ++i) {
+                const uint32_t c = elem_encode(f32_to_bits(xb[i]), spec_e4m3(), shared, false);
+                q[m * K + b * 32 + i] = int32_t(elem_value(c, spec_e4m3()) * 512.0f);  // exact
+            }
+        }
+}
+
+void gemm_mx8_ref(const GemmMx8Params& p) {
+    QUELLM_CHECK(p.w != nullptr && p.M >= 0, "gemm_mx8: bad parameters");
+    const IntPacked& w = *p.w;
+    QUELLM_CHECK(w.G == 32 && !w.ovp, "gemm_mx8: weights must be int4/int8/E2M1 in groups of 32");
+    const int64_t NB = w.K / 32;
+    for (int64_t m = 0; m < p.M; ++m)
+        for (int64_t n = 0; n < w.N; ++n) {
+            float y = 0.0f;
+            for (int64_t b = 0; b < NB; ++b) {
+                int32_t acc = 0;
+                for (int64_t k = b * 32; k < (b + 1) * 32; ++k) acc += p.qa[m * w.K + k] * qw_at(w, n, k);
+                const float s = p.sa[m * NB + b] * w.scales[size_t(((n / 16) * NB + b) * 16 + n % 16)];
+                y = std::fmaf(float(acc), s, y);
+            }
+            p.y[m * w.N + n] = p.bias ? y + p.bias[n] : y;
+        }
+}
+
+void gemm_mx8(const GemmMx8Params& p) {
+    QUELLM_CHECK(p.w != nullptr && p.M >= 0, "gemm_mx8: bad parameters");
+    QUELLM_CHECK(p.w->G == 32 && !p.w->ovp, "gemm_mx8: weights must be int4/int8/E2M1 in groups of 32");
+    if (p.M == 0) return;
+#if defined(QUELLM_X86_PATHS)
+    using Tile = void (*)(const GemmMx8Params&, int64_t, int64_t, int);
+    Tile tile = nullptr;
+    int MR = 4;
+    if (active_isa() == Isa::AVX512) {
+        tile = x86::gemm_mx8_tile_avx512;
+        MR = 8;
+    } else if (active_isa() >= Isa::AVX2) {
+        tile = x86::gemm_mx8_tile_avx2;
+    }
+    if (tile) {
+        const IntPacked& w = *p.w;
+        const int nt = int(std::min<int64_t>(num_threads(), w.tiles));
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t t = 0; t < w.tiles; ++t)
+            for (int64_t m0 = 0; m0 < p.M; m0 += MR) tile(p, t, m0, int(std::min<int64_t>(MR, p.M - m0)));
+        return;
+    }
+#endif
+    gemm_mx8_ref(p);
+}
+
 void gemm_int_unpack(const IntPacked& w, uint8_t* codes, float* scales) {
     const int64_t NG = w.K / w.G;
     for (int64_t n = 0; n < w.N; ++n) {

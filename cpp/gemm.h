@@ -76,6 +76,11 @@ void quantize_rows(const float* x, int64_t M, int64_t K, int qmax, float clip, i
 // Non-finite values throw.
 void quantize_rows_mxfp4(const float* x, int64_t M, int64_t K, int8_t* q, float* sa);
 
+// MXFP8 (E4M3) activations: per row, blocks of 32 encoded as formats.py's MxFormat("mxfp8_e4m3")
+// (RNE, saturating to ±448) and returned as integers q = E4M3 value · 2^9 (exact: the finest E4M3
+// step is 2^-9; |q| ≤ 229376) with sa (M, K/32) = 2^shared · 2^-9. Non-finite values throw.
+void quantize_rows_mxfp8(const float* x, int64_t M, int64_t K, int32_t* q, float* sa);
+
 struct GemmIntParams {
     const int8_t* qa;   // (M, K)
     const float* sa;    // (M, sa_groups): per row (1) or per weight group (K/G)
@@ -88,6 +93,21 @@ struct GemmIntParams {
 };
 void gemm_int_ref(const GemmIntParams& p);
 void gemm_int(const GemmIntParams& p);
+
+// Integer weights in groups of 32 (int4, int8, E2M1 — not OVP) × MXFP8 activations:
+//   y[m, n] = Σ_b float(acc[m, n, b]) · (sa[m, b] · sw[n, b])  (+ b[n]),  the same fma chain as gemm_int
+//   acc[m, n, b] = Σ_{k in block b} qa[m, k] · qw[n, k]   (int32, exact: 32 · 229376 · 127 < 2^31)
+// The products are int32 (vpmulld): E4M3 values span 18 bits, beyond the int8 dot-product units.
+struct GemmMx8Params {
+    const int32_t* qa;  // (M, K) from quantize_rows_mxfp8
+    const float* sa;    // (M, K/32)
+    const IntPacked* w; // G == 32
+    const float* bias;  // (N) or nullptr
+    float* y;           // (M, N)
+    int64_t M;
+};
+void gemm_mx8_ref(const GemmMx8Params& p);
+void gemm_mx8(const GemmMx8Params& p);
 
 // ---- weight-only kernels ----------------------------------------------------------------------
 
@@ -126,6 +146,9 @@ namespace x86 {
 // writes y for its valid rows.
 void gemm_int_tile_avx512(const GemmIntParams& p, int64_t t, int64_t m0, int mr, const int32_t* asum);
 void gemm_int_tile_avx2(const GemmIntParams& p, int64_t t, int64_t m0, int mr, const int32_t* asum);
+// MXFP8-activation tile: rows m0..m0+mr-1 (mr <= 8 for AVX-512, 4 for AVX2) against 16-row tile t.
+void gemm_mx8_tile_avx512(const GemmMx8Params& p, int64_t t, int64_t m0, int mr);
+void gemm_mx8_tile_avx2(const GemmMx8Params& p, int64_t t, int64_t m0, int mr);
 // Weight-only rows: y[m0..m0+mr) × W rows [n0, n1) (mr <= 4). Need G % 32 == 0 (int4: split32).
 void gemm_wf_rows_avx512(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr);
 void gemm_wf_rows_avx2(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr);

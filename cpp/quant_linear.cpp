@@ -49,8 +49,8 @@ QuantLinear QuantLinear::from_int(int bits, const uint8_t* codes, const float* s
 
 QuantLinear QuantLinear::from_mx4(const uint8_t* codes, const uint8_t* scale_codes, int64_t N, int64_t K, AQuant a) {
     QUELLM_CHECK(N >= 1 && K >= 1, "QuantLinear: empty weight");
-    QUELLM_CHECK(a == AQuant::Int8 || a == AQuant::Mxfp4, "QuantLinear: MXFP4 weights run with int8 or MXFP4 "
-                 "activations (no weight-only MXFP4 kernel)");
+    QUELLM_CHECK(a == AQuant::Int8 || a == AQuant::Mxfp4 || a == AQuant::Mxfp8, "QuantLinear: MXFP4 weights run "
+                 "with int8, MXFP4 or MXFP8 activations (no weight-only MXFP4 kernel)");
     QuantLinear q;
     q.N = N;
     q.K = K;
@@ -118,12 +118,15 @@ void QuantLinear::set_activation(AQuant a, float clip) {
     QUELLM_CHECK(clip > 0.0f && clip <= 1.0f, "QuantLinear: activation clip ratio must lie in (0, 1], got ", clip);
     QUELLM_CHECK(!((w_mxfp4 || w_ovp4) && a == AQuant::None), "QuantLinear: no weight-only MXFP4/OVP4 kernel (use "
                  "integer activations)");
-    QUELLM_CHECK(a != AQuant::Mxfp4 || (group == 32 && K % 32 == 0), "QuantLinear: MXFP4 activations need weights "
-                 "in groups of 32 (the MX block), got group ", group);
+    const bool mx = a == AQuant::Mxfp4 || a == AQuant::Mxfp8;
+    QUELLM_CHECK(!mx || (group == 32 && K % 32 == 0), "QuantLinear: MX activations need weights in groups of 32 "
+                 "(the MX block), got group ", group);
+    QUELLM_CHECK(!(w_ovp4 && mx), "QuantLinear: OVP4 weights run with int8 or int4 activations");
     if (a != AQuant::None) {
         QUELLM_CHECK(w_bits != 32, "QuantLinear: no kernel for f32 weights with quantized activations; "
                      "supported pairs: f32×none, int4×none, int8×none, int4×int8, int4×int4, int8×int8, int8×int4, "
-                     "mxfp4×mxfp4, mxfp4×int8, int4×mxfp4, int8×mxfp4");
+                     "mxfp4×mxfp4, mxfp4×mxfp8, mxfp4×int8, int4×mxfp4, int8×mxfp4, int4×mxfp8, int8×mxfp8, ovp4×int8, "
+                     "ovp4×int4");
         QUELLM_CHECK(!asym_, "QuantLinear: integer-activation kernels need symmetric weights (asymmetric int4 "
                      "runs weight-only, activation none)");
         QUELLM_CHECK(group % 4 == 0 && K % (w_bits == 4 ? 8 : 4) == 0, "QuantLinear: integer kernels need a group "
@@ -181,6 +184,11 @@ void QuantLinear::forward(const float* x, int64_t M, float* y) const {
         std::vector<float> sa(static_cast<size_t>(M * (K / 32)));
         quantize_rows_mxfp4(x, M, K, qa.data(), sa.data());
         gemm_int(GemmIntParams{qa.data(), sa.data(), &wi_, b, y, M, K / 32});
+    } else if (aq == AQuant::Mxfp8) {
+        std::vector<int32_t> qa(static_cast<size_t>(M * K));
+        std::vector<float> sa(static_cast<size_t>(M * (K / 32)));
+        quantize_rows_mxfp8(x, M, K, qa.data(), sa.data());
+        gemm_mx8(GemmMx8Params{qa.data(), sa.data(), &wi_, b, y, M});
     } else {
         std::vector<int8_t> qa(static_cast<size_t>(M * K));
         std::vector<float> sa(static_cast<size_t>(M));
@@ -195,7 +203,10 @@ size_t QuantLinear::nbytes() const {
 
 std::string QuantLinear::kernel() const {
     if (w_bits == 32) return "f32";
-    const std::string a = aq == AQuant::None ? "a16" : aq == AQuant::Mxfp4 ? "amx4" : "a" + std::to_string(int(aq));
+    const std::string a = aq == AQuant::None    ? "a16"
+                          : aq == AQuant::Mxfp4 ? "amx4"
+                          : aq == AQuant::Mxfp8 ? "amx8"
+                                                : "a" + std::to_string(int(aq));
     return (w_mxfp4 ? std::string("wmx4") : w_ovp4 ? std::string("wovp4") : "w" + std::to_string(w_bits)) + a;
 }
 

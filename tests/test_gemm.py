@@ -192,6 +192,97 @@ def test_quantize_rows_mxfp4_matches_twin(vals):
     np.testing.assert_array_equal(s, formats.decode_e8m0(p.scales) / np.float32(2))
 
 
+# ---- MXFP8 activations (E4M3 values · 2^9 as int32) × integer weights in groups of 32 --------
+
+def mx8_weights(kind, N, K, rng):
+    """(weight values, scales, packed) for int4 / int8 / E2M1 weights in groups of 32."""
+    if kind == "e2m1":
+        codes = rng.integers(0, 16, (N, K)).astype(np.uint8)
+        scodes = rng.integers(100, 140, (N, K // 32)).astype(np.uint8)
+        w = _core.gemm_mx4_repack((codes[:, 0::2] | (codes[:, 1::2] << 4)).astype(np.uint8), scodes)
+        return mx4_values(codes), np.ldexp(np.float32(1), scodes.astype(np.int64) - 128).astype(np.float32), w
+    qw, sw, w = make(N, K, 32, int(rng.integers(1 << 30)), 4 if kind == "int4" else 8)
+    return qw.astype(np.int64), sw, w
+
+
+def mx8_epilogue(qa, sa, qw, sw, bias=None):
+    """Block sums in int64, rounded to float32 as the kernels' float(acc), then the fma chain."""
+    M, K = qa.shape
+    N = qw.shape[0]
+    acc = np.einsum("mgk,ngk->mng", qa.reshape(M, K // 32, 32).astype(np.int64), qw.reshape(N, K // 32, 32))
+    assert np.abs(acc).max(initial=0) < 2**31
+    y = np.zeros((M, N), np.float32)
+    for g in range(K // 32):
+        s = (sa[:, g:g + 1] * sw[None, :, g]).astype(np.float32)
+        y = (acc[:, :, g].astype(np.float32).astype(np.float64) * s.astype(np.float64) + y).astype(np.float32)
+    return y if bias is None else (y + bias).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["int4", "int8", "e2m1"])
+@pytest.mark.parametrize("M, N, K", [(1, 16, 32), (3, 17, 128), (9, 40, 64), (17, 33, 256), (2, 1, 96)])
+def test_mx8_kernel_matches_integer_reference(kind, M, N, K, isa, threads):
+    rng = np.random.default_rng(M * 100 + N + K)
+    qw, sw, w = mx8_weights(kind, N, K, rng)
+    qa = rng.integers(-229376, 229377, (M, K)).astype(np.int32)
+    qa[0, :7] = [229376, -229376, 0, 1, -1, 512, 7]
+    sa = np.ldexp(np.float32(1), rng.integers(-30, 5, (M, K // 32))).astype(np.float32)
+    bias = rng.standard_normal(N).astype(np.float32)
+    want = mx8_epilogue(qa, sa, qw, sw, bias)
+    assert_bit_exact(_core.gemm_mx8(qa, sa, w, bias, ref=True), want, "ref")
+    assert_bit_exact(_core.gemm_mx8(qa, sa, w, bias), want, f"{kind} {isa} t={threads}")
+
+
+@pytest.mark.parametrize("kind, wq", [("int4", -8), ("int8", -128), ("int8", 127)])
+def test_mx8_extreme_values_exact(kind, wq, isa):
+    N, K = 16, 256
+    qw = np.full((N, K), wq, np.int8)
+    sw = np.ones((N, K // 32), np.float32)
+    w = _core.gemm_w4_repack(pack_int4(qw), sw) if kind == "int4" else _core.gemm_w8_repack(qw, sw)
+    qa = np.full((2, K), -229376, np.int32)
+    y = _core.gemm_mx8(qa, np.ones((2, K // 32), np.float32), w)
+    assert np.all(y == np.float32(8) * np.float32(wq * -229376 * 32))
+
+
+@given(M=st.integers(1, 11), N=st.integers(1, 40), nb=st.integers(1, 6), kind=st.sampled_from(["int4", "int8", "e2m1"]),
+       seed=st.integers(0, 2**31))
+def test_mx8_random_shapes(M, N, nb, kind, seed):
+    rng = np.random.default_rng(seed)
+    K = 32 * nb
+    qw, sw, w = mx8_weights(kind, N, K, rng)
+    qa = rng.integers(-229376, 229377, (M, K)).astype(np.int32)
+    sa = rng.uniform(1e-6, 1.0, (M, K // 32)).astype(np.float32)
+    assert_bit_exact(_core.gemm_mx8(qa, sa, w), mx8_epilogue(qa, sa, qw, sw))
+
+
+@given(st.lists(st.sampled_from([0.0, -0.0, 448.0, 464.0, 480.0, 0.001953125, 0.0009765625, 1e-40, 3e38, -1e-3,
+                                 1.0625, 1.1875, 240.0, 2.0**-7]) |
+                st.floats(-1e6, 1e6, width=32), min_size=64, max_size=64))
+def test_quantize_rows_mxfp8_matches_twin(vals):
+    import ml_dtypes
+
+    from quellm import formats
+
+    x = np.array(vals, np.float32).reshape(2, 32)
+    q, s = _core.quantize_rows_mxfp8(x)
+    p = formats.get("mxfp8_e4m3").encode(x)
+    values = p.codes.reshape(2, 32).view(ml_dtypes.float8_e4m3fn).astype(np.float64) * 512
+    np.testing.assert_array_equal(q.astype(np.float64), values)
+    np.testing.assert_array_equal(s, (formats.decode_e8m0(p.scales).astype(np.float64) / 512).astype(np.float32))
+    # q · s is the decoded value wherever that is a normal float32
+    big = np.abs(values) * s.repeat(32, axis=1) >= np.finfo(np.float32).tiny
+    np.testing.assert_array_equal((q * s.repeat(32, axis=1).astype(np.float64))[big], p.decode().astype(np.float64)[big])
+
+
+def test_mx8_errors():
+    with pytest.raises(ValueError, match="non-finite"):
+        _core.quantize_rows_mxfp8(np.full((1, 32), np.inf, np.float32))
+    with pytest.raises(ValueError, match="multiple of 32"):
+        _core.quantize_rows_mxfp8(np.ones((1, 48), np.float32))
+    _, _, w = make(16, 128, 64, 0, 8)  # groups of 64: not an MX block
+    with pytest.raises(ValueError, match="groups of 32"):
+        _core.gemm_mx8(np.zeros((1, 128), np.int32), np.ones((1, 4), np.float32), w)
+
+
 def test_mx4_errors():
     with pytest.raises(ValueError, match="non-finite"):
         _core.quantize_rows_mxfp4(np.full((1, 32), np.nan, np.float32))

@@ -18,7 +18,7 @@ def group_for(w_format, a_format, default):
     """MX pairs work in blocks of 32; f32 weights take no group."""
     if w_format in ("f32", "ovp4"):
         return None
-    return 32 if "mxfp4" in (w_format, a_format) else default
+    return 32 if {"mxfp4", "mxfp8"} & {w_format, a_format} else default
 
 
 def check_close(got, want, rtol=1e-5):
@@ -48,7 +48,7 @@ def test_random_shapes(M, N, kq, pair, sym, seed, data):
     K = 16 * kq
     G = data.draw(st.sampled_from([None] + [g for g in (8, 16, 32, 64) if K % g == 0]), "group")
     w_format, a_format = pair
-    if "mxfp4" in pair:
+    if {"mxfp4", "mxfp8"} & set(pair):
         K, G = 32 * kq, 32
     sym = sym or w_format != "int4" or a_format != "none"
     rng = np.random.default_rng(seed)

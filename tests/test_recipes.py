@@ -63,14 +63,15 @@ def test_llama_matches_fake_quant_simulation(llama, llama_stats, name, tmp_path)
     assert cfg["quantization_config"]["quant_method"] == "quellm"
 
 
-@pytest.mark.parametrize("name", ["mxfp4", "mxfp4:a_bits=8,hadamard=true"])
-def test_mxfp4_matches_fake_quant_simulation(make_checkpoint, name, tmp_path):
+@pytest.mark.parametrize("name, kernel", [("mxfp4", "wmx4amx4"), ("mxfp4:a_bits=8,hadamard=true", "wmx4a8"),
+                                          ("mxfp4:a_bits=mxfp8", "wmx4amx8")])
+def test_mxfp4_matches_fake_quant_simulation(make_checkpoint, name, kernel, tmp_path):
     from conftest import TINY_LLAMA
 
     path, _ = make_checkpoint({**TINY_LLAMA, "hidden_size": 64, "intermediate_size": 96})  # MX blocks of 32
     m = quellm.load(path)
     q = quellm.quantize(m, name)
-    assert {ql.kernel for ql in q.quant_layers.values()} == ({"wmx4amx4"} if name == "mxfp4" else {"wmx4a8"})
+    assert {ql.kernel for ql in q.quant_layers.values()} == {kernel}
     toks = tokens(m)
     got = q.forward(toks)
     want, _ = llama_forward(q._float_tensors, m.config, toks,

@@ -21,6 +21,8 @@ int4/int8   int8/int4    W4A8, W8A8, W4A4, W8A4: exact int32 dot products (VNNI)
 mxfp4       mxfp4/int8   2·E2M1 values are integers: the same int32 kernels, scales per 32
 ovp4        int8/int4    OliVe pairs decoded in registers to integers (outliers up to ±96)
 int4/int8   mxfp4        (weights in groups of 32)
+mxfp4       mxfp8        E4M3 values · 2^9 are 18-bit integers: int32 products, scales per 32
+int4/int8   mxfp8        (weights in groups of 32)
 ==========  ===========  ================================================================
 
 Weights: symmetric (or asymmetric int4, weight-only) per output channel or per group of
@@ -48,7 +50,7 @@ from .hadamard import decompose, hadamard_factor
 __all__ = ["CLIP_GRID", "LinearSpec", "QuantLinear", "fit_group", "supported_pairs"]
 
 W_FORMATS = ("f32", "int8", "int4", "mxfp4", "ovp4")
-A_FORMATS = ("none", "int8", "int4", "mxfp4")
+A_FORMATS = ("none", "int8", "int4", "mxfp4", "mxfp8")
 TRANSFORMS = (None, "hadamard")
 #: Clip ratios tried by the weight clip search (``w_clip="search"``).
 CLIP_GRID = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5)
@@ -58,7 +60,8 @@ def supported_pairs() -> list[tuple[str, str]]:
     """The (weight format, activation format) pairs with a kernel."""
     return [("f32", "none"), ("int4", "none"), ("int8", "none"), ("int4", "int8"), ("int4", "int4"),
             ("int8", "int8"), ("int8", "int4"), ("mxfp4", "mxfp4"), ("mxfp4", "int8"), ("int4", "mxfp4"),
-            ("int8", "mxfp4"), ("ovp4", "int8"), ("ovp4", "int4")]
+            ("int8", "mxfp4"), ("ovp4", "int8"), ("ovp4", "int4"), ("mxfp4", "mxfp8"), ("int4", "mxfp8"),
+            ("int8", "mxfp8")]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,8 +116,8 @@ class LinearSpec:
         if self.w_format == "mxfp4" and (self.group not in (None, 32) or not self.w_sym or self.w_clip != 1.0):
             raise QuellmError("mxfp4 weights come in blocks of 32 with a power-of-two scale: no group, "
                               "asymmetry or clip options")
-        if self.a_format == "mxfp4" and self.w_format in ("int4", "int8") and self.group != 32:
-            raise QuellmError(f"mxfp4 activations need integer weights in groups of 32, got group {self.group}")
+        if self.a_format in ("mxfp4", "mxfp8") and self.w_format in ("int4", "int8") and self.group != 32:
+            raise QuellmError(f"{self.a_format} activations need integer weights in groups of 32, got group {self.group}")
         if not self.w_sym and (self.w_format != "int4" or self.a_format != "none"):
             raise QuellmError("asymmetric weights are supported for int4 weight-only layers (a_format 'none')")
         if self.w_clip != "search" and not (isinstance(self.w_clip, (int, float)) and 0 < float(self.w_clip) <= 1):
@@ -139,9 +142,9 @@ class LinearSpec:
             n = "f32"
         elif self.w_format == "ovp4":
             n = f"wovp4a{self.a_format[3:]}"
-        elif self.w_format == "mxfp4" or self.a_format == "mxfp4":
+        elif self.w_format == "mxfp4" or self.a_format in ("mxfp4", "mxfp8"):
             w = "mxfp4" if self.w_format == "mxfp4" else f"{self.w_bits}"
-            a = {"none": "16", "mxfp4": "mxfp4"}.get(self.a_format, self.a_format[3:])
+            a = {"none": "16", "mxfp4": "mxfp4", "mxfp8": "mxfp8"}.get(self.a_format, self.a_format[3:])
             n = f"w{w}a{a}" if w != a else f"{w}"
         else:
             a = "16" if self.a_format == "none" else self.a_format[3:]
@@ -178,8 +181,8 @@ class LinearSpec:
     def activation_format(self) -> Any:
         if self.a_format == "none":
             return None
-        if self.a_format == "mxfp4":
-            return formats.get("mxfp4")
+        if self.a_format in ("mxfp4", "mxfp8"):
+            return formats.get("mxfp4" if self.a_format == "mxfp4" else "mxfp8_e4m3")
         bits = int(self.a_format[3:])
         return IntFormat(self.a_format, bits, sym=True, granularity="token", clip=float(self.a_clip), narrow=True)
 

@@ -195,10 +195,11 @@ def quarot(w_bits: int = 4, a_bits: int = 4, kv_bits: int = 4, gptq: bool = True
 
 def mxfp4(a_bits: int | str = "mxfp4", hadamard: bool = False) -> Recipe:
     """OCP MXFP4 weights (E2M1 in blocks of 32, E8M0 scales) × MXFP4 activations (or
-    ``a_bits=8``: int8 per token), on the integer kernels (2·E2M1 values are integers)."""
-    a = "mxfp4" if a_bits in ("mxfp4", 4) else "int8" if a_bits == 8 else None
+    ``a_bits="mxfp8"``: MXFP8 E4M3 activations, or ``a_bits=8``: int8 per token), on the integer
+    kernels (2·E2M1 values and E4M3 values · 2^9 are integers)."""
+    a = "mxfp4" if a_bits in ("mxfp4", 4) else "mxfp8" if a_bits == "mxfp8" else "int8" if a_bits == 8 else None
     if a is None:
-        raise QuellmError(f"mxfp4: a_bits must be 'mxfp4' (or 4) or 8, got {a_bits!r}")
+        raise QuellmError(f"mxfp4: a_bits must be 'mxfp4' (or 4), 'mxfp8' or 8, got {a_bits!r}")
     spec = LinearSpec(w_format="mxfp4", a_format=a, transform="hadamard" if hadamard else None)
     return Recipe(spec.name, spec)
 
@@ -449,7 +450,7 @@ def quantize(model: Any, recipe: Recipe | str, calibration: Any = None, data: An
         w = tensors.get(name + ".weight")
         if w is None:  # tied LM head
             w = tensors[model.embedding_name]
-        if spec.w_format not in ("mxfp4", "ovp4") and spec.a_format != "mxfp4":
+        if spec.w_format not in ("mxfp4", "ovp4") and spec.a_format not in ("mxfp4", "mxfp8"):
             spec = dataclasses.replace(spec, group=fit_group(spec.group, w.shape[1]))
         if not (spec.w_clip == "search" or spec.w_method == "gptq"):
             h = None

@@ -122,6 +122,76 @@ void int_tile_any(const quellm::GemmIntParams& p, int64_t t, int64_t m0, int mr,
     }
 }
 
+// MXFP8 activations (gemm.h, gemm_mx8): as the AVX-512 tile, one 8-row half of the tile at a
+// time; the 16-entry nibble table is two vpermd lookups blended on the nibble's bit 3.
+template <int MODE, int MR>
+void mx8_tile(const quellm::GemmMx8Params& p, int64_t t, int64_t m0) {
+    const quellm::IntPacked& w = *p.w;
+    const int64_t K = w.K, KQ = K / 4, NB = K / 32;
+    const uint8_t* wt = w.codes.data() + t * KQ * (MODE == kInt8 ? 64 : 32);
+    const __m256i lut_lo = MODE == kE2M1 ? _mm256_setr_epi32(0, 1, 2, 3, 4, 6, 8, 12) : _mm256_setr_epi32(-8, -7, -6, -5, -4, -3, -2, -1);
+    const __m256i lut_hi = MODE == kE2M1 ? _mm256_setr_epi32(0, -1, -2, -3, -4, -6, -8, -12) : _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i m4 = _mm256_set1_epi32(15);
+    auto lookup = [&](__m256i nib) {
+        const __m256 lo = _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(lut_lo, nib));
+        const __m256 hi = _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(lut_hi, nib));
+        return _mm256_castps_si256(_mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(nib, 28))));
+    };
+    for (int half = 0; half < 2; ++half) {
+        const int64_t nb = t * 16 + half * 8;
+        if (nb >= w.N) break;
+        __m256 y[MR];
+        for (int r = 0; r < MR; ++r) y[r] = _mm256_setzero_ps();
+        for (int64_t b = 0; b < NB; ++b) {
+            __m256i acc[MR];
+            for (int r = 0; r < MR; ++r) acc[r] = _mm256_setzero_si256();
+            for (int64_t kq = b * 8; kq < b * 8 + 8; ++kq) {
+                __m256i wk[4];
+                if constexpr (MODE == kInt8) {
+                    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt + kq * 64 + half * 32));
+                    wk[0] = _mm256_srai_epi32(_mm256_slli_epi32(v, 24), 24);
+                    wk[1] = _mm256_srai_epi32(_mm256_slli_epi32(v, 16), 24);
+                    wk[2] = _mm256_srai_epi32(_mm256_slli_epi32(v, 8), 24);
+                    wk[3] = _mm256_srai_epi32(v, 24);
+                } else {
+                    const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wt + kq * 32 + half * 16)));
+                    wk[0] = lookup(_mm256_and_si256(v, m4));
+                    wk[1] = lookup(_mm256_and_si256(_mm256_srli_epi32(v, 4), m4));
+                    wk[2] = lookup(_mm256_and_si256(_mm256_srli_epi32(v, 8), m4));
+                    wk[3] = lookup(_mm256_srli_epi32(v, 12));
+                }
+                for (int r = 0; r < MR; ++r) {
+                    const int32_t* a = p.qa + (m0 + r) * K + kq * 4;
+                    for (int i = 0; i < 4; ++i)
+                        acc[r] = _mm256_add_epi32(acc[r], _mm256_mullo_epi32(wk[i], _mm256_set1_epi32(a[i])));
+                }
+            }
+            const __m256 sw = _mm256_loadu_ps(w.scales.data() + (t * NB + b) * 16 + half * 8);
+            for (int r = 0; r < MR; ++r) {
+                const __m256 s = _mm256_mul_ps(_mm256_set1_ps(p.sa[(m0 + r) * NB + b]), sw);
+                y[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r]), s, y[r]);
+            }
+        }
+        const int valid = int(w.N - nb < 8 ? w.N - nb : 8);
+        alignas(32) float buf[8];
+        for (int r = 0; r < MR; ++r) {
+            _mm256_store_ps(buf, y[r]);
+            float* out = p.y + (m0 + r) * w.N + nb;
+            for (int j = 0; j < valid; ++j) out[j] = p.bias ? buf[j] + p.bias[nb + j] : buf[j];
+        }
+    }
+}
+
+template <int MODE>
+void mx8_tile_any(const quellm::GemmMx8Params& p, int64_t t, int64_t m0, int mr) {
+    switch (mr) {
+        case 4: mx8_tile<MODE, 4>(p, t, m0); break;
+        case 3: mx8_tile<MODE, 3>(p, t, m0); break;
+        case 2: mx8_tile<MODE, 2>(p, t, m0); break;
+        default: mx8_tile<MODE, 1>(p, t, m0); break;
+    }
+}
+
 struct V256 {
     using reg = __m256;
     static constexpr int W = 8;
@@ -163,6 +233,14 @@ void gemm_int_tile_avx2(const GemmIntParams& p, int64_t t, int64_t m0, int mr, c
         int_tile_any<kE2M1>(p, t, m0, mr, asum);
     else
         int_tile_any<kInt4>(p, t, m0, mr, asum);
+}
+void gemm_mx8_tile_avx2(const GemmMx8Params& p, int64_t t, int64_t m0, int mr) {
+    if (p.w->bits == 8)
+        mx8_tile_any<kInt8>(p, t, m0, mr);
+    else if (p.w->e2m1)
+        mx8_tile_any<kE2M1>(p, t, m0, mr);
+    else
+        mx8_tile_any<kInt4>(p, t, m0, mr);
 }
 void gemm_wf_rows_avx2(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr) {
     wf_rows<V256>(p, n0, n1, m0, mr);

@@ -96,6 +96,71 @@ void int_tile_any(const quellm::GemmIntParams& p, int64_t t, int64_t m0, int mr,
     }
 }
 
+// MXFP8 activations (gemm.h, gemm_mx8): the 16 rows' weights of one k-quad widen to four vectors
+// of int32 (one per k), and each activation row accumulates Σ qw·qa with vpmulld against its
+// broadcast int32 activation (E4M3 values · 2^9 need 18 bits: beyond the int8 dot products).
+template <int MODE, int MR>
+void mx8_tile(const quellm::GemmMx8Params& p, int64_t t, int64_t m0) {
+    const quellm::IntPacked& w = *p.w;
+    const int64_t K = w.K, KQ = K / 4, NB = K / 32;
+    const uint8_t* wt = w.codes.data() + t * KQ * (MODE == kInt8 ? 64 : 32);
+    // nibble -> weight value: int4 codes are offset (q + 8), E2M1 codes map to 2·value.
+    const __m512i lut = MODE == kE2M1 ? _mm512_setr_epi32(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12)
+                                      : _mm512_setr_epi32(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
+    const __m512i m4 = _mm512_set1_epi32(15);
+    __m512 y[MR];
+    for (int r = 0; r < MR; ++r) y[r] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < NB; ++b) {
+        __m512i acc[MR];
+        for (int r = 0; r < MR; ++r) acc[r] = _mm512_setzero_si512();
+        for (int64_t kq = b * 8; kq < b * 8 + 8; ++kq) {
+            __m512i wk[4];
+            if constexpr (MODE == kInt8) {
+                const __m512i v = _mm512_loadu_si512(wt + kq * 64);  // lane j: the 4 bytes of row j
+                wk[0] = _mm512_srai_epi32(_mm512_slli_epi32(v, 24), 24);
+                wk[1] = _mm512_srai_epi32(_mm512_slli_epi32(v, 16), 24);
+                wk[2] = _mm512_srai_epi32(_mm512_slli_epi32(v, 8), 24);
+                wk[3] = _mm512_srai_epi32(v, 24);
+            } else {  // lane j: k0 | k1 << 4 | k2 << 8 | k3 << 12 of row j
+                const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt + kq * 32)));
+                wk[0] = _mm512_permutexvar_epi32(_mm512_and_si512(v, m4), lut);
+                wk[1] = _mm512_permutexvar_epi32(_mm512_and_si512(_mm512_srli_epi32(v, 4), m4), lut);
+                wk[2] = _mm512_permutexvar_epi32(_mm512_and_si512(_mm512_srli_epi32(v, 8), m4), lut);
+                wk[3] = _mm512_permutexvar_epi32(_mm512_srli_epi32(v, 12), lut);
+            }
+            for (int r = 0; r < MR; ++r) {
+                const int32_t* a = p.qa + (m0 + r) * K + kq * 4;
+                for (int i = 0; i < 4; ++i) acc[r] = _mm512_add_epi32(acc[r], _mm512_mullo_epi32(wk[i], _mm512_set1_epi32(a[i])));
+            }
+        }
+        const __m512 sw = _mm512_loadu_ps(w.scales.data() + (t * NB + b) * 16);
+        for (int r = 0; r < MR; ++r) {
+            const __m512 s = _mm512_mul_ps(_mm512_set1_ps(p.sa[(m0 + r) * NB + b]), sw);
+            y[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r]), s, y[r]);
+        }
+    }
+    const int64_t n0 = t * 16;
+    const int valid = int(w.N - n0 < 16 ? w.N - n0 : 16);
+    const __mmask16 mask = __mmask16((1u << valid) - 1);
+    const __m512 bias = p.bias ? _mm512_maskz_loadu_ps(mask, p.bias + n0) : _mm512_setzero_ps();
+    for (int r = 0; r < MR; ++r)
+        _mm512_mask_storeu_ps(p.y + (m0 + r) * w.N + n0, mask, p.bias ? _mm512_add_ps(y[r], bias) : y[r]);
+}
+
+template <int MODE>
+void mx8_tile_any(const quellm::GemmMx8Params& p, int64_t t, int64_t m0, int mr) {
+    switch (mr) {
+        case 8: mx8_tile<MODE, 8>(p, t, m0); break;
+        case 7: mx8_tile<MODE, 7>(p, t, m0); break;
+        case 6: mx8_tile<MODE, 6>(p, t, m0); break;
+        case 5: mx8_tile<MODE, 5>(p, t, m0); break;
+        case 4: mx8_tile<MODE, 4>(p, t, m0); break;
+        case 3: mx8_tile<MODE, 3>(p, t, m0); break;
+        case 2: mx8_tile<MODE, 2>(p, t, m0); break;
+        default: mx8_tile<MODE, 1>(p, t, m0); break;
+    }
+}
+
 struct V512 {
     using reg = __m512;
     static constexpr int W = 16;
@@ -129,6 +194,14 @@ void gemm_int_tile_avx512(const GemmIntParams& p, int64_t t, int64_t m0, int mr,
         int_tile_any<kE2M1>(p, t, m0, mr, asum);
     else
         int_tile_any<kInt4>(p, t, m0, mr, asum);
+}
+void gemm_mx8_tile_avx512(const GemmMx8Params& p, int64_t t, int64_t m0, int mr) {
+    if (p.w->bits == 8)
+        mx8_tile_any<kInt8>(p, t, m0, mr);
+    else if (p.w->e2m1)
+        mx8_tile_any<kE2M1>(p, t, m0, mr);
+    else
+        mx8_tile_any<kInt4>(p, t, m0, mr);
 }
 void gemm_wf_rows_avx512(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr) {
     wf_rows<V512>(p, n0, n1, m0, mr);
