@@ -262,6 +262,56 @@ void test_gemm_int() {
     }
 }
 
+// MXFP8 activations (E4M3 · 2^9 as int32) × int4 / int8 weights in groups of 32: gemm_mx8_ref
+// against the naive block sums, and every ISA / thread count against the reference.
+void test_gemm_mx8() {
+    struct Case { int bits; int64_t M, N, K; };
+    for (Case c : {Case{4, 1, 16, 32}, Case{4, 3, 37, 128}, Case{4, 9, 17, 64}, Case{8, 1, 16, 96}, Case{8, 5, 33, 128}}) {
+        g_context = "gemm_mx8 w" + std::to_string(c.bits) + " M=" + std::to_string(c.M) + " N=" + std::to_string(c.N) +
+                    " K=" + std::to_string(c.K);
+        const int lim = 1 << (c.bits - 1);
+        const auto qw = randint(size_t(c.N * c.K), -lim, lim - 1, uint32_t(c.N + c.K));
+        const auto qa = randint(size_t(c.M * c.K), -229376, 229376, uint32_t(c.M));
+        const auto sw = randn(size_t(c.N * c.K / 32), 7, 0.05f);
+        const auto sab = randn(size_t(c.M * c.K / 32), 8, 0.5f);
+        const auto bias = randn(size_t(c.N), 9);
+        IntPacked w;
+        if (c.bits == 4) {
+            const auto codes = pack_nibbles(qw, c.N, c.K);
+            w = gemm_w4_repack(codes.data(), sw.data(), c.N, c.K, 32);
+        } else {
+            std::vector<int8_t> codes(qw.begin(), qw.end());
+            w = gemm_w8_repack(codes.data(), sw.data(), c.N, c.K, 32);
+        }
+        const int64_t NB = c.K / 32;
+        std::vector<float> want(size_t(c.M * c.N));
+        for (int64_t m = 0; m < c.M; ++m)
+            for (int64_t n = 0; n < c.N; ++n) {
+                float y = 0.0f;
+                for (int64_t b = 0; b < NB; ++b) {
+                    int64_t acc = 0;
+                    for (int64_t k = b * 32; k < (b + 1) * 32; ++k) acc += int64_t(qa[size_t(m * c.K + k)]) * qw[size_t(n * c.K + k)];
+                    y = std::fmaf(float(acc), sab[size_t(m * NB + b)] * sw[size_t(n * NB + b)], y);
+                }
+                want[size_t(m * c.N + n)] = y + bias[size_t(n)];
+            }
+        std::vector<int32_t> qa32(qa.begin(), qa.end());
+        std::vector<float> ref(want.size());
+        GemmMx8Params p{qa32.data(), sab.data(), &w, bias.data(), ref.data(), c.M};
+        gemm_mx8_ref(p);
+        const int64_t i = first_diff(ref, want);
+        CHECK(i < 0, "gemm_mx8_ref differs from the naive loop at %lld", (long long)i);
+        for_each_isa_and_threads([&](Isa isa, int t) {
+            std::vector<float> y(want.size());
+            GemmMx8Params pd = p;
+            pd.y = y.data();
+            gemm_mx8(pd);
+            const int64_t j = first_diff(y, ref);
+            CHECK(j < 0, "%s: gemm_mx8 differs from gemm_mx8_ref at %lld", where(isa, t).c_str(), (long long)j);
+        });
+    }
+}
+
 // ---- activation quantizers --------------------------------------------------------------------
 
 void test_quantize_rows() {
@@ -405,7 +455,7 @@ int main() {
     const struct {
         const char* name;
         void (*fn)();
-    } tests[] = {{"fwht", test_fwht},           {"int4_packing", test_int4_packing}, {"gemm_int", test_gemm_int},
+    } tests[] = {{"fwht", test_fwht},           {"int4_packing", test_int4_packing}, {"gemm_int", test_gemm_int}, {"gemm_mx8", test_gemm_mx8},
                  {"quantize_rows", test_quantize_rows}, {"matmul_f32", test_matmul},  {"quant_linear", test_quant_linear}};
     for (const auto& t : tests) {
         const int before = g_failures;
