@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -124,6 +125,26 @@ void bind_formats(py::module_& m) {
     }, py::arg("name"), py::arg("x"), py::arg("codes"), py::arg("scales"), py::arg("zeros") = py::none(),
        py::arg("tensor_scale") = py::none(), py::arg("ref") = false, py::arg("params") = py::dict(),
        "Encode x (rows, K) float32 into the preallocated planes (formats.h layout). ref: the scalar reference.");
+
+    m.def("ovp_search_scales", [](const std::string& name, const py::array& x, const std::vector<int>& ks,
+                                  bool keep_larger) {
+        const float* xp = f32_data(x, "x");
+        const auto [rows, K] = matrix_shape(x, "x");
+        const OvpTables& t = ovp_tables(format_type(name.c_str()));
+        QUELLM_CHECK(!ks.empty(), "ovp_search_scales: no candidates");
+        for (int64_t i = 0; i < rows * K; ++i)
+            QUELLM_CHECK(std::isfinite(xp[i]), name, ": input contains NaN or Inf, which this format cannot encode");
+        py::array_t<float> s(rows);
+        py::array_t<double> mse(rows);
+        float* sp = s.mutable_data();
+        double* ep = mse.mutable_data();
+        {
+            py::gil_scoped_release release;
+            ovp_search_scales(t, xp, rows, K, ks.data(), int(ks.size()), keep_larger, sp, ep);
+        }
+        return py::make_tuple(s, mse);
+    }, py::arg("name"), py::arg("x"), py::arg("ks"), py::arg("keep_larger") = false,
+       "OliVe's scale search per row of x (rows, K) float32 over the candidates ks: (scales f32, mse f64).");
 
     m.def("format_decode", [](const std::string& name, py::array& y, py::object codes, py::object scales,
                               py::object zeros, py::object tensor_scale, bool ref, const py::dict& params) {

@@ -7,6 +7,7 @@
 
 #include "bindings_util.h"
 #include "common.h"
+#include "formats.h"
 #include "gemm.h"
 #include "quant_linear.h"
 
@@ -21,8 +22,9 @@ AQuant parse_aquant(const std::string& a) {
     if (a == "int4") return AQuant::Int4;
     if (a == "mxfp4") return AQuant::Mxfp4;
     if (a == "mxfp8") return AQuant::Mxfp8;
-    QUELLM_CHECK(false, "QuantLinear: activation format must be 'none', 'int8', 'int4', 'mxfp4' or 'mxfp8', got '", a,
-                 "'");
+    if (a == "ovp4") return AQuant::Ovp4;
+    QUELLM_CHECK(false, "QuantLinear: activation format must be 'none', 'int8', 'int4', 'mxfp4', 'mxfp8' or 'ovp4', "
+                 "got '", a, "'");
     return AQuant::None;
 }
 
@@ -33,6 +35,7 @@ std::string aquant_name(AQuant a) {
         case AQuant::Int4: return "int4";
         case AQuant::Mxfp4: return "mxfp4";
         case AQuant::Mxfp8: return "mxfp8";
+        case AQuant::Ovp4: return "ovp4";
     }
     return "?";
 }
@@ -126,6 +129,19 @@ void bind_quant(py::module_& m) {
         quantize_rows_mxfp8(xp, M, K, q.mutable_data(), s.mutable_data());
         return py::make_tuple(q, s);
     }, py::arg("x"), "MXFP8 (E4M3) per 32-block: q = E4M3 value · 2^9 (int32), s = 2^shared · 2^-9 (M, K/32).");
+    m.def("quantize_rows_ovp4", [](const py::array& x) {
+        const float* xp = f32_data(x, "x");
+        QUELLM_CHECK(x.ndim() == 2, "quantize_rows_ovp4: x must be 2-D");
+        const int64_t M = x.shape(0), K = x.shape(1);
+        py::array_t<int8_t> q({M, K});
+        py::array_t<float> s({M});
+        {
+            py::gil_scoped_release release;
+            quantize_rows_ovp4(xp, M, K, q.mutable_data(), s.mutable_data());
+        }
+        return py::make_tuple(q, s);
+    }, py::arg("x"), "OliVe OVP4 per row (searched scale): q = decoded pair values as integers (int8), s (M,).");
+    m.attr("OVP_ACT_SEARCH_K") = py::cast(std::vector<int>(std::begin(kOvpActSearchK), std::end(kOvpActSearchK)));
     m.def("gemm_mx8", [](const py::array& qa_in, const py::array& sa_in, const IntPacked& w, const py::object& b, bool ref) {
         auto qa = py::array_t<int32_t, py::array::c_style>::ensure(qa_in);
         QUELLM_CHECK(qa && qa.ndim() == 2 && qa.shape(1) == w.K, "gemm_mx8: qa must be int32 (M, ", w.K, ")");

@@ -227,6 +227,8 @@ struct OvpTables {
     static constexpr int kMaxGrid = 512;
     int bits, ident, n;                 // n grid points
     float normal_max;
+    int uniform_lo;                     // grid index of −normal_max when the normals are the integers
+                                        // −normal_max..normal_max (int4, int8), else −1 (flint4)
     float grid[kMaxGrid];               // ascending
     float mids[kMaxGrid];               // (grid[i] + grid[i+1]) / 2, n − 1 of them
     uint8_t codes[kMaxGrid];            // code of each grid point
@@ -237,6 +239,13 @@ struct OvpTables {
 // Index of the grid point nearest to v (formats._OvpType.snap_reference): the number of
 // midpoints below v, plus one on a tie that goes up.
 QUELLM_HD QUELLM_INLINE int ovp_snap(const OvpTables& t, float v) {
+    if (t.uniform_lo >= 0 && fabsf(v) < t.normal_max + 0.5f) {
+        // Among consecutive integer normals the nearest is floor(v), or the one above from a
+        // fraction of 1/2 up (ties go up); v − floor(v) is exact or rounds on the correct side of 1/2.
+        int k = int(v);  // floor(v), without a libm call: |v| < 128
+        k -= float(k) > v;
+        return t.uniform_lo + int(t.normal_max) + k + (v - float(k) >= 0.5f ? 1 : 0);
+    }
     int lo = 0, hi = t.n - 1;  // lower bound of v in mids[0 .. n-2]
     while (lo < hi) {
         const int mid = (lo + hi) / 2;

@@ -11,6 +11,7 @@
 
 #include "common.h"
 #include "cpu_features.h"
+#include "formats.h"
 #include "formats_elem.h"
 #include "matmul.h"
 
@@ -166,6 +167,40 @@ void quantize_rows_mxfp8(const float* x, int64_t M, int64_t K, int32_t* q, float
                 q[m * K + b * 32 + i] = int32_t(elem_value(c, spec_e4m3()) * 512.0f);  // exact
             }
         }
+}
+
+void quantize_rows_ovp4(const float* x, int64_t M, int64_t K, int8_t* q, float* sa) {
+    QUELLM_CHECK(K >= 2 && K % 2 == 0, "quantize_rows_ovp4: K = ", K, " must be even (pairs)");
+    const OvpTables& t = ovp_tables(QUELLM_TYPE_OVP4);
+    std::atomic<int64_t> bad{-1};
+    const int nt = M * K >= (int64_t(1) << 14) ? int(std::min<int64_t>(num_threads(), M)) : 1;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t m = 0; m < M; ++m) {
+        const float* r = x + m * K;
+        bool finite = true;
+        for (int64_t k = 0; k < K; ++k) finite &= std::isfinite(r[k]);
+        if (!finite) {
+            int64_t none = -1;
+            bad.compare_exchange_strong(none, m);
+            continue;
+        }
+        const float s = ovp_search_scale(t, r, K, kOvpActSearchK, 8, false, nullptr);
+        sa[m] = s;
+        for (int64_t j = 0; j < K / 2; ++j) {
+            uint32_t c0, c1;
+            float v0, v1;
+            ovp_encode_pair(t, r[2 * j], r[2 * j + 1], s, false, &c0, &c1);
+            ovp_decode_pair(t, c0, c1, 1.0f, &v0, &v1);  // integer values in units of s
+            q[m * K + 2 * j] = int8_t(v0);
+            q[m * K + 2 * j + 1] = int8_t(v1);
+        }
+    }
+    if (bad >= 0) {
+        const float* r = x + bad * K;
+        int64_t k = 0;
+        while (std::isfinite(r[k])) ++k;
+        QUELLM_CHECK(false, "quantize_rows_ovp4: non-finite activation ", r[k], " in row ", int64_t(bad), ", column ", k);
+    }
 }
 
 void gemm_mx8_ref(const GemmMx8Params& p) {

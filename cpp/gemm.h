@@ -81,6 +81,12 @@ void quantize_rows_mxfp4(const float* x, int64_t M, int64_t K, int8_t* q, float*
 // step is 2^-9; |q| ≤ 229376) with sa (M, K/32) = 2^shared · 2^-9. Non-finite values throw.
 void quantize_rows_mxfp8(const float* x, int64_t M, int64_t K, int32_t* q, float* sa);
 
+// OliVe OVP4 activations (int4 normal type, abfloat4 outliers, the reference's keep-first pair
+// rule): per row the scale of ovp_search_scale over kOvpActSearchK (formats.h), and each pair's
+// decoded values as integers q (normals −7..7, outliers ±12..±96, victims 0) — int8 operands of
+// gemm_int with sa (M) the row scales. K must be even. Non-finite values throw.
+void quantize_rows_ovp4(const float* x, int64_t M, int64_t K, int8_t* q, float* sa);
+
 struct GemmIntParams {
     const int8_t* qa;   // (M, K)
     const float* sa;    // (M, sa_groups): per row (1) or per weight group (K/G)

@@ -65,8 +65,8 @@ QuantLinear QuantLinear::from_mx4(const uint8_t* codes, const uint8_t* scale_cod
 QuantLinear QuantLinear::from_ovp4(const uint8_t* codes, const float* scales, int64_t N, int64_t K, AQuant a,
                                    float a_clip) {
     QUELLM_CHECK(N >= 1 && K >= 1, "QuantLinear: empty weight");
-    QUELLM_CHECK(a == AQuant::Int8 || a == AQuant::Int4, "QuantLinear: OVP4 weights run with int8 or int4 "
-                 "per-token activations");
+    QUELLM_CHECK(a == AQuant::Int8 || a == AQuant::Int4 || a == AQuant::Ovp4, "QuantLinear: OVP4 weights run with "
+                 "int8, int4 or OVP4 per-token activations");
     QuantLinear q;
     q.N = N;
     q.K = K;
@@ -121,12 +121,14 @@ void QuantLinear::set_activation(AQuant a, float clip) {
     const bool mx = a == AQuant::Mxfp4 || a == AQuant::Mxfp8;
     QUELLM_CHECK(!mx || (group == 32 && K % 32 == 0), "QuantLinear: MX activations need weights in groups of 32 "
                  "(the MX block), got group ", group);
-    QUELLM_CHECK(!(w_ovp4 && mx), "QuantLinear: OVP4 weights run with int8 or int4 activations");
+    QUELLM_CHECK(!(w_ovp4 && mx), "QuantLinear: OVP4 weights run with int8, int4 or OVP4 activations");
+    QUELLM_CHECK(!(w_mxfp4 && a == AQuant::Ovp4), "QuantLinear: MXFP4 weights run with int8, MXFP4 or MXFP8 "
+                 "activations");
     if (a != AQuant::None) {
         QUELLM_CHECK(w_bits != 32, "QuantLinear: no kernel for f32 weights with quantized activations; "
                      "supported pairs: f32×none, int4×none, int8×none, int4×int8, int4×int4, int8×int8, int8×int4, "
                      "mxfp4×mxfp4, mxfp4×mxfp8, mxfp4×int8, int4×mxfp4, int8×mxfp4, int4×mxfp8, int8×mxfp8, ovp4×int8, "
-                     "ovp4×int4");
+                     "ovp4×int4, ovp4×ovp4, int4×ovp4, int8×ovp4");
         QUELLM_CHECK(!asym_, "QuantLinear: integer-activation kernels need symmetric weights (asymmetric int4 "
                      "runs weight-only, activation none)");
         QUELLM_CHECK(group % 4 == 0 && K % (w_bits == 4 ? 8 : 4) == 0, "QuantLinear: integer kernels need a group "
@@ -189,6 +191,11 @@ void QuantLinear::forward(const float* x, int64_t M, float* y) const {
         std::vector<float> sa(static_cast<size_t>(M * (K / 32)));
         quantize_rows_mxfp8(x, M, K, qa.data(), sa.data());
         gemm_mx8(GemmMx8Params{qa.data(), sa.data(), &wi_, b, y, M});
+    } else if (aq == AQuant::Ovp4) {
+        std::vector<int8_t> qa(static_cast<size_t>(M * K));
+        std::vector<float> sa(static_cast<size_t>(M));
+        quantize_rows_ovp4(x, M, K, qa.data(), sa.data());
+        gemm_int(GemmIntParams{qa.data(), sa.data(), &wi_, b, y, M});
     } else {
         std::vector<int8_t> qa(static_cast<size_t>(M * K));
         std::vector<float> sa(static_cast<size_t>(M));
@@ -206,6 +213,7 @@ std::string QuantLinear::kernel() const {
     const std::string a = aq == AQuant::None    ? "a16"
                           : aq == AQuant::Mxfp4 ? "amx4"
                           : aq == AQuant::Mxfp8 ? "amx8"
+                          : aq == AQuant::Ovp4  ? "aovp4"
                                                 : "a" + std::to_string(int(aq));
     return (w_mxfp4 ? std::string("wmx4") : w_ovp4 ? std::string("wovp4") : "w" + std::to_string(w_bits)) + a;
 }

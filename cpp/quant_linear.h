@@ -6,12 +6,14 @@
 // Weight formats: f32, int8 (symmetric), int4 (symmetric, or asymmetric for weight-only), with
 // per-group scales along `in` (G = in: per output channel), and MXFP4. Activation formats: none
 // (f32), int8 / int4 per-token symmetric with a clip ratio (quantize_rows), MXFP4 / MXFP8 (E4M3)
-// (blocks of 32, quantize_rows_mxfp4 / _mxfp8). Kernels per pair:
+// (blocks of 32, quantize_rows_mxfp4 / _mxfp8), OliVe OVP4 per token (quantize_rows_ovp4).
+// Kernels per pair:
 //   f32  × none          → matmul_f32
 //   int4 / int8 × none   → gemm_wf   (W4A16 / W8A16: dequantize in registers)
 //   int4 / int8 × int8 / int4 → gemm_int (W4A8, W8A8, W4A4, W8A4; symmetric weights)
 //   MXFP4 × MXFP4 / int8, int4 / int8 (group 32) × MXFP4 → gemm_int (2·E2M1 values are integers)
-//   OVP4 × int8 / int4  → gemm_int (pairs decode to integers: int4 normals, abfloat outliers ≤ 96)
+//   OVP4 / int4 / int8 × int8 / int4 / OVP4 → gemm_int (OVP pairs decode to integers: int4
+//                         normals, abfloat outliers ≤ 96)
 //   MXFP4, int4 / int8 (group 32) × MXFP8 → gemm_mx8 (E4M3 values · 2^9 are 18-bit integers)
 // The Hadamard transform (QuaRot) rotates each activation row by H_n/√n with the FWHT kernel; the
 // weights were rotated offline by the same matrix, so x·Wᵀ is unchanged up to quantization.
@@ -25,7 +27,7 @@
 
 namespace quellm {
 
-enum class AQuant : int { None = 0, Int8 = 8, Int4 = 4, Mxfp4 = 1, Mxfp8 = 2 };
+enum class AQuant : int { None = 0, Int8 = 8, Int4 = 4, Mxfp4 = 1, Mxfp8 = 2, Ovp4 = 3 };
 
 struct HadamardSpec {
     int64_t p = 0;             // power-of-two part, n = m · p

@@ -36,7 +36,7 @@ def llama_stats(llama):
 
 
 RECIPES = ["w8a8", "w4a16:group=16", "w4a8:group=16", "w4a4:group=16,hadamard=true", "smoothquant:alpha=0.5",
-           "os_plus", "os_plus:w_bits=4,a_bits=8,group=16,steps=8", "ovp4", "ovp4:a_bits=4,a_clip=0.9",
+           "os_plus", "os_plus:w_bits=4,a_bits=8,group=16,steps=8", "ovp4", "ovp4:a_bits=4,a_clip=0.9", "ovp4:a_bits=ovp4",
            "rtn:w_bits=8,a_bits=16,group=none,w_clip=0.9"]
 
 

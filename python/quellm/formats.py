@@ -965,8 +965,8 @@ class OvpFormat(Format):
     row). The search is calibration: its float64 statistics are not part of the bit-exact
     contract (a C++ port may differ on near-ties); ``encode`` given a scale is.
 
-    The search runs the full quantizer for all 88 candidates: about 5 s per million elements in
-    numpy; pass ``scale=`` to skip it.
+    The search runs the full quantizer for all 88 candidates, in C++ (``backend="cpp"``, OpenMP
+    over rows) or numpy; pass ``scale=`` to skip it.
 
     Lengths must be even (pairs); odd lengths raise - pad with one zero (§1.5) explicitly.
     NaN/Inf input raises. Unsigned (non-negative) activation grids are not implemented.
@@ -995,18 +995,22 @@ class OvpFormat(Format):
             q, code = self.t.quantize(v, self.keep_larger, codes)
             return (q.astype(_F32) * s[:, None]).astype(_F32), code  # may overflow to inf near f32 max
 
-    def search_scale(self, xb: np.ndarray, backend: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    def search_scale(self, xb: np.ndarray, backend: str = "auto", ks: Any = OVP_SEARCH_K) -> tuple[np.ndarray, np.ndarray]:
         """§1.4 step 1 on ``(n, K)`` float32 blocks: float32 scales ``(n,)`` (``(1,)`` per tensor) and
-        their mean squared errors (float64). The statistics and errors are numpy's in every
-        backend; ``backend`` only picks who quantizes each candidate (bit-identical results)."""
-        use_cpp = _use_cpp(self, backend)
+        their mean squared errors (float64), over the candidates ``k`` in ``ks``. The C++ search
+        (``backend="cpp"``, the default when compiled; OpenMP over rows, ~100× numpy) sums in order
+        where numpy sums pairwise, so the two can pick different candidates on near-ties."""
         g = self._groups(np.asarray(xb, dtype=_F32))
+        if _use_cpp(self, backend):
+            self._check_finite(g)
+            s, mse = _core.ovp_search_scales(self.name, np.ascontiguousarray(g), [int(k) for k in ks], self.keep_larger)
+            return s, mse
         x64 = g.astype(np.float64)
         mu = x64.mean(axis=1)
         sd = x64.std(axis=1, ddof=1)
         xmax = np.maximum(np.abs(mu + 3 * sd), np.abs(mu - 3 * sd))
         f32max = float(np.finfo(_F32).max)
-        cands = np.stack([np.minimum(xmax * k / 100 / self.t.normal_max, f32max) for k in OVP_SEARCH_K]).astype(_F32)
+        cands = np.stack([np.minimum(xmax * k / 100 / self.t.normal_max, f32max) for k in ks]).astype(_F32)
         cands = np.where(cands > 0, cands, _F32(1)).astype(_F32)  # (88, n)
         # Squared errors of every candidate, in chunks of about 2^16 elements for cache locality:
         # whole rows per chunk (per-row sums do not depend on the chunking), or column chunks
@@ -1020,7 +1024,431 @@ class OvpFormat(Format):
                 gc = g[r0:r0 + step, c0:c0 + cstep]
                 xc = gc.astype(np.float64)
                 for i in range(cands.shape[0]):
-                    xh = self._qdq_search(gc, cands[i, r0:r0 + step], use_cpp)
+                    xh = self._qdq(gc, cands[i, r0:r0 + step], codes=False)[0]
+                    sse[i, r0:r0 + step] += np.sum((xh.astype(np.float64) - xc) ** 2, axis=1)
+        mse = sse / k
+        best = np.argmin(mse, axis=0)  # the first minimum, i.e. the smallest k on a tie
+        cols = np.arange(n)
+        return cands[best, cols], mse[best, cols]
+
+    def _cpp_params(self) -> dict[str, Any]:
+        """Parameters of the C++ call (``FormatParams``), without the buffers."""
+        return {}
+
+    def _planes(self, rows: int, k: int) -> tuple[Blocks, int]:
+        """Uninitialised output planes of a ``(rows, K)`` encode, and the number of scales."""
+        info = self.info
+        ns = 1 if info.scale_granularity == "tensor" else rows * k // (info.block_size or k)
+        return Blocks(np.empty((rows, k * info.element_bits // 8), np.uint8),
+                      np.empty(ns, np.float32 if info.scale_dtype == "f32" else np.uint8),
+                      np.empty(ns, _F32) if info.zero_point else None,
+                      np.empty(1, _F32) if info.tensor_scale else None), ns
+
+    def _encode_cpp(self, x2: np.ndarray, ref: bool = False, **kw: Any) -> Blocks:
+        """Encode the ``(rows, K)`` float32 matrix with the C++ kernels; ``kw`` as encode."""
+        b, ns = self._planes(*x2.shape)
+        params = self._cpp_params() | self._cpp_given(x2, ns, b.scales, b.zeros, b.tensor_scale, **kw)
+        _call_core(_core.format_encode, self.name, x2, b.codes, b.scales, b.zeros, b.tensor_scale, ref, params)
+        return b
+
+    def _cpp_given(self, x2: np.ndarray, ns: int, scales: np.ndarray, zeros: np.ndarray | None,
+                   ts: np.ndarray | None, **kw: Any) -> dict[str, Any]:
+        """Fill the given (not data-derived) scale planes from ``kw``; returns the flags."""
+        return {}
+
+    def _decode_cpp(self, codes, scales, zeros, tensor_scale, rows: int, k: int, ref: bool = False) -> np.ndarray:
+        y = np.empty((rows, k), _F32)
+        # the planes may be read-only (memory-mapped files): the binding takes writable buffers
+        c = lambda a: None if a is None else np.require(a, requirements=["C", "W"]).reshape(-1)  # noqa: E731
+        _call_core(_core.format_decode, self.name, y, np.require(codes, requirements=["C", "W"]), c(scales), c(zeros),
+                   c(tensor_scale), ref, self._cpp_params())
+        return y
+
+    # -- block level ---------------------------------------------------------------------------
+    def encode_blocks(self, xb: np.ndarray, **kw: Any) -> Blocks:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def decode_blocks(self, codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray | None = None,
+                      tensor_scale: np.ndarray | None = None) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    # -- checks --------------------------------------------------------------------------------
+    def _check_len(self, k: int) -> None:
+        if k % self.info.align:
+            raise QuellmError(f"{self.name}: length {k} along the encoded axis is not a multiple of "
+                              f"{self.info.align} (pad the input explicitly)")
+
+    def _check_finite(self, xb: np.ndarray) -> None:
+        if not np.isfinite(xb).all():
+            raise QuellmError(f"{self.name}: input contains NaN or Inf, which this format cannot encode")
+
+    def _check_packed(self, p: Packed) -> None:
+        if p.format != self.name or p.params != self.params:
+            raise QuellmError(f"packed tensor is {p.format} {p.params}, not {self.name} {self.params}")
+        if not (isinstance(p.codes, np.ndarray) and p.codes.dtype == np.uint8 and p.codes.ndim == 2):
+            raise QuellmError(f"{self.name}: codes must be a 2-D uint8 array")
+        if not p.shape or not all(isinstance(d, (int, np.integer)) and d > 0 for d in p.shape):
+            raise QuellmError(f"{self.name}: shape {p.shape} must be one or more positive sizes (encode "
+                              "never makes an empty or 0-d tensor)")
+        if not 0 <= p.axis < len(p.shape):
+            raise QuellmError(f"{self.name}: axis {p.axis} out of range for shape {p.shape}")
+        k = p.shape[p.axis]
+        self._check_len(k)
+        rows = math.prod(p.shape) // k if k else 0
+        if p.codes.shape != (rows, k * self.info.element_bits // 8):
+            raise QuellmError(f"{self.name}: codes shape {p.codes.shape} does not fit shape {p.shape}")
+        blen = self.info.block_size or k
+        want = {"tensor": (1, 1), "row": (rows, 1), "block": (rows, k // blen)}[self.info.scale_granularity]
+        if p.scales.shape != want:
+            raise QuellmError(f"{self.name}: scales shape {p.scales.shape}, expected {want}")
+        if self.info.zero_point and (p.zeros is None or p.zeros.shape != want):
+            raise QuellmError(f"{self.name}: zero points missing or not of shape {want}")
+        if self.info.tensor_scale and (p.tensor_scale is None or p.tensor_scale.shape != (1,)):
+            raise QuellmError(f"{self.name}: tensor_scale missing or not of shape (1,)")
+        sdt = np.float32 if self.info.scale_dtype == "f32" else np.uint8
+        for arr, what, dt in ((p.scales, "scales", sdt), (p.zeros, "zeros", np.float32),
+                              (p.tensor_scale, "tensor_scale", np.float32)):
+            if arr is not None and np.asarray(arr).dtype != dt:
+                raise QuellmError(f"{self.name}: {what} must be {np.dtype(dt).name}, got {np.asarray(arr).dtype}")
+
+
+def _given(v: Any, n: int, what: str, fmt: str, positive: bool) -> np.ndarray:
+    """A user-given per-block value (scalar or ``n`` values) as float32 ``(n,)``."""
+    with np.errstate(over="ignore"):
+        a = np.asarray(v, dtype=_F32).reshape(-1)
+    if a.size == 1:
+        a = np.full(n, a[0], dtype=_F32)
+    if a.size != n:
+        raise QuellmError(f"{fmt}: {what} has {a.size} values, expected 1 or {n}")
+    if not np.isfinite(a).all() or (positive and (a <= 0).any()):
+        raise QuellmError(f"{fmt}: {what} must be finite{' and positive' if positive else ''}")
+    return a
+
+
+_BACKENDS = ("auto", "numpy", "cpp")
+
+
+def _use_cpp(fmt: Format, backend: str) -> bool:
+    """Whether ``backend`` selects the C++ kernels for ``fmt`` (every format has them)."""
+    if backend not in _BACKENDS:
+        raise QuellmError(f"backend must be 'auto', 'numpy' or 'cpp', got {backend!r}")
+    return backend != "numpy"
+
+
+def _call_core(fn: Any, *args: Any) -> None:
+    """Run a _core formats call; its ValueErrors become QuellmError without the file:line prefix."""
+    try:
+        fn(*args)
+    except ValueError as e:
+        raise QuellmError(re.sub(r"^[\w.]+:\d+: ", "", str(e))) from None
+
+
+# ---- int4 / int8 (§0, §3.6, §3.7) ------------------------------------------------------------
+
+class IntFormat(Format):
+    """Uniform integer quantizer, symmetric or asymmetric (Z-inclusive), 4 or 8 bits.
+
+    Per block (a group, a row, or the whole tensor), float32 arithmetic:
+
+    * symmetric: ``s = (clip * max|x|) / qmax`` (``qmax`` = 7 or 127; ``s = 1`` if that is 0),
+      ``q = clamp(RNE(x / s), qmin, qmax)`` with ``qmin = -(qmax+1)`` (``narrow``: ``-qmax``);
+      ``x^ = q * s``. Codes: two's complement (int4: nibbles).
+    * asymmetric: ``lo = clip * min(min x, 0)``, ``hi = clip * max(max x, 0)`` (``lo = -1, hi = 1``
+      if both are 0), ``s = (hi - lo) / (2^b - 1)`` (1 if that underflows to 0),
+      ``z = RNE(-lo / s)``, ``q = clamp(RNE(x / s) + z, 0, 2^b - 1)``, ``x^ = (q - z) * s``.
+      Codes unsigned; ``z`` stored as float32 (an integer value).
+
+    ``encode(..., scale=, zero=)`` uses given scales (and zero points) instead, e.g. static
+    activation scales. NaN/Inf input raises.
+    """
+
+    encode_kwargs = ("scale", "zero")
+
+    def __init__(self, name: str, bits: int, sym: bool = True, granularity: str = "row",
+                 group: int | None = None, clip: float = 1.0, narrow: bool = False):
+        gran = {"channel": "row", "token": "row"}.get(granularity, granularity)
+        if group is not None:
+            if gran not in ("row", "group"):
+                raise QuellmError(f"{name}: group={group} conflicts with granularity={granularity!r}")
+            gran = "group"
+        if gran not in ("tensor", "row", "group"):
+            raise QuellmError(f"{name}: granularity must be tensor, row (channel, token) or group, got {granularity!r}")
+        if gran == "group" and (group is None or int(group) <= 0 or (bits == 4 and int(group) % 2)):
+            even = " even" if bits == 4 else ""
+            raise QuellmError(f"{name}: per-group quantization needs a positive{even} group size")
+        if not (0.0 < float(clip) <= 1.0):
+            raise QuellmError(f"{name}: clip ratio must lie in (0, 1], got {clip}")
+        self.name, self.bits, self.sym = name, bits, bool(sym)
+        self.group = None if group is None else int(group)
+        self.clip, self.narrow = float(clip), bool(narrow)
+        self.params = {"sym": self.sym, "granularity": gran, "group": self.group, "clip": self.clip,
+                       "narrow": self.narrow}
+        if self.sym:
+            self.qmax = (1 << (bits - 1)) - 1
+            self.qmin = -self.qmax if self.narrow else -self.qmax - 1
+        else:
+            self.qmin, self.qmax = 0, (1 << bits) - 1
+        overhead = (32.0 if self.sym else 64.0) / self.group if self.group else 0.0
+        self.info = FormatInfo(
+            name, "int", bits, self.group, None if self.group is None else self.group * bits // 8,
+            "f32", {"group": "block"}.get(gran, gran),
+            self.group or (2 if bits == 4 else 1), bits + overhead, zero_point=not self.sym)
+
+    def encode_blocks(self, xb: np.ndarray, scale: Any = None, zero: Any = None) -> Blocks:
+        xb = np.asarray(xb, dtype=_F32)
+        self._check_finite(xb)
+        per_tensor = self.info.scale_granularity == "tensor"
+        ns = 1 if per_tensor else xb.shape[0]
+        red = (lambda a, f: f(a, keepdims=False).reshape(1)) if per_tensor else (lambda a, f: f(a, axis=1))
+        clip = _F32(self.clip)
+        with np.errstate(over="ignore", under="ignore"):
+            if self.sym:
+                if zero is not None:
+                    raise QuellmError(f"{self.name}: symmetric quantization takes no zero point")
+                if scale is None:
+                    s = (clip * red(np.abs(xb), np.max)) / _F32(self.qmax)
+                    s = np.where(s == 0, _F32(1), s).astype(_F32)
+                else:
+                    s = _given(scale, ns, "scale", self.name, True)
+                q = np.clip(np.rint(xb / s[:, None]), self.qmin, self.qmax).astype(np.int64)
+                z = None
+            else:
+                if scale is None:
+                    if zero is not None:
+                        raise QuellmError(f"{self.name}: a given zero point needs a given scale")
+                    lo = clip * np.minimum(red(xb, np.min), _F32(0))
+                    hi = clip * np.maximum(red(xb, np.max), _F32(0))
+                    both0 = (lo == 0) & (hi == 0)
+                    lo = np.where(both0, _F32(-1), lo)
+                    hi = np.where(both0, _F32(1), hi)
+                    s = (hi - lo) / _F32(self.qmax)
+                    if not np.isfinite(s).all():
+                        raise QuellmError(f"{self.name}: value range exceeds float32")
+                    s = np.where(s == 0, _F32(1), s).astype(_F32)
+                    z = (np.rint(-lo / s) + _F32(0)).astype(_F32)  # +0, not -0 (np.min's zero sign is unordered)
+                else:
+                    s = _given(scale, ns, "scale", self.name, True)
+                    z = _given(0.0 if zero is None else zero, ns, "zero", self.name, False)
+                q = np.clip(np.rint(xb / s[:, None]) + z[:, None], self.qmin, self.qmax).astype(np.int64)
+        codes = pack_codes(q & ((1 << self.bits) - 1), self.bits)
+        return Blocks(codes, s.astype(_F32), z)
+
+    def _cpp_params(self) -> dict[str, Any]:
+        g = self.params["granularity"]
+        return {"sym": self.sym, "narrow": self.narrow, "granularity": "block" if g == "group" else g,
+                "group": self.group, "clip": self.clip}
+
+    def _cpp_given(self, x2, ns, scales, zeros, ts, scale: Any = None, zero: Any = None) -> dict[str, Any]:
+        if self.sym and zero is not None:
+            raise QuellmError(f"{self.name}: symmetric quantization takes no zero point")
+        if scale is None:
+            if zero is not None:
+                raise QuellmError(f"{self.name}: a given zero point needs a given scale")
+            return {}
+        scales[:] = _given(scale, ns, "scale", self.name, True)
+        if not self.sym:
+            zeros[:] = _given(0.0 if zero is None else zero, ns, "zero", self.name, False)
+        return {"scales_given": True}
+
+    def decode_blocks(self, codes, scales, zeros=None, tensor_scale=None) -> np.ndarray:
+        c = unpack_codes(np.asarray(codes, dtype=np.uint8), self.bits).astype(np.int64)
+        s = np.asarray(scales, dtype=_F32).reshape(-1)[:, None]
+        if self.sym:
+            q = np.where(c >= 1 << (self.bits - 1), c - (1 << self.bits), c).astype(_F32)
+        else:
+            q = c.astype(_F32) - np.asarray(zeros, dtype=_F32).reshape(-1)[:, None]
+        with np.errstate(over="ignore"):
+            return (q * s).astype(_F32)
+
+
+# ---- OliVe OVP (§1) --------------------------------------------------------------------------
+
+class _OvpType:
+    """Grids and code tables of one OVP normal type (values in units of the scale ``s``)."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        if kind == "int4":
+            normal = [(v, v & 0xF) for v in range(-7, 8)]
+            bits, bias, ob_m = 4, 3, 1
+        elif kind == "flint4":
+            mags = [0, 1, 2, 3, 4, 6, 8, 16]
+            normal = [(0, 0)] + [(sg * m, (8 if sg < 0 else 0) | i) for i, m in enumerate(mags) if m for sg in (1, -1)]
+            bits, bias, ob_m = 4, 4, 1
+        elif kind == "int8":
+            normal = [(v, v & 0xFF) for v in range(-127, 128)]
+            bits, bias, ob_m = 8, 7, 5
+        else:  # pragma: no cover
+            raise ValueError(kind)
+        # abfloat: S | E (2 bits) | M (ob_m bits), value (1 + M/2^m) 2^(E+bias); E=M=0 reserved.
+        outl = []
+        for e in range(4):
+            for m in range(1 << ob_m):
+                if e == 0 and m == 0:
+                    continue
+                v = (1 + m / (1 << ob_m)) * 2.0 ** (e + bias)
+                c = (e << ob_m) | m
+                outl += [(v, c), (-v, c | (1 << (bits - 1)))]
+        self.bits = bits
+        self.ident = 1 << (bits - 1)
+        self.normal_max = max(v for v, _ in normal)
+        pts = sorted([(v, c, False) for v, c in normal] + [(v, c, True) for v, c in outl])
+        self.grid = np.array([p[0] for p in pts], dtype=np.float64)
+        self.grid_f32 = self.grid.astype(_F32)
+        self.grid_codes = np.array([p[1] for p in pts], dtype=np.int64)
+        is_out = np.array([p[2] for p in pts])
+        self.mids = ((self.grid[:-1] + self.grid[1:]) / 2).astype(_F32)
+        # Tie at a midpoint: the reference keeps the last minimum of [normals asc, outliers asc],
+        # i.e. the upper point unless the lower is an outlier and the upper a normal (at -9.5).
+        self.tie_up = ~(is_out[:-1] & ~is_out[1:])
+        n = 1 << bits
+        self.normal_table = np.zeros(n, dtype=_F32)
+        self.outlier_table = np.zeros(n, dtype=_F32)  # reserved codes decode to 0
+        for v, c in normal:
+            self.normal_table[c] = v
+        for v, c in outl:
+            self.outlier_table[c] = v
+
+        # Every midpoint is a multiple of 1/2, so the snap depends only on the half-unit cell
+        # t = floor(2v) and on whether v lies exactly on the cell's lower edge t/2: tabulate it.
+        assert np.array_equal(self.mids * 2, np.floor(self.mids * 2))
+        self._lim = int(2 * self.grid[-1]) + 2
+        cells = np.arange(-self._lim, self._lim + 1, dtype=np.float64)
+        self._snap_inside = self.snap_reference(((2 * cells + 1) / 4).astype(_F32))
+        self._snap_edge = self.snap_reference((cells / 2).astype(_F32))
+
+    def snap_reference(self, v: np.ndarray) -> np.ndarray:
+        """Index into ``grid`` of the nearest point to float32 ``v`` (§1.4 step 3 tie rule): the
+        number of midpoints below ``v``, plus one if ``v`` equals a midpoint whose tie goes up."""
+        idx = np.searchsorted(self.mids, v, side="left")
+        at = np.minimum(idx, self.mids.size - 1)
+        tie = (idx < self.mids.size) & (self.mids[at] == v)
+        return idx + (tie & self.tie_up[at])
+
+    def snap(self, v: np.ndarray) -> np.ndarray:
+        """Same result as :meth:`snap_reference`, by table lookup on ``floor(2v)`` (faster)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            t2 = np.floor(v * _F32(2))
+            edge = t2 * _F32(0.5) == v
+            ti = (np.clip(t2, -self._lim, self._lim) + self._lim).astype(np.int64)
+        return np.where(edge, self._snap_edge[ti], self._snap_inside[ti])
+
+    def quantize(self, v: np.ndarray, keep_larger: bool, codes: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """Grid values (after the pair rule) and codes (if asked) of ``v = x/s``, shape ``(n, K)``, K even."""
+        idx = self.snap(v)
+        q = self.grid_f32[idx]
+        out = np.abs(q) > self.normal_max
+        o_lo, o_hi = out[:, 0::2], out[:, 1::2]
+        if keep_larger:
+            keep_lo = o_lo & (~o_hi | (np.abs(v[:, 0::2]) >= np.abs(v[:, 1::2])))
+        else:
+            keep_lo = o_lo
+        victim = np.zeros_like(out)
+        victim[:, 1::2] = keep_lo
+        victim[:, 0::2] = o_hi & ~keep_lo
+        q = np.where(victim, _F32(0), q)
+        code = np.where(victim, self.ident, self.grid_codes[idx]) if codes else None
+        return q, code
+
+
+_OVP_TYPES: dict[str, _OvpType] = {}
+
+
+def _ovp_type(kind: str) -> _OvpType:
+    if kind not in _OVP_TYPES:
+        _OVP_TYPES[kind] = _OvpType(kind)
+    return _OVP_TYPES[kind]
+
+
+#: OliVe §1.4 step 1: alpha_k = x_max * k / 100 for these k (88 candidates).
+OVP_SEARCH_K = tuple(range(75, 250, 2))
+
+
+class OvpFormat(Format):
+    """OliVe outlier-victim pair quantization (§1): 4-bit (int4 or flint4 normal type) or 8-bit.
+
+    Encode with scale ``s`` (float32, per row or per tensor): ``v = x / s`` (float32 division);
+    snap ``v`` to the nearest point of ``normal grid ∪ abfloat grid`` comparing against the exact
+    midpoints, a tie goes to the upper point except between an abfloat value and the normal
+    value above it (``-9.5 -> -12``); values beyond the largest abfloat saturate. Pair rule on
+    ``(2j, 2j+1)``: an element whose snapped value exceeds ``normal_max`` is an outlier; with
+    ``both_outliers="keep_first"`` (reference) the first outlier of a pair is kept and its
+    partner becomes the victim; ``"keep_larger"`` keeps the one with larger ``|v|`` (ties: first).
+    The victim's slot holds the identifier (``0x8``/``0x80``), its value is 0. Decode per §1.3,
+    ``x^ = value * s`` (float32); ``1000 1000`` and reserved abfloat codes decode to 0.
+
+    Codes: int4 normal = 4-bit two's complement (-7..7); flint4 normal = sign | 3-bit index into
+    ``{0,1,2,3,4,6,8,16}`` (0 is ``0000``); abfloat4 = ``S|E1E0|M0``, value
+    ``(1+M/2) 2^(E+bias)``, bias 3 (int4) or 4 (flint4); int8 normal = two's complement byte
+    (-127..127); abfloat8 = ``S|E(2)|M(5)``, ``(1+M/32) 2^(E+7)``.
+
+    Without a given scale, the §1.4 step 1 search runs per row / per tensor: ``x_max =
+    max(|mu+3 sigma|, |mu-3 sigma|)`` (float64 mean and unbiased std), candidates ``s_k =
+    float32(x_max * k / 100 / normal_max)`` for ``k`` in ``OVP_SEARCH_K``; the first candidate
+    with the smallest mean squared error (float64) wins; ``s = 1`` when ``s_k`` is 0 (all-zero
+    row). The search is calibration: its float64 statistics are not part of the bit-exact
+    contract (a C++ port may differ on near-ties); ``encode`` given a scale is.
+
+    The search runs the full quantizer for all 88 candidates, in C++ (``backend="cpp"``, OpenMP
+    over rows) or numpy; pass ``scale=`` to skip it.
+
+    Lengths must be even (pairs); odd lengths raise - pad with one zero (§1.5) explicitly.
+    NaN/Inf input raises. Unsigned (non-negative) activation grids are not implemented.
+    """
+
+    encode_kwargs = ("scale",)
+
+    def __init__(self, name: str, kind: str, granularity: str = "row", both_outliers: str = "keep_first"):
+        gran = {"channel": "row", "token": "row"}.get(granularity, granularity)
+        if gran not in ("row", "tensor"):
+            raise QuellmError(f"{name}: granularity must be 'row' or 'tensor', got {granularity!r}")
+        if both_outliers not in ("keep_first", "keep_larger"):
+            raise QuellmError(f"{name}: both_outliers must be 'keep_first' or 'keep_larger', got {both_outliers!r}")
+        self.name, self.kind, self.t = name, kind, _ovp_type(kind)
+        self.keep_larger = both_outliers == "keep_larger"
+        self.params = {"granularity": gran, "both_outliers": both_outliers}
+        b = self.t.bits
+        self.info = FormatInfo(name, "ovp", b, None, None, "f32", gran, 2, float(b))
+
+    def _groups(self, xb: np.ndarray) -> np.ndarray:
+        return xb.reshape(1, -1) if self.params["granularity"] == "tensor" else xb
+
+    def _qdq(self, g: np.ndarray, s: np.ndarray, codes: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        with np.errstate(over="ignore"):
+            v = g / s[:, None]
+            q, code = self.t.quantize(v, self.keep_larger, codes)
+            return (q.astype(_F32) * s[:, None]).astype(_F32), code  # may overflow to inf near f32 max
+
+    def search_scale(self, xb: np.ndarray, backend: str = "auto", ks: Any = OVP_SEARCH_K) -> tuple[np.ndarray, np.ndarray]:
+        """§1.4 step 1 on ``(n, K)`` float32 blocks: float32 scales ``(n,)`` (``(1,)`` per tensor) and
+        their mean squared errors (float64), over the candidates ``k`` in ``ks``. The C++ search
+        (``backend="cpp"``, the default when compiled; OpenMP over rows, ~100× numpy) sums in order
+        where numpy sums pairwise, so the two can pick different candidates on near-ties."""
+        g = self._groups(np.asarray(xb, dtype=_F32))
+        if _use_cpp(self, backend):
+            self._check_finite(g)
+            s, mse = _core.ovp_search_scales(self.name, np.ascontiguousarray(g), [int(k) for k in ks], self.keep_larger)
+            return s, mse
+        x64 = g.astype(np.float64)
+        mu = x64.mean(axis=1)
+        sd = x64.std(axis=1, ddof=1)
+        xmax = np.maximum(np.abs(mu + 3 * sd), np.abs(mu - 3 * sd))
+        f32max = float(np.finfo(_F32).max)
+        cands = np.stack([np.minimum(xmax * k / 100 / self.t.normal_max, f32max) for k in ks]).astype(_F32)
+        cands = np.where(cands > 0, cands, _F32(1)).astype(_F32)  # (88, n)
+        # Squared errors of every candidate, in chunks of about 2^16 elements for cache locality:
+        # whole rows per chunk (per-row sums do not depend on the chunking), or column chunks
+        # of the single per-tensor row.
+        sse = np.zeros(cands.shape)
+        n, k = g.shape
+        step = max(1, (1 << 16) // k)
+        cstep = k if n > 1 or k <= 1 << 17 else 1 << 16
+        for r0 in range(0, n, step):
+            for c0 in range(0, k, cstep):
+                gc = g[r0:r0 + step, c0:c0 + cstep]
+                xc = gc.astype(np.float64)
+                for i in range(cands.shape[0]):
+                    xh = self._qdq(gc, cands[i, r0:r0 + step], codes=False)[0]
                     sse[i, r0:r0 + step] += np.sum((xh.astype(np.float64) - xc) ** 2, axis=1)
         mse = sse / k
         best = np.argmin(mse, axis=0)  # the first minimum, i.e. the smallest k on a tie

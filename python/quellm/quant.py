@@ -23,6 +23,8 @@ ovp4        int8/int4    OliVe pairs decoded in registers to integers (outliers 
 int4/int8   mxfp4        (weights in groups of 32)
 mxfp4       mxfp8        E4M3 values · 2^9 are 18-bit integers: int32 products, scales per 32
 int4/int8   mxfp8        (weights in groups of 32)
+ovp4/int4/  ovp4         OliVe pairs per token (scale searched per token over OVP_ACT_SEARCH_K),
+int8                     decoded to integers (≤ ±96): the int32 kernels
 ==========  ===========  ================================================================
 
 Weights: symmetric (or asymmetric int4, weight-only) per output channel or per group of
@@ -50,7 +52,7 @@ from .hadamard import decompose, hadamard_factor
 __all__ = ["CLIP_GRID", "LinearSpec", "QuantLinear", "fit_group", "supported_pairs"]
 
 W_FORMATS = ("f32", "int8", "int4", "mxfp4", "ovp4")
-A_FORMATS = ("none", "int8", "int4", "mxfp4", "mxfp8")
+A_FORMATS = ("none", "int8", "int4", "mxfp4", "mxfp8", "ovp4")
 TRANSFORMS = (None, "hadamard")
 #: Clip ratios tried by the weight clip search (``w_clip="search"``).
 CLIP_GRID = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5)
@@ -61,7 +63,7 @@ def supported_pairs() -> list[tuple[str, str]]:
     return [("f32", "none"), ("int4", "none"), ("int8", "none"), ("int4", "int8"), ("int4", "int4"),
             ("int8", "int8"), ("int8", "int4"), ("mxfp4", "mxfp4"), ("mxfp4", "int8"), ("int4", "mxfp4"),
             ("int8", "mxfp4"), ("ovp4", "int8"), ("ovp4", "int4"), ("mxfp4", "mxfp8"), ("int4", "mxfp8"),
-            ("int8", "mxfp8")]
+            ("int8", "mxfp8"), ("ovp4", "ovp4"), ("int4", "ovp4"), ("int8", "ovp4")]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,8 +142,10 @@ class LinearSpec:
         """Short name, e.g. ``w4a8-g128`` or ``w8a8+had``."""
         if self.w_format == "f32":
             n = "f32"
-        elif self.w_format == "ovp4":
-            n = f"wovp4a{self.a_format[3:]}"
+        elif "ovp4" in (self.w_format, self.a_format):
+            w = "ovp4" if self.w_format == "ovp4" else f"{self.w_bits}"
+            a = "ovp4" if self.a_format == "ovp4" else self.a_format[3:]
+            n = f"w{w}a{a}" + (f"-g{self.group}" if self.group and self.w_format != "ovp4" else "")
         elif self.w_format == "mxfp4" or self.a_format in ("mxfp4", "mxfp8"):
             w = "mxfp4" if self.w_format == "mxfp4" else f"{self.w_bits}"
             a = {"none": "16", "mxfp4": "mxfp4", "mxfp8": "mxfp8"}.get(self.a_format, self.a_format[3:])
@@ -183,8 +187,22 @@ class LinearSpec:
             return None
         if self.a_format in ("mxfp4", "mxfp8"):
             return formats.get("mxfp4" if self.a_format == "mxfp4" else "mxfp8_e4m3")
+        if self.a_format == "ovp4":
+            return _OvpActivations()
         bits = int(self.a_format[3:])
         return IntFormat(self.a_format, bits, sym=True, granularity="token", clip=float(self.a_clip), narrow=True)
+
+
+class _OvpActivations:
+    """OVP4 activations as the kernels quantize them (quantize_rows_ovp4): per token, the scale of
+    OliVe's search over ``OVP_ACT_SEARCH_K`` (the C++ search — numpy's float64 sums can differ on
+    near-ties), then the numpy twin encodes and decodes at that scale."""
+
+    def quantize_dequantize(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        fmt = formats.get("ovp4")
+        s, _ = _core.ovp_search_scales(fmt.name, rows, list(_core.OVP_ACT_SEARCH_K), False)
+        return fmt.quantize_dequantize(rows, scale=s, backend="numpy")
 
 
 def fit_group(group: int | None, in_features: int) -> int | None:

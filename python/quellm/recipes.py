@@ -204,12 +204,14 @@ def mxfp4(a_bits: int | str = "mxfp4", hadamard: bool = False) -> Recipe:
     return Recipe(spec.name, spec)
 
 
-def ovp4(a_bits: int = 8, a_clip: float = 1.0, hadamard: bool = False) -> Recipe:
+def ovp4(a_bits: int | str = 8, a_clip: float = 1.0, hadamard: bool = False) -> Recipe:
     """OliVe OVP4 weights (int4 normal type, abfloat outliers, §1; scale searched per output
-    channel — about 5 s per million weights) × int8/int4 per-token activations."""
-    if a_bits not in (4, 8):
-        raise QuellmError(f"ovp4: a_bits must be 4 or 8, got {a_bits}")
-    spec = LinearSpec(w_format="ovp4", a_format=f"int{a_bits}", a_clip=a_clip, transform="hadamard" if hadamard else None)
+    channel) × int8/int4 per-token activations, or ``a_bits="ovp4"``: OVP4 activations per token
+    (OliVe's W4A4; the scale searched per token over a short k grid at run time)."""
+    if a_bits not in (4, 8, "ovp4"):
+        raise QuellmError(f"ovp4: a_bits must be 4, 8 or 'ovp4', got {a_bits}")
+    a = "ovp4" if a_bits == "ovp4" else f"int{a_bits}"
+    spec = LinearSpec(w_format="ovp4", a_format=a, a_clip=a_clip, transform="hadamard" if hadamard else None)
     return Recipe(spec.name, spec)
 
 
