@@ -150,6 +150,11 @@ def test_recipe_parsing_and_json():
     assert o.spec_for("model.layers.0.mlp.down_proj").w_format == "int8"
     assert o.spec_for("model.layers.0.mlp.up_proj").w_format == "int4"
     assert set(recipes.names()) >= {"rtn", "w8a8", "w4a16", "w4a8", "w4a4", "smoothquant", "os_plus"}
+    # KV-cache arguments: generic suffix, or quarot's own (its name says what its cache is)
+    assert (recipes.get("w4a8:kv_bits=4").name, recipes.get("w4a8:kv_bits=4").kv_bits) == ("w4a8-g128-kv4", 4)
+    for spec, name, kv in [("quarot", "quarot-w4a4kv4-gptq", 4), ("quarot:kv_bits=0,gptq=false", "quarot-w4a4", 0),
+                           ("quarot:kv_bits=8", "quarot-w4a4kv8-gptq", 8)]:
+        assert (recipes.get(spec).name, recipes.get(spec).kv_bits) == (name, kv), spec
 
 
 @pytest.mark.parametrize("spec, match", [

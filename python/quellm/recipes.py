@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import inspect
 import json
 from collections.abc import Callable
 from typing import Any
@@ -288,7 +289,8 @@ def get(spec: str) -> Recipe:
         if not eq:
             raise QuellmError(f"recipe argument {item!r} must be key=value")
         kw[k.strip()] = _value(v.strip())
-    kv = {k: kw.pop(k) for k in ("kv_bits", "kv_clip", "kv_hadamard") if k in kw}
+    own = inspect.signature(_FACTORIES[name]).parameters  # quarot names its own KV cache arguments
+    kv = {k: kw.pop(k) for k in ("kv_bits", "kv_clip", "kv_hadamard") if k in kw and k not in own}
     try:
         r = _FACTORIES[name](**kw)
     except TypeError as e:
