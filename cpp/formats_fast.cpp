@@ -315,14 +315,16 @@ void ovp_decode(const FormatParams& p) {
     }
 }
 
-// ---- MX -------------------------------------------------------------------------------------
+// ---- shared-exponent blocks (MX, BFP) ---------------------------------------------------------
 
-void mx_encode(const FormatParams& p) {
+// The encode loop of MX and BFP: per row, blocks of `blen` elements with an E8M0 scale; a block
+// with a NaN/Inf gets scale 0xFF and zero codes, else scale_of(absmax bits, x, codes) quantizes
+// it and returns its scale code. Codes narrower than 8 bits are packed per row at the end.
+namespace {
+template <class F>
+void shared_exp_encode(const FormatParams& p, int64_t blen, int bits, F scale_of) {
     const FormatKernels& kn = kernels();
-    int emax;
-    const ElemSpec sp = mx_elem_spec(p.type, &emax);
-    const int bits = format_element_bits(p);
-    const int64_t nbr = p.K / QK_MX;
+    const int64_t nbr = p.K / blen;
     uint8_t* sc = static_cast<uint8_t*>(p.scales);
 #pragma omp parallel num_threads(threads_for(p.rows))
     {
@@ -332,21 +334,34 @@ void mx_encode(const FormatParams& p) {
             uint8_t* out = p.codes + r * (p.K * bits / 8);
             uint8_t* c = bits == 8 ? out : tmp.data();
             for (int64_t j = 0; j < nbr; ++j) {
-                const float* x = p.x + r * p.K + j * QK_MX;
-                const uint32_t am = kn.absmax_bits(x, QK_MX);
+                const float* x = p.x + r * p.K + j * blen;
+                const uint32_t am = kn.absmax_bits(x, blen);
                 if (!f32_bits_finite(am)) {
                     sc[r * nbr + j] = 0xFF;
-                    std::fill(c + j * QK_MX, c + (j + 1) * QK_MX, uint8_t(0));
+                    std::fill(c + j * blen, c + (j + 1) * blen, uint8_t(0));
                     continue;
                 }
-                const int shared = mx_shared(am, emax);
-                sc[r * nbr + j] = uint8_t(shared + 127);
-                if (sp.bits) kn.elem_quant(x, QK_MX, 1.0f, sp, shared, p.rna, c + j * QK_MX);
-                else kn.fixed_quant(x, QK_MX, shared - 6, 127, 0, p.rna, c + j * QK_MX);
+                sc[r * nbr + j] = scale_of(am, x, c + j * blen);
             }
             if (bits != 8) pack_row(kn, c, p.K, bits, out);
         }
     }
+}
+
+}  // namespace
+
+// ---- MX -------------------------------------------------------------------------------------
+
+void mx_encode(const FormatParams& p) {
+    const FormatKernels& kn = kernels();
+    int emax;
+    const ElemSpec sp = mx_elem_spec(p.type, &emax);
+    shared_exp_encode(p, QK_MX, format_element_bits(p), [&](uint32_t am, const float* x, uint8_t* c) {
+        const int shared = mx_shared(am, emax);
+        if (sp.bits) kn.elem_quant(x, QK_MX, 1.0f, sp, shared, p.rna, c);
+        else kn.fixed_quant(x, QK_MX, shared - 6, 127, 0, p.rna, c);
+        return uint8_t(shared + 127);
+    });
 }
 
 void mx_decode(const FormatParams& p) {
@@ -440,30 +455,11 @@ void nvfp4_decode(const FormatParams& p) {
 void bfp_encode(const FormatParams& p) {
     const FormatKernels& kn = kernels();
     const int m = p.mantissa_bits;
-    const int64_t blen = p.block, nbr = p.K / blen;
-    uint8_t* sc = static_cast<uint8_t*>(p.scales);
-#pragma omp parallel num_threads(threads_for(p.rows))
-    {
-        std::vector<uint8_t> tmp(size_t(p.K));
-#pragma omp for schedule(static)
-        for (int64_t r = 0; r < p.rows; ++r) {
-            uint8_t* out = p.codes + r * (p.K * m / 8);
-            uint8_t* c = m == 8 ? out : tmp.data();
-            for (int64_t j = 0; j < nbr; ++j) {
-                const float* x = p.x + r * p.K + j * blen;
-                const uint32_t am = kn.absmax_bits(x, blen);
-                if (!f32_bits_finite(am)) {
-                    sc[r * nbr + j] = 0xFF;
-                    std::fill(c + j * blen, c + (j + 1) * blen, uint8_t(0));
-                    continue;
-                }
-                const int e = block_exponent(am);
-                sc[r * nbr + j] = uint8_t(e + 127);
-                kn.fixed_quant(x, blen, e + 2 - m, (1u << (m - 1)) - 1u, m, p.rna, c + j * blen);
-            }
-            if (m != 8) pack_row(kn, c, p.K, m, out);
-        }
-    }
+    shared_exp_encode(p, p.block, m, [&](uint32_t am, const float* x, uint8_t* c) {
+        const int e = block_exponent(am);
+        kn.fixed_quant(x, p.block, e + 2 - m, (1u << (m - 1)) - 1u, m, p.rna, c);
+        return uint8_t(e + 127);
+    });
 }
 
 void bfp_decode(const FormatParams& p) {

@@ -129,12 +129,26 @@ def test_gemm_int(kind, M):
     assert_integer_deterministic(lambda: _core.gemm_int(qa, sa, w, bias), f"gemm_int {kind} M={M}")
 
 
+@pytest.mark.parametrize("kind", ["int4", "mxfp4"])  # groups of 32: the MX block
+@pytest.mark.parametrize("M", [1, 5, 19])
+def test_gemm_mx8(kind, M):
+    rng = np.random.default_rng(M)
+    N, K = 37, 256
+    w = _weights(kind, N, K, rng)
+    qa = rng.integers(-229376, 229377, (M, K)).astype(np.int32)
+    sa = rng.uniform(1e-6, 1.0, (M, K // 32)).astype(np.float32)
+    bias = rng.standard_normal(N).astype(np.float32)
+    assert_integer_deterministic(lambda: _core.gemm_mx8(qa, sa, w, bias), f"gemm_mx8 {kind} M={M}")
+
+
 def test_activation_quantizers():
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((9, 256)) * np.exp(rng.standard_normal(256))).astype(np.float32)
     assert_integer_deterministic(lambda: _core.quantize_rows(x), "quantize_rows int8")
     assert_integer_deterministic(lambda: _core.quantize_rows(x, qmax=7, clip=0.9), "quantize_rows int4")
     assert_integer_deterministic(lambda: _core.quantize_rows_mxfp4(x), "quantize_rows_mxfp4")
+    assert_integer_deterministic(lambda: _core.quantize_rows_mxfp8(x), "quantize_rows_mxfp8")
+    assert_integer_deterministic(lambda: _core.quantize_rows_ovp4(x), "quantize_rows_ovp4")
 
 
 INT_PAIRS = [p for p in supported_pairs() if p[1] != "none"]
@@ -146,7 +160,7 @@ def _layer(w_format, a_format, transform=None):
     N, K = 45, 256
     W = rng.standard_normal((N, K)).astype(np.float32)
     b = rng.standard_normal(N).astype(np.float32)
-    group = None if w_format in ("f32", "ovp4") else (32 if "mxfp4" in (w_format, a_format) else 64)
+    group = None if w_format in ("f32", "ovp4") else (32 if {"mxfp4", "mxfp8"} & {w_format, a_format} else 64)
     ql = QuantLinear(W, b, w_format=w_format, a_format=a_format, group=group, transform=transform,
                      a_clip=0.9 if a_format == "int4" else 1.0)
     x = rng.standard_normal((11, K)).astype(np.float32)

@@ -8,6 +8,7 @@
 
 #include "common.h"
 #include "cpu_features.h"
+#include "forward.h"
 #include "fwht.h"
 #include "matmul.h"
 #include "ops.h"
@@ -87,18 +88,9 @@ void KVCache::read(int64_t l, int64_t h, int64_t p0, int64_t p1, bool values, fl
 
 void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const int32_t* tokens, int64_t B, int64_t T,
                    KVCache* const* caches, bool all_logits, float* logits, Observers* obs) {
-    const int64_t D = c.dim, V = c.vocab_size, N = B * T;
-    QUELLM_CHECK(B >= 1 && T >= 1, "forward: need at least one token per sequence");
-    for (int64_t i = 0; i < N; ++i)
-        QUELLM_CHECK(tokens[i] >= 0 && tokens[i] < V, "forward: token id ", tokens[i], " out of range [0, ", V, ")");
-    for (int64_t b = 0; b < B; ++b)
-        QUELLM_CHECK(caches[b] != nullptr && caches[b]->n_layers == c.n_layers,
-                     "forward: the cache was made for another model or KV cache format; make new states");
-    std::vector<float> x(N * D), h(N * D);  // residual stream, normed rows for the head
-    for (int64_t i = 0; i < N; ++i) std::copy_n(w.embed + int64_t(tokens[i]) * D, D, x.data() + i * D);
-    llama_layers(c, w, x.data(), B, T, 0, c.n_layers, caches, obs);
-    for (int64_t b = 0; b < B; ++b) caches[b]->len += T;
-    final_norm_logits(x.data(), h.data(), w.final_norm, c.norm_eps, w.lm_head, B, T, D, all_logits, obs, c.n_layers, logits);
+    forward_tokens(w.embed, c.dim, c.vocab_size, c.n_layers, w.final_norm, c.norm_eps, w.lm_head, tokens, B, T, caches,
+                   all_logits, logits, obs, "KV cache",
+                   [&](float* x) { llama_layers(c, w, x, B, T, 0, c.n_layers, caches, obs); });
 }
 
 void llama_layers(const LlamaConfig& c, const LlamaWeights& w, float* x, int64_t B, int64_t T, int64_t l0, int64_t l1,

@@ -12,6 +12,7 @@
 
 #include "common.h"
 #include "cpu_features.h"
+#include "forward.h"
 #include "matmul.h"
 #include "ops.h"
 
@@ -25,18 +26,8 @@ MambaState::MambaState(const MambaConfig& c, int64_t layers) : n_layers(layers ?
 
 void mamba_forward(const MambaConfig& c, const MambaWeights& w, const int32_t* tokens, int64_t B, int64_t T,
                    MambaState* const* states, bool all_logits, float* logits, Observers* obs) {
-    const int64_t D = c.dim, V = c.vocab_size, N = B * T;
-    QUELLM_CHECK(B >= 1 && T >= 1, "forward: need at least one token per sequence");
-    for (int64_t i = 0; i < N; ++i)
-        QUELLM_CHECK(tokens[i] >= 0 && tokens[i] < V, "forward: token id ", tokens[i], " out of range [0, ", V, ")");
-    for (int64_t b = 0; b < B; ++b)
-        QUELLM_CHECK(states[b] != nullptr && states[b]->n_layers == c.n_layers,
-                     "forward: the state was made for another model; make new states");
-    std::vector<float> x(N * D), h(N * D);  // residual stream, normed rows for the head
-    for (int64_t i = 0; i < N; ++i) std::copy_n(w.embed + int64_t(tokens[i]) * D, D, x.data() + i * D);
-    mamba_layers(c, w, x.data(), B, T, 0, c.n_layers, states, obs);
-    for (int64_t b = 0; b < B; ++b) states[b]->len += T;
-    final_norm_logits(x.data(), h.data(), w.norm_f, c.norm_eps, w.lm_head, B, T, D, all_logits, obs, c.n_layers, logits);
+    forward_tokens(w.embed, c.dim, c.vocab_size, c.n_layers, w.norm_f, c.norm_eps, w.lm_head, tokens, B, T, states,
+                   all_logits, logits, obs, "state", [&](float* x) { mamba_layers(c, w, x, B, T, 0, c.n_layers, states, obs); });
 }
 
 void mamba_layers(const MambaConfig& c, const MambaWeights& w, float* x, int64_t B, int64_t T, int64_t l0, int64_t l1,
