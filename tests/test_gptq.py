@@ -43,6 +43,29 @@ def test_identity_hessian_is_rtn(sym, group):
     np.testing.assert_array_equal(p.scales, r.scales)
 
 
+@pytest.mark.parametrize("sym", [True, False])
+@pytest.mark.parametrize("group", [None, 16])
+def test_clip_search_with_identity_hessian_is_best_clipped_rtn(sym, group):
+    """With H = I, GPTQ rounds to nearest, so clip_search picks per row (and group) the clip ratio
+    of CLIP_SEARCH_GRID whose RTN error Σ|q − w|^2.4 is smallest: checked against every ratio."""
+    from quellm.gptq import CLIP_SEARCH_GRID
+
+    rng = np.random.default_rng(1)
+    W = rng.standard_normal((12, 64)).astype(np.float32)
+    W[:, 5] *= 8  # outliers that make clipping pay
+    G = group or 64
+    fmt = IntFormat("int4", 4, sym=sym, group=group)
+    got = gptq(W, np.eye(64), fmt, damp=0.0, clip_search=True).decode().astype(np.float64)
+    cands = [IntFormat("int4", 4, sym=sym, group=group, clip=c).encode(W).decode().astype(np.float64)
+             for c in CLIP_SEARCH_GRID]
+    err = lambda q: (np.abs(q - W).reshape(12, -1, G) ** 2.4).sum(axis=2)  # noqa: E731
+    best = np.min([err(q) for q in cands], axis=0)
+    np.testing.assert_allclose(err(got), best, rtol=1e-9)
+    assert (best < err(cands[0]) - 1e-9).any()  # clipping beat the full range somewhere
+    with pytest.raises(ValueError, match="w_clip 1.0 or 'search'"):
+        quellm.LinearSpec("int4", w_method="gptq", w_clip=0.9)
+
+
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 2**31), group=st.sampled_from([None, 16, 32]))
 def test_beats_rtn_on_correlated_inputs(seed, group):

@@ -161,7 +161,7 @@ def test_kernel_names_and_sizes():
     (dict(w_format="mxfp4", a_format="mxfp4", group=64), "blocks of 32"),
     (dict(w_format="int4", a_format="mxfp4", group=16), "groups of 32"),
     (dict(w_format="mxfp4", a_format="mxfp4"), "multiple of 32"),  # in = 90
-    (dict(w_format="mxfp4", a_format="mxfp4", w_method="gptq"), "gptq needs int4/int8"),
+    (dict(w_format="mxfp4", a_format="mxfp4", w_method="gptq"), "gptq needs int4/int8 weights"),
     (dict(w_format="ovp4", a_format="none"), "no kernel"),
     (dict(w_format="ovp4", a_format="int8", group=32), "ovp4 weights"),
 ])

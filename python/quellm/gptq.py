@@ -19,6 +19,10 @@ the most energy first) and the result is permuted back; groups are then *static*
 parameters come from the original weights before the loop, so each stored group still covers
 consecutive input channels.
 
+With ``clip_search`` (QuaRot's ``--w_clip``) each row's group parameters are not the full range
+but the clip ratio of ``CLIP_SEARCH_GRID`` whose round-to-nearest error ``Σ|q − w|^2.4`` over the
+group is smallest (ties: the larger ratio) — GPTQ then rounds against those clipped grids.
+
 quellm's calibration gives ``H`` from the float model in one pass (``calibrate(..., xtx=True)``),
 not sequentially from the already-quantized earlier layers as in the paper's loop.
 """
@@ -32,7 +36,10 @@ import numpy as np
 from .errors import QuellmError
 from .formats import IntFormat, Packed
 
-__all__ = ["gptq", "gptq_columns", "proxy_loss"]
+__all__ = ["CLIP_SEARCH_GRID", "gptq", "gptq_columns", "proxy_loss"]
+
+#: Clip ratios tried by ``gptq(..., clip_search=True)``: 1.0 down to 0.5 in steps of 0.02.
+CLIP_SEARCH_GRID = tuple(round(1.0 - 0.02 * i, 2) for i in range(26))
 
 
 def _inverse_factor(H: np.ndarray) -> np.ndarray:
@@ -84,10 +91,30 @@ def gptq_columns(W: np.ndarray, U: np.ndarray, quant_col: Callable[[np.ndarray, 
     return Q
 
 
+def _clipped_params(fmt: IntFormat, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per row of ``cols`` (rows, G): the scales (and zero points) of the clip ratio with the
+    smallest Σ|RTN(w) − w|^2.4 (QuaRot's weight-clip search)."""
+    best_err = np.full(cols.shape[0], np.inf)
+    best_s = np.zeros(cols.shape[0], np.float32)
+    best_z = None if fmt.sym else np.zeros(cols.shape[0], np.float32)
+    w64 = cols.astype(np.float64)
+    for c in CLIP_SEARCH_GRID:
+        f = IntFormat(fmt.name, fmt.bits, sym=fmt.sym, group=cols.shape[1], clip=c)
+        b = f.encode_blocks(cols)
+        err = (np.abs(f.decode_blocks(b.codes, b.scales, b.zeros).astype(np.float64) - w64) ** 2.4).sum(axis=1)
+        better = err < best_err
+        best_err[better] = err[better]
+        best_s[better] = np.asarray(b.scales).reshape(-1)[better]
+        if best_z is not None:
+            best_z[better] = np.asarray(b.zeros).reshape(-1)[better]
+    return best_s, best_z
+
+
 def gptq(W: np.ndarray, H: np.ndarray, fmt: IntFormat, damp: float = 0.01, block: int = 128,
-         act_order: bool = False) -> Packed:
+         act_order: bool = False, clip_search: bool = False) -> Packed:
     """GPTQ-quantized ``W`` (out, in) in the integer format ``fmt`` (symmetric or asymmetric,
-    per row or per group along ``in``); returns a :class:`Packed` like ``fmt.encode(W)``."""
+    per row or per group along ``in``); returns a :class:`Packed` like ``fmt.encode(W)``.
+    ``clip_search``: each group's parameters from the clip-ratio search (module docstring)."""
     if fmt.info.scale_granularity == "tensor":
         raise QuellmError("gptq: per-tensor scales are not supported (use per row or per group)")
     N, K = W.shape
@@ -99,10 +126,15 @@ def gptq(W: np.ndarray, H: np.ndarray, fmt: IntFormat, damp: float = 0.01, block
     perm = np.argsort(-np.diag(np.asarray(H, np.float64)), kind="stable") if act_order else np.arange(K)
 
     def set_group(g: int, cols: np.ndarray) -> None:
-        b = fmt.encode_blocks(np.ascontiguousarray(cols, dtype=np.float32))
-        scales[:, g] = b.scales
+        cols = np.ascontiguousarray(cols, dtype=np.float32)
+        if clip_search:
+            s, z = _clipped_params(fmt, cols)
+        else:
+            b = fmt.encode_blocks(cols)
+            s, z = b.scales, b.zeros
+        scales[:, g] = s
         if zeros is not None:
-            zeros[:, g] = b.zeros
+            zeros[:, g] = z
 
     if act_order:  # static groups from the (dead-column-zeroed) original weights
         for g in range(K // G):

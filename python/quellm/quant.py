@@ -128,8 +128,8 @@ class LinearSpec:
             raise QuellmError(f"a_clip must lie in (0, 1], got {self.a_clip!r}")
         if self.w_method not in ("rtn", "gptq"):
             raise QuellmError(f"w_method must be 'rtn' or 'gptq', got {self.w_method!r}")
-        if self.w_method == "gptq" and (self.w_format not in ("int4", "int8") or self.w_clip != 1.0):
-            raise QuellmError("gptq needs int4/int8 weights and no weight clip")
+        if self.w_method == "gptq" and (self.w_format not in ("int4", "int8") or self.w_clip not in (1.0, "search")):
+            raise QuellmError("gptq needs int4/int8 weights, and w_clip 1.0 or 'search'")
         if not 0 <= float(self.damp) < 1:
             raise QuellmError(f"damp must lie in [0, 1), got {self.damp!r}")
 
@@ -232,7 +232,8 @@ def _encode_weight(spec: LinearSpec, w: np.ndarray, hessian: np.ndarray | None) 
             raise QuellmError("gptq needs the inputs' XᵀX (calibrate with xtx=True)")
         from .gptq import gptq
 
-        return gptq(w, hessian, fmt, damp=float(spec.damp), act_order=bool(spec.act_order))
+        return gptq(w, hessian, fmt, damp=float(spec.damp), act_order=bool(spec.act_order),
+                    clip_search=spec.w_clip == "search")
     if spec.w_clip != "search":
         if float(spec.w_clip) == 1.0:
             return fmt.encode(w)
