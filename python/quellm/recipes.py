@@ -177,19 +177,21 @@ def w4a4(group: int | None = 128, w_clip: float | str = "search", a_clip: float 
 
 def quarot(w_bits: int = 4, a_bits: int = 4, kv_bits: int = 4, gptq: bool = True, group: int | None = None,
            seed: int = 0, a_clip: float = 0.9, kv_clip: float = 0.95, damp: float = 0.01,
-           act_order: bool = False) -> Recipe:
+           act_order: bool = False, w_clip: float | str = "search") -> Recipe:
     """QuaRot (§3): fused norms and a seeded random Hadamard on the residual stream (offline),
     online Hadamards before ``o_proj`` and ``down_proj``, Q/K/V rotated per head for a ``kv_bits``
     cache (asymmetric, clip ``kv_clip``), symmetric per-channel (or ``group``) weights by GPTQ
-    (``gptq=True``, needs ``calibrate(..., xtx=True)``) or RTN with clip search, per-token
-    activations with clip ``a_clip`` (16: float)."""
+    (``gptq=True``; its Hessians layer by layer with ``quantize(data=...)``, or from
+    ``calibrate(..., xtx=True)``) or RTN, each with the weight clip search (``w_clip="search"``,
+    QuaRot's ``--w_clip``; or a fixed ratio), per-token activations with clip ``a_clip`` (16: float)."""
     if w_bits not in (4, 8) or a_bits not in (4, 8, 16) or kv_bits not in (0, 4, 8):
         raise QuellmError(f"quarot: w_bits 4|8, a_bits 4|8|16, kv_bits 0|4|8, got w{w_bits}a{a_bits}kv{kv_bits}")
-    spec = LinearSpec(w_format=f"int{w_bits}", group=group, w_clip=1.0 if gptq else "search",
+    spec = LinearSpec(w_format=f"int{w_bits}", group=group, w_clip=w_clip,
                       a_format="none" if a_bits == 16 else f"int{a_bits}", a_clip=a_clip if a_bits != 16 else 1.0,
                       w_method="gptq" if gptq else "rtn", damp=damp, act_order=bool(act_order and gptq))
     online = dataclasses.replace(spec, transform="hadamard")
-    name = f"quarot-w{w_bits}a{a_bits}" + (f"kv{kv_bits}" if kv_bits else "") + ("-gptq" if gptq else "")
+    name = (f"quarot-w{w_bits}a{a_bits}" + (f"kv{kv_bits}" if kv_bits else "") + ("-gptq" if gptq else "")
+            + ("" if w_clip == "search" else f"-wclip{w_clip}"))
     return Recipe(name, spec, {"*.o_proj": online, "*.down_proj": online}, kv_bits=kv_bits, kv_clip=kv_clip,
                   kv_hadamard=True, rotate=True, seed=int(seed))
 
@@ -217,13 +219,14 @@ def ovp4(a_bits: int | str = 8, a_clip: float = 1.0, hadamard: bool = False) -> 
 
 
 def gptq(w_bits: int = 4, a_bits: int = 16, group: int | None = 128, sym: bool | None = None, damp: float = 0.01,
-         a_clip: float = 1.0, hadamard: bool = False, act_order: bool = False) -> Recipe:
-    """GPTQ weights (§8; Hessians XᵀX from one float calibration pass — calibrate with
-    ``xtx=True``), ``a_bits`` activations. Asymmetric int4 for weight-only, else symmetric."""
+         a_clip: float = 1.0, hadamard: bool = False, act_order: bool = False, w_clip: float | str = 1.0) -> Recipe:
+    """GPTQ weights (§8; Hessians XᵀX layer by layer with ``quantize(data=...)``, or from one float
+    calibration pass with ``xtx=True``), ``a_bits`` activations. Asymmetric int4 for weight-only,
+    else symmetric. ``w_clip="search"``: QuaRot's clip-ratio search for each group's grid."""
     sym = (a_bits != 16 or w_bits != 4) if sym is None else sym
     r = rtn(w_bits, a_bits, group, sym, 1.0, a_clip, hadamard)
-    spec = dataclasses.replace(r.linear, w_method="gptq", damp=float(damp), act_order=bool(act_order))
-    return Recipe(f"gptq-{spec.name}" + ("-act" if act_order else ""), spec)
+    spec = dataclasses.replace(r.linear, w_method="gptq", damp=float(damp), act_order=bool(act_order), w_clip=w_clip)
+    return Recipe(spec.name + ("-act" if act_order else "") + ("-clip" if w_clip == "search" else ""), spec)
 
 
 def smoothquant(alpha: float = 0.5, w_bits: int = 8, a_bits: int = 8, group: int | None = None,
