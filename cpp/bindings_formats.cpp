@@ -130,7 +130,9 @@ void bind_formats(py::module_& m) {
                                   bool keep_larger) {
         const float* xp = f32_data(x, "x");
         const auto [rows, K] = matrix_shape(x, "x");
-        const OvpTables& t = ovp_tables(format_type(name.c_str()));
+        const FormatType type = format_type(name.c_str());
+        QUELLM_CHECK(type == QUELLM_TYPE_OVP4 || type == QUELLM_TYPE_OVP4_FLINT || type == QUELLM_TYPE_OVP8,
+                     "ovp_search_scales: ", name, " is not an OVP format");
         QUELLM_CHECK(!ks.empty(), "ovp_search_scales: no candidates");
         for (int64_t i = 0; i < rows * K; ++i)
             QUELLM_CHECK(std::isfinite(xp[i]), name, ": input contains NaN or Inf, which this format cannot encode");
@@ -140,7 +142,7 @@ void bind_formats(py::module_& m) {
         double* ep = mse.mutable_data();
         {
             py::gil_scoped_release release;
-            ovp_search_scales(t, xp, rows, K, ks.data(), int(ks.size()), keep_larger, sp, ep);
+            ovp_search_scales(type, xp, rows, K, ks.data(), int(ks.size()), keep_larger, sp, ep);
         }
         return py::make_tuple(s, mse);
     }, py::arg("name"), py::arg("x"), py::arg("ks"), py::arg("keep_larger") = false,

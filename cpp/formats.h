@@ -154,16 +154,18 @@ void bfp_decode(const FormatParams& p);
 struct OvpTables;
 const OvpTables& ovp_tables(FormatType t);  // OVP4, OVP4_FLINT or OVP8
 
-// OliVe's scale search (shared/SPEC.md §1.4 step 1, formats.OvpFormat.search_scale) on one row or
-// tensor x of n elements (n even, finite): x_max = max(|μ + 3σ|, |μ − 3σ|) (float64 mean and
-// unbiased std, summed in order), candidates s_k = float32(min(x_max·k/100/normal_max, FLT_MAX))
-// (1 when not > 0) for k in ks; the first candidate with the smallest float64 squared error of
-// quantize-dequantize wins. Returns s, and its mean squared error in *mse (nullable). numpy sums
-// pairwise, so the two can disagree on near-ties (calibration, not the bit-exact contract).
-float ovp_search_scale(const OvpTables& t, const float* x, int64_t n, const int* ks, int nk, bool keep_larger,
+// OliVe's scale search (shared/SPEC.md §1.4 step 1, formats.OvpFormat.search_scale) for OVP format
+// `type` on one row or tensor x of n elements (n even, finite): x_max = max(|μ + 3σ|, |μ − 3σ|)
+// (float64 mean and unbiased std, summed in order), candidates s_k = float32(min(x_max·k/100/
+// normal_max, FLT_MAX)) (1 when not > 0) for k in ks; the first candidate with the smallest
+// squared error of quantize-dequantize wins (the codes from the dispatched OVP kernel, the error
+// summed in float64 in 16 interleaved partial sums, added in order: the same at every ISA).
+// Returns s, and its mean squared error in *mse (nullable). numpy sums differently, so the two
+// can disagree on near-ties (calibration, not the bit-exact contract).
+float ovp_search_scale(FormatType type, const float* x, int64_t n, const int* ks, int nk, bool keep_larger,
                        double* mse);
 // ovp_search_scale on each of `rows` rows of x (rows, K), OpenMP over rows: s (rows), mse (rows).
-void ovp_search_scales(const OvpTables& t, const float* x, int64_t rows, int64_t K, const int* ks, int nk,
+void ovp_search_scales(FormatType type, const float* x, int64_t rows, int64_t K, const int* ks, int nk,
                        bool keep_larger, float* s, double* mse);
 // The k grid of the reference search (75, 77, ..., 249) and the short one of the runtime OVP4
 // activation quantizer (quantize_rows_ovp4).

@@ -315,6 +315,57 @@ void ovp_decode(const FormatParams& p) {
     }
 }
 
+// ---- OVP scale search ----------------------------------------------------------------------
+
+float ovp_search_scale(FormatType type, const float* x, int64_t n, const int* ks, int nk, bool keep_larger,
+                       double* mse) {
+    QUELLM_CHECK(n >= 2 && n % 2 == 0 && nk >= 1, "ovp_search_scale: need an even length >= 2 and candidates");
+    const OvpTables& t = ovp_tables(type);
+    const OvpSnap& snap = ovp_snap_table(type);
+    const FormatKernels& kn = kernels();
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) sum += double(x[i]);
+    const double mu = sum / double(n);
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+        const double d = double(x[i]) - mu;
+        ss += d * d;
+    }
+    const double sd = std::sqrt(ss / double(n - 1));
+    const double xmax = std::max(std::fabs(mu + 3 * sd), std::fabs(mu - 3 * sd));
+    std::vector<uint8_t> codes(static_cast<size_t>(n));
+    double best = std::numeric_limits<double>::infinity();
+    float best_s = 1.0f;
+    for (int c = 0; c < nk; ++c) {
+        float s = float(std::min(xmax * ks[c] / 100 / double(t.normal_max), double(std::numeric_limits<float>::max())));
+        if (!(s > 0.0f)) s = 1.0f;
+        kn.ovp_quant(x, n, s, snap, keep_larger, codes.data());
+        double part[16] = {};
+        for (int64_t j = 0; j < n / 2; ++j) {
+            float y0, y1;
+            ovp_decode_pair(t, codes[size_t(2 * j)], codes[size_t(2 * j + 1)], s, &y0, &y1);
+            const double d0 = double(y0) - double(x[2 * j]), d1 = double(y1) - double(x[2 * j + 1]);
+            part[(2 * j) & 15] += d0 * d0;
+            part[(2 * j + 1) & 15] += d1 * d1;
+        }
+        double e = 0.0;
+        for (double v : part) e += v;
+        if (e < best) {
+            best = e;
+            best_s = s;
+        }
+    }
+    if (mse) *mse = best / double(n);
+    return best_s;
+}
+
+void ovp_search_scales(FormatType type, const float* x, int64_t rows, int64_t K, const int* ks, int nk,
+                       bool keep_larger, float* s, double* mse) {
+    const int nt = int(std::min<int64_t>(num_threads(), rows));
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t r = 0; r < rows; ++r) s[r] = ovp_search_scale(type, x + r * K, K, ks, nk, keep_larger, mse + r);
+}
+
 // ---- shared-exponent blocks (MX, BFP) ---------------------------------------------------------
 
 // The encode loop of MX and BFP: per row, blocks of `blen` elements with an E8M0 scale; a block

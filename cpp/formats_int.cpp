@@ -12,7 +12,6 @@
 #include <vector>
 
 #include "common.h"
-#include "cpu_features.h"
 #include "formats.h"
 #include "formats_elem.h"
 
@@ -168,49 +167,6 @@ const int kOvpSearchK[88] = {75,  77,  79,  81,  83,  85,  87,  89,  91,  93,  9
                              183, 185, 187, 189, 191, 193, 195, 197, 199, 201, 203, 205, 207, 209, 211, 213, 215, 217,
                              219, 221, 223, 225, 227, 229, 231, 233, 235, 237, 239, 241, 243, 245, 247, 249};
 const int kOvpActSearchK[8] = {75, 100, 125, 150, 175, 200, 225, 249};
-
-float ovp_search_scale(const OvpTables& t, const float* x, int64_t n, const int* ks, int nk, bool keep_larger,
-                       double* mse) {
-    QUELLM_CHECK(n >= 2 && n % 2 == 0 && nk >= 1, "ovp_search_scale: need an even length >= 2 and candidates");
-    double sum = 0.0;
-    for (int64_t i = 0; i < n; ++i) sum += double(x[i]);
-    const double mu = sum / double(n);
-    double ss = 0.0;
-    for (int64_t i = 0; i < n; ++i) {
-        const double d = double(x[i]) - mu;
-        ss += d * d;
-    }
-    const double sd = std::sqrt(ss / double(n - 1));
-    const double xmax = std::max(std::fabs(mu + 3 * sd), std::fabs(mu - 3 * sd));
-    double best = std::numeric_limits<double>::infinity();
-    float best_s = 1.0f;
-    for (int c = 0; c < nk; ++c) {
-        float s = float(std::min(xmax * ks[c] / 100 / double(t.normal_max), double(std::numeric_limits<float>::max())));
-        if (!(s > 0.0f)) s = 1.0f;
-        double e = 0.0;
-        for (int64_t j = 0; j < n / 2; ++j) {
-            uint32_t c0, c1;
-            float y0, y1;
-            ovp_encode_pair(t, x[2 * j], x[2 * j + 1], s, keep_larger, &c0, &c1);
-            ovp_decode_pair(t, c0, c1, s, &y0, &y1);
-            const double d0 = double(y0) - double(x[2 * j]), d1 = double(y1) - double(x[2 * j + 1]);
-            e += d0 * d0 + d1 * d1;
-        }
-        if (e < best) {
-            best = e;
-            best_s = s;
-        }
-    }
-    if (mse) *mse = best / double(n);
-    return best_s;
-}
-
-void ovp_search_scales(const OvpTables& t, const float* x, int64_t rows, int64_t K, const int* ks, int nk,
-                       bool keep_larger, float* s, double* mse) {
-    const int nt = int(std::min<int64_t>(num_threads(), rows));
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-    for (int64_t r = 0; r < rows; ++r) s[r] = ovp_search_scale(t, x + r * K, K, ks, nk, keep_larger, mse + r);
-}
 
 // ---- OVP reference --------------------------------------------------------------------------
 

@@ -184,7 +184,7 @@ void quantize_rows_ovp4(const float* x, int64_t M, int64_t K, int8_t* q, float* 
             bad.compare_exchange_strong(none, m);
             continue;
         }
-        const float s = ovp_search_scale(t, r, K, kOvpActSearchK, 8, false, nullptr);
+        const float s = ovp_search_scale(QUELLM_TYPE_OVP4, r, K, kOvpActSearchK, 8, false, nullptr);
         sa[m] = s;
         for (int64_t j = 0; j < K / 2; ++j) {
             uint32_t c0, c1;
