@@ -20,6 +20,10 @@
 
 #include "common.h"
 #include "formats_elem.h"
+#if defined(__CUDACC__)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#endif
 
 namespace quellm {
 
@@ -95,10 +99,9 @@ QUELLM_HD QUELLM_INLINE uint32_t gemm_s4x4_to_s8x4(uint32_t v) {
     return x | (x & 0x08080808u) * 0x1Eu;  // bit 3 set → fill bits 4..7 (no carry between bytes)
 }
 
-// Elements k..k+3 (k % 4 == 0) of a weight row as a packed int8x4 word, element k in the low byte.
-QUELLM_HD QUELLM_INLINE uint32_t gemm_wcode_s8x4(WCode kind, const uint8_t* row, int64_t k) {
-    if (kind == WCode::S8) return gemm_ld_u32(row + k);
-    const uint32_t v = gemm_ld_u16(row + k / 2);
+// Four 4-bit weight codes (16 bits, element j in bits 4j..4j+3; kind S4, E2M1 or OVP) → packed int8x4.
+QUELLM_HD QUELLM_INLINE uint32_t gemm_w4_s8x4(WCode kind, uint32_t v) {
+    v &= 0xFFFFu;
     if (kind == WCode::S4) return gemm_s4x4_to_s8x4(v);
     if (kind == WCode::E2M1)
         return gemm_pack_s8x4(gemm_e2m1x2(v), gemm_e2m1x2(v >> 4), gemm_e2m1x2(v >> 8), gemm_e2m1x2(v >> 12));
@@ -106,6 +109,12 @@ QUELLM_HD QUELLM_INLINE uint32_t gemm_wcode_s8x4(WCode kind, const uint8_t* row,
     gemm_ovp_pair(v & 0xFFu, a, b);
     gemm_ovp_pair(v >> 8, c, d);
     return gemm_pack_s8x4(a, b, c, d);
+}
+
+// Elements k..k+3 (k % 4 == 0) of a weight row as a packed int8x4 word, element k in the low byte.
+QUELLM_HD QUELLM_INLINE uint32_t gemm_wcode_s8x4(WCode kind, const uint8_t* row, int64_t k) {
+    if (kind == WCode::S8) return gemm_ld_u32(row + k);
+    return gemm_w4_s8x4(kind, gemm_ld_u16(row + k / 2));
 }
 
 // Σ of the products of two packed int8x4 words (what __dp4a computes).
@@ -116,6 +125,21 @@ QUELLM_HD QUELLM_INLINE int32_t gemm_dp4a(uint32_t a, uint32_t b, int32_t c) {
     for (int i = 0; i < 4; ++i) c += int32_t(int8_t(a >> (8 * i))) * int32_t(int8_t(b >> (8 * i)));
     return c;
 #endif
+}
+
+// Exact int32 dot of one 16-byte weight unit with its activations (int8): S8 units hold 16
+// elements (q: 4 words), 4-bit units 32 (q: 8 words). Word j of a 4-bit unit holds elements
+// 8j..8j+7: its low half pairs with q[2j], its high half with q[2j + 1].
+QUELLM_HD QUELLM_INLINE int32_t gemm_unit_dot(WCode kind, const uint32_t w[4], const uint32_t* q, int32_t acc) {
+    if (kind == WCode::S8) {
+        for (int j = 0; j < 4; ++j) acc = gemm_dp4a(w[j], q[j], acc);
+        return acc;
+    }
+    for (int j = 0; j < 4; ++j) {
+        acc = gemm_dp4a(gemm_w4_s8x4(kind, w[j]), q[2 * j], acc);
+        acc = gemm_dp4a(gemm_w4_s8x4(kind, w[j] >> 16), q[2 * j + 1], acc);
+    }
+    return acc;
 }
 
 // Weight-only (W4A16 / W8A16) code minus zero point, an exact small integer: int4 rows hold
@@ -244,7 +268,11 @@ QUELLM_HD QUELLM_INLINE void frag_b_s4(const uint8_t* w, int64_t ldw, int64_t n0
 
 // Exact f16 / bf16 bit pattern of a small integer (|v| <= 256).
 QUELLM_HD QUELLM_INLINE uint32_t gemm_int_to_half_bits(int v, bool bf16) {
+#if defined(__CUDA_ARCH__)
+    return bf16 ? uint32_t(__bfloat16_as_ushort(__int2bfloat16_rn(v))) : uint32_t(__half_as_ushort(__int2half_rn(v)));
+#else
     return bf16 ? f32_to_bf16(float(v)) : f32_to_f16(float(v));
+#endif
 }
 
 // m16n8k16 A from 16-bit activations x (rows, ldx elements), columns k0..k0+15 (ldx, k0 even).

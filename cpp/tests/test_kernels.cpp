@@ -442,6 +442,17 @@ void test_gemm_hd_decode() {
                       (long long)(k + i));
         }
     }
+    for (WCode kind : {WCode::S8, WCode::S4, WCode::E2M1, WCode::OVP}) {  // one 16-byte unit
+        const int E = kind == WCode::S8 ? 16 : 32;
+        const auto qv = randint(size_t(E), -127, 127, 32 + int(kind));
+        std::vector<int8_t> qa(qv.begin(), qv.end());
+        uint32_t wu[4], qu[8];
+        std::memcpy(wu, row.data() + 16, 16);
+        std::memcpy(qu, qa.data(), size_t(E));
+        int32_t want = 5;
+        for (int e = 0; e < E; ++e) want += qa[size_t(e)] * gemm_wcode_at(kind, row.data() + 16, e);
+        CHECK(gemm_unit_dot(kind, wu, qu, 5) == want, "unit dot kind %d", int(kind));
+    }
     CHECK(gemm_dp4a(gemm_pack_s8x4(-128, 127, 3, -4), gemm_pack_s8x4(-128, -128, 5, 7), 10) ==
               10 + 16384 - 16256 + 15 - 28, "dp4a");
     // weight-only codes: int4 unsigned nibble minus zero point, int8 signed
