@@ -266,6 +266,68 @@ QUELLM_HD QUELLM_INLINE void frag_b_s4(const uint8_t* w, int64_t ldw, int64_t n0
     }
 }
 
+// ---- shared-memory tiles of the integer mma kernel (gemm_int_tc in cuda/gemm_mma.cu) -----------
+// A block computes a kTileBM × kTileBN output tile; per k-step of kTileBK = 32 it stages the
+// activation tile (BM rows × 32 int8) and the weight tile decoded to int8 (BN rows × 32) in shared
+// memory, rows kTileLd bytes apart (32 + 16 padding: the fragment loads of a warp hit 32 distinct
+// banks). Each of the 128 threads moves one 16-byte chunk of each: chunk c is row c / 2, bytes
+// (c % 2)·16 .. +15. fetch (global → registers, raw codes) and put (decode → shared) are split so the
+// next tile's loads are in flight during the current tile's mma. Rows past M / N stage as zeros.
+constexpr int kTileBM = 64, kTileBN = 64, kTileBK = 32, kTileLd = 48, kTileThreads = 128;
+
+QUELLM_HD QUELLM_INLINE void gemm_ld_u32x4(const void* p, uint32_t r[4]) {
+#if defined(__CUDA_ARCH__)
+    const uint4 v = *static_cast<const uint4*>(p);
+    r[0] = v.x, r[1] = v.y, r[2] = v.z, r[3] = v.w;
+#else
+    std::memcpy(r, p, 16);
+#endif
+}
+QUELLM_HD QUELLM_INLINE void gemm_st_u32x4(void* p, const uint32_t r[4]) {
+#if defined(__CUDA_ARCH__)
+    *static_cast<uint4*>(p) = make_uint4(r[0], r[1], r[2], r[3]);
+#else
+    std::memcpy(p, r, 16);
+#endif
+}
+
+QUELLM_HD QUELLM_INLINE void tile_a_fetch(const int8_t* q, int64_t ldq, int64_t m0, int64_t M, int64_t k0, int c,
+                                          uint32_t r[4]) {
+    const int64_t row = m0 + c / 2;
+    if (row < M)
+        gemm_ld_u32x4(q + row * ldq + k0 + (c % 2) * 16, r);
+    else
+        r[0] = r[1] = r[2] = r[3] = 0u;
+}
+QUELLM_HD QUELLM_INLINE void tile_a_put(int8_t* s, int c, const uint32_t r[4]) {
+    gemm_st_u32x4(s + (c / 2) * kTileLd + (c % 2) * 16, r);
+}
+// Raw codes of chunk c: S8 16 bytes (r[0..3]); 4-bit kinds 8 bytes (r[0..1]) = 16 elements.
+QUELLM_HD QUELLM_INLINE void tile_b_fetch(WCode kind, const uint8_t* w, int64_t ldw, int64_t n0, int64_t N, int64_t k0,
+                                          int c, uint32_t r[4]) {
+    const int64_t n = n0 + c / 2;
+    r[0] = r[1] = r[2] = r[3] = 0u;
+    if (n >= N) return;
+    const uint8_t* row = w + n * ldw;
+    if (kind == WCode::S8) {
+        gemm_ld_u32x4(row + k0 + (c % 2) * 16, r);
+    } else {
+        const uint8_t* p = row + (k0 + (c % 2) * 16) / 2;
+        r[0] = gemm_ld_u32(p);
+        r[1] = gemm_ld_u32(p + 4);
+    }
+}
+QUELLM_HD QUELLM_INLINE void tile_b_put(WCode kind, int8_t* s, int c, const uint32_t r[4]) {
+    uint32_t d[4] = {r[0], r[1], r[2], r[3]};
+    if (kind != WCode::S8) {
+        d[0] = gemm_w4_s8x4(kind, r[0]);
+        d[1] = gemm_w4_s8x4(kind, r[0] >> 16);
+        d[2] = gemm_w4_s8x4(kind, r[1]);
+        d[3] = gemm_w4_s8x4(kind, r[1] >> 16);
+    }
+    gemm_st_u32x4(s + (c / 2) * kTileLd + (c % 2) * 16, d);
+}
+
 // Exact f16 / bf16 bit pattern of a small integer (|v| <= 256).
 QUELLM_HD QUELLM_INLINE uint32_t gemm_int_to_half_bits(int v, bool bf16) {
 #if defined(__CUDA_ARCH__)
@@ -274,6 +336,56 @@ QUELLM_HD QUELLM_INLINE uint32_t gemm_int_to_half_bits(int v, bool bf16) {
     return bf16 ? f32_to_bf16(float(v)) : f32_to_f16(float(v));
 #endif
 }
+
+// The f16 / bf16 kernel (gemm_h_tc) stages 64 × 32-element tiles of 16-bit values, rows
+// kTileLdH elements apart (32 + 8 padding: conflict-free fragment loads); 256 chunks of 8 elements,
+// two per thread: chunk c is row c / 4, elements (c % 4)·8 .. +7.
+constexpr int kTileLdH = 40;
+
+QUELLM_HD QUELLM_INLINE void tile_h_fetch(const uint16_t* x, int64_t ldx, int64_t row0, int64_t rows, int64_t k0, int c,
+                                          uint32_t r[4]) {
+    const int64_t row = row0 + c / 4;
+    if (row < rows)
+        gemm_ld_u32x4(x + row * ldx + k0 + (c % 4) * 8, r);
+    else
+        r[0] = r[1] = r[2] = r[3] = 0u;
+}
+QUELLM_HD QUELLM_INLINE void tile_h_put(uint16_t* s, int c, const uint32_t r[4]) {
+    gemm_st_u32x4(s + (c / 4) * kTileLdH + (c % 4) * 8, r);
+}
+// Weight-only codes of chunk c (int8: 8 bytes in r[0..1]; int4: 4 bytes in r[0]) and the zero
+// point of its group in r[2] (G % 32 == 0, so a k-step lies in one group).
+QUELLM_HD QUELLM_INLINE void tile_wf_fetch(int bits, const uint8_t* w, int64_t ldw, const uint8_t* zeros, int64_t NG,
+                                           int64_t G, int64_t n0, int64_t N, int64_t k0, int c, uint32_t r[4]) {
+    const int64_t n = n0 + c / 4, k = k0 + (c % 4) * 8;
+    r[0] = r[1] = r[2] = r[3] = 0u;
+    if (n >= N) return;
+    const uint8_t* row = w + n * ldw;
+    if (bits == 8) {
+        r[0] = gemm_ld_u32(row + k);
+        r[1] = gemm_ld_u32(row + k + 4);
+    } else {
+        r[0] = gemm_ld_u32(row + k / 2);
+        r[2] = zeros[n * NG + k0 / G];
+    }
+}
+// (code − zero) as f16 / bf16, exact.
+QUELLM_HD QUELLM_INLINE void tile_wf_put(int bits, bool bf16, uint16_t* s, int c, const uint32_t r[4]) {
+    uint32_t d[4];
+    for (int j = 0; j < 4; ++j) {
+        int v0, v1;
+        if (bits == 8) {
+            v0 = int(int8_t(r[j / 2] >> (16 * (j % 2))));
+            v1 = int(int8_t(r[j / 2] >> (16 * (j % 2) + 8)));
+        } else {
+            v0 = int((r[0] >> (8 * j)) & 15u) - int(r[2]);
+            v1 = int((r[0] >> (8 * j + 4)) & 15u) - int(r[2]);
+        }
+        d[j] = gemm_int_to_half_bits(v0, bf16) | gemm_int_to_half_bits(v1, bf16) << 16;
+    }
+    gemm_st_u32x4(s + (c / 4) * kTileLdH + (c % 4) * 8, d);
+}
+
 
 // m16n8k16 A from 16-bit activations x (rows, ldx elements), columns k0..k0+15 (ldx, k0 even).
 QUELLM_HD QUELLM_INLINE void frag_a_h(const uint16_t* x, int64_t ldx, int64_t row0, int64_t rows, int64_t k0, int lane,

@@ -3,18 +3,22 @@
 // layouts and loaders are the host+device helpers of cpp/gemm_hd.h (tile-emulated on the CPU).
 //
 // Kernels (y = x·Wᵀ per output, same math as the SIMT references in gemm.cu):
-//   gemm_int_mma   integer activations × int8 / int4 / MXFP4 / OVP4 weights decoded to int8 in
-//                  registers, mma m16n8k32.s8 (W4A4 on sm80/sm89: mma m16n8k64.s4, int4 both
-//                  sides); per group an exact int32 tile, folded with fma(acc, sa·sw, y) in group
-//                  order → bit-identical to the CPU. Needs G % 32 == 0 (s4: G % 64 == 0).
-//   gemm_h_mma     f16 / bf16 activations × float weights (act dtype) or weight-only int4 / int8
-//                  as (code − zero) in f16 / bf16 (exact), mma m16n8k16 with f32 accumulation,
-//                  y += s·acc per group. Needs K % 16 == 0 (float) / G % 16 == 0.
+//   gemm_int_tc    integer activations × int8 / int4 / MXFP4 / OVP4 weights decoded to int8 while
+//                  staging 64 × 64 × 32 tiles in shared memory (double-buffered), mma
+//                  m16n8k32.s8; per group an exact int32 tile, folded with fma(acc, sa·sw, y) in
+//                  group order → bit-identical to the CPU. Needs G % 32 == 0.
+//   gemm_int_mma   W4A4 on sm80/sm89: mma m16n8k64.s4 (int4 both sides), operands straight from
+//                  global memory. Needs G % 64 == 0.
+//   gemm_h_tc      f16 / bf16 activations × float weights (act dtype) or weight-only int4 / int8
+//                  as (code − zero) in f16 / bf16 (exact), staged in shared memory like
+//                  gemm_int_tc, mma m16n8k16 with f32 accumulation, y += s·acc per group.
+//                  Needs G % 32 == 0 (float: K % 32 == 0) and a 16-byte aligned x.
+//   gemm_h_mma     the same from global memory for G % 16 == 0 (float: K % 16 == 0).
 //   *_gemv         M ≤ 8 (decode): one warp per weight row streams it once in 16-byte units for up
 //                  to 4 activation rows; integer group sums reduced across lanes exactly
 //                  (__reduce_add_sync) and folded in group order, so also bit-identical.
-// Tiles of the mma kernels: a block of 4 warps covers 64 rows × 64 columns, each warp 16 rows ×
-// 8 n-tiles, operands read straight from global memory (L1/L2-cached; no shared memory yet).
+// Tiles: the *_tc kernels use 64 × 64 block tiles, 2 × 2 warps of 32 × 32; the direct *_mma
+// kernels give each of 4 warps 16 rows × 64 columns, operands straight from (L1/L2-cached) global.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -143,6 +147,81 @@ __global__ void __launch_bounds__(kWarps * 32) gemm_int_mma_kernel(GemmArgs a) {
         }
 }
 
+// Shared-memory version (large M): a block of 4 warps (2 × 2, 32 × 32 each) computes a 64 × 64
+// tile; per k-step of 32 the activation tile and the weight tile decoded to int8 are staged in
+// shared memory (tile_*_fetch / tile_*_put of gemm_hd.h), double-buffered: the next step's global
+// loads are issued before the current step's mma. Group epilogue as in gemm_int_mma_kernel.
+template <WCode KIND>
+__global__ void __launch_bounds__(kTileThreads) gemm_int_tc_kernel(GemmArgs a) {
+    __shared__ __align__(16) int8_t sA[2][kTileBM * kTileLd];
+    __shared__ __align__(16) int8_t sB[2][kTileBN * kTileLd];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int wm = warp >> 1, wn = warp & 1;
+    const int64_t m0 = int64_t(blockIdx.y) * kTileBM, n0 = int64_t(blockIdx.x) * kTileBN;
+    const uint8_t* w = static_cast<const uint8_t*>(a.w);
+    const int64_t nk = a.K / kTileBK, kpg = a.G / kTileBK;
+    const bool mxa = a.sa_groups > 1;
+    uint32_t ra[4], rb[4];
+    tile_a_fetch(a.q, a.ldq, m0, a.M, 0, tid, ra);
+    tile_b_fetch(KIND, w, a.ldw, n0, a.N, 0, tid, rb);
+    tile_a_put(sA[0], tid, ra);
+    tile_b_put(KIND, sB[0], tid, rb);
+    __syncthreads();
+    float y[2][4][4] = {};
+    int32_t acc[2][4][4] = {};
+    for (int64_t kt = 0; kt < nk; ++kt) {
+        const int buf = int(kt & 1);
+        if (kt + 1 < nk) {
+            tile_a_fetch(a.q, a.ldq, m0, a.M, (kt + 1) * kTileBK, tid, ra);
+            tile_b_fetch(KIND, w, a.ldw, n0, a.N, (kt + 1) * kTileBK, tid, rb);
+        }
+        uint32_t af[2][4], bf[4][2];
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) frag_a_s8(sA[buf], kTileLd, wm * 32 + mt * 16, kTileBM, 0, lane, af[mt]);
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt)
+            frag_b_s8(WCode::S8, reinterpret_cast<const uint8_t*>(sB[buf]), kTileLd, wn * 32 + nt * 8, kTileBN, 0, lane,
+                      bf[nt]);
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < 4; ++nt) mma_s8(acc[mt][nt], af[mt], bf[nt]);
+        if ((kt + 1) % kpg == 0) {  // the group ends: fold its exact sums into y, in group order
+            const int64_t g = kt / kpg, sg = mxa ? g : 0;
+#pragma unroll
+            for (int mt = 0; mt < 2; ++mt) {
+                const int64_t r_lo = m0 + wm * 32 + mt * 16 + (lane >> 2), r_hi = r_lo + 8;
+                const float sa_lo = r_lo < a.M ? a.sa[r_lo * a.sa_groups + sg] : 0.0f;
+                const float sa_hi = r_hi < a.M ? a.sa[r_hi * a.sa_groups + sg] : 0.0f;
+#pragma unroll
+                for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) {
+                        const int64_t c = n0 + wn * 32 + nt * 8 + (lane & 3) * 2 + (i & 1);
+                        const float sw = c < a.N ? a.scales[c * a.NG + g] : 0.0f;
+                        y[mt][nt][i] = gemm_epi_group(acc[mt][nt][i], i < 2 ? sa_lo : sa_hi, sw, y[mt][nt][i]);
+                        acc[mt][nt][i] = 0;
+                    }
+            }
+        }
+        if (kt + 1 < nk) {
+            tile_a_put(sA[buf ^ 1], tid, ra);
+            tile_b_put(KIND, sB[buf ^ 1], tid, rb);
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const int64_t r = m0 + wm * 32 + mt * 16 + (lane >> 2) + (i < 2 ? 0 : 8);
+                const int64_t c = n0 + wn * 32 + nt * 8 + (lane & 3) * 2 + (i & 1);
+                if (r < a.M && c < a.N) store_from_f32(a.y, r * a.N + c, gemm_epi_bias(y[mt][nt][i], a.bias, c), a.act);
+            }
+}
+
 // ---- f16 / bf16 activations: tensor cores (WB 16: float weights; 8 / 4: weight-only codes) ------
 
 template <bool BF16, int WB>
@@ -190,6 +269,90 @@ __global__ void __launch_bounds__(kWarps * 32) gemm_h_mma_kernel(GemmArgs a) {
             const int64_t r = r_lo + (i < 2 ? 0 : 8), c = n0 + t * 8 + (lane & 3) * 2 + (i & 1);
             if (r < a.M && c < a.N) store_from_f32(a.y, r * a.N + c, gemm_epi_bias(y[t][i], a.bias, c), a.act);
         }
+}
+
+// Shared-memory version (large M; G % 32 == 0, K % 32 == 0, x 16-byte aligned): 64 × 64 tiles,
+// k-steps of 32, 2 × 2 warps of 32 × 32, double-buffered like gemm_int_tc_kernel. Weight-only
+// codes are converted to (code − zero) in f16 / bf16 while staging; per group y += s·acc.
+template <bool BF16, int WB>
+__global__ void __launch_bounds__(kTileThreads) gemm_h_tc_kernel(GemmArgs a) {
+    __shared__ __align__(16) uint16_t sA[2][kTileBM * kTileLdH];
+    __shared__ __align__(16) uint16_t sB[2][kTileBN * kTileLdH];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int wm = warp >> 1, wn = warp & 1;
+    const int64_t m0 = int64_t(blockIdx.y) * kTileBM, n0 = int64_t(blockIdx.x) * kTileBN;
+    const uint16_t* x = static_cast<const uint16_t*>(a.x);
+    const int64_t nk = a.K / kTileBK, kpg = a.G / kTileBK;
+    uint32_t ra[2][4], rb[2][4];
+    auto fetch = [&](int64_t k0) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int c = tid + h * kTileThreads;
+            tile_h_fetch(x, a.K, m0, a.M, k0, c, ra[h]);
+            if constexpr (WB == 16)
+                tile_h_fetch(static_cast<const uint16_t*>(a.w), a.ldw, n0, a.N, k0, c, rb[h]);
+            else
+                tile_wf_fetch(WB, static_cast<const uint8_t*>(a.w), a.ldw, a.zeros, a.NG, a.G, n0, a.N, k0, c, rb[h]);
+        }
+    };
+    auto put = [&](int buf) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int c = tid + h * kTileThreads;
+            tile_h_put(sA[buf], c, ra[h]);
+            if constexpr (WB == 16)
+                tile_h_put(sB[buf], c, rb[h]);
+            else
+                tile_wf_put(WB, BF16, sB[buf], c, rb[h]);
+        }
+    };
+    fetch(0);
+    put(0);
+    __syncthreads();
+    float y[2][4][4] = {}, acc[2][4][4] = {};
+    for (int64_t kt = 0; kt < nk; ++kt) {
+        const int buf = int(kt & 1);
+        if (kt + 1 < nk) fetch((kt + 1) * kTileBK);
+#pragma unroll
+        for (int kk = 0; kk < kTileBK; kk += 16) {
+            uint32_t af[2][4], bf[4][2];
+#pragma unroll
+            for (int mt = 0; mt < 2; ++mt) frag_a_h(sA[buf], kTileLdH, wm * 32 + mt * 16, kTileBM, kk, lane, af[mt]);
+#pragma unroll
+            for (int nt = 0; nt < 4; ++nt) frag_b_h(sB[buf], kTileLdH, wn * 32 + nt * 8, kTileBN, kk, lane, bf[nt]);
+#pragma unroll
+            for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+                for (int nt = 0; nt < 4; ++nt) mma_h<BF16>(WB == 16 ? y[mt][nt] : acc[mt][nt], af[mt], bf[nt]);
+        }
+        if (WB != 16 && (kt + 1) % kpg == 0) {
+            const int64_t g = kt / kpg;
+#pragma unroll
+            for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    const int64_t c = n0 + wn * 32 + nt * 8 + (lane & 3) * 2 + (i & 1);
+                    const float sc = c < a.N ? a.scales[c * a.NG + g] : 0.0f;
+#pragma unroll
+                    for (int mt = 0; mt < 2; ++mt) {
+                        y[mt][nt][i] = fmaf(sc, acc[mt][nt][i], y[mt][nt][i]);
+                        acc[mt][nt][i] = 0.0f;
+                    }
+                }
+        }
+        if (kt + 1 < nk) put(buf ^ 1);
+        __syncthreads();
+    }
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const int64_t r = m0 + wm * 32 + mt * 16 + (lane >> 2) + (i < 2 ? 0 : 8);
+                const int64_t c = n0 + wn * 32 + nt * 8 + (lane & 3) * 2 + (i & 1);
+                if (r < a.M && c < a.N) store_from_f32(a.y, r * a.N + c, gemm_epi_bias(y[mt][nt][i], a.bias, c), a.act);
+            }
 }
 
 // ---- GEMV (M ≤ 8): one warp per weight row, 16-byte units, up to MR activation rows --------------
@@ -353,7 +516,8 @@ void launch_int(const GemmArgs& a, bool gemv, cudaStream_t stream) {
         else
             gemm_int_gemv_kernel<KIND, kGemvMR><<<gemv_grid(a, kGemvMR), kWarps * 32, 0, stream>>>(a);
     } else {
-        gemm_int_mma_kernel<KIND, false><<<mma_grid(a), kWarps * 32, 0, stream>>>(a);
+        const dim3 grid(unsigned(ceil_div(a.N, kTileBN)), unsigned(ceil_div(a.M, kTileBM)));
+        gemm_int_tc_kernel<KIND><<<grid, kTileThreads, 0, stream>>>(a);
     }
 }
 
@@ -365,12 +529,24 @@ void launch_wf_gemv(const GemmArgs& a, cudaStream_t stream) {
         gemm_wf_gemv_kernel<WB, kGemvMR><<<gemv_grid(a, kGemvMR), kWarps * 32, 0, stream>>>(a);
 }
 
+// Shared-memory tiles when k-steps of 32 fit the groups and x allows 16-byte loads, else the
+// direct kernel (k-steps of 16).
 template <int WB>
-void launch_h_mma(const GemmArgs& a, cudaStream_t stream) {
-    if (a.act == DType::BF16)
+const char* launch_h_mma(const GemmArgs& a, cudaStream_t stream) {
+    const bool bf = a.act == DType::BF16;
+    if (a.G % kTileBK == 0 && aligned(a.x, 16)) {
+        const dim3 grid(unsigned(ceil_div(a.N, kTileBN)), unsigned(ceil_div(a.M, kTileBM)));
+        if (bf)
+            gemm_h_tc_kernel<true, WB><<<grid, kTileThreads, 0, stream>>>(a);
+        else
+            gemm_h_tc_kernel<false, WB><<<grid, kTileThreads, 0, stream>>>(a);
+        return "mma.f16 (shared-memory tiles)";
+    }
+    if (bf)
         gemm_h_mma_kernel<true, WB><<<mma_grid(a), kWarps * 32, 0, stream>>>(a);
     else
         gemm_h_mma_kernel<false, WB><<<mma_grid(a), kWarps * 32, 0, stream>>>(a);
+    return "mma.f16";
 }
 
 bool grid_ok(const GemmArgs& a) { return ceil_div(a.M, 16 * kWarps) <= 65535 && ceil_div(a.N, kWarps) <= 0x7fffffff; }
@@ -389,7 +565,7 @@ bool gemm_int_fast(const GemmArgs& a, int cc_major, cudaStream_t stream, const c
         *path = "mma.s4";
         return true;
     } else if (a.G % 32 == 0) {
-        *path = "mma.s8";
+        *path = "mma.s8 (shared-memory tiles)";
     } else {
         return false;
     }
@@ -413,11 +589,7 @@ bool gemm_wf_fast(const GemmArgs& a, cudaStream_t stream, const char** path) {
             launch_wf_gemv<4>(a, stream);
         *path = "gemv";
     } else if (a.act != DType::F32 && a.G % 16 == 0 && aligned(a.x, 4)) {
-        if (a.wbits == 8)
-            launch_h_mma<8>(a, stream);
-        else
-            launch_h_mma<4>(a, stream);
-        *path = "mma.f16";
+        *path = a.wbits == 8 ? launch_h_mma<8>(a, stream) : launch_h_mma<4>(a, stream);
     } else {
         return false;
     }
@@ -434,8 +606,7 @@ bool gemm_float_fast(const GemmArgs& a, cudaStream_t stream, const char** path) 
             gemm_float_gemv_kernel<kGemvMR><<<gemv_grid(a, kGemvMR), kWarps * 32, 0, stream>>>(a);
         *path = "gemv";
     } else if (a.act != DType::F32 && a.K % 16 == 0 && aligned(a.x, 4)) {
-        launch_h_mma<16>(a, stream);
-        *path = "mma.f16";
+        *path = launch_h_mma<16>(a, stream);
     } else {
         return false;
     }

@@ -719,6 +719,115 @@ void test_gemm_hd_fragments() {
     }
 }
 
+// Shared-memory staging of the integer mma kernel: after every thread's fetch + put, the tiles
+// hold the activations and the decoded weights (zeros past M / N), and the warp fragments read
+// from them (warp tile wm, wn of 32 × 32) give the product of the global tile.
+void test_gemm_hd_tiles() {
+    const int64_t M = 70, N = 75, ldq = 128;
+    const auto qv = randint(size_t(M * ldq), -127, 127, 71);
+    std::vector<int8_t> q(qv.begin(), qv.end());
+    const int64_t ldw = 128;
+    const auto wv = randint(size_t(N * ldw), 0, 255, 72);
+    std::vector<uint8_t> w(wv.begin(), wv.end());
+    for (WCode kind : {WCode::S8, WCode::S4, WCode::E2M1, WCode::OVP}) {
+        g_context = "gemm tiles, weight kind " + std::to_string(int(kind));
+        const int64_t m0 = 64, n0 = 64, k0 = 96;  // the ragged corner block: 6 rows, 11 columns left
+        std::vector<int8_t> sA(size_t(kTileBM * kTileLd), 99), sB(size_t(kTileBN * kTileLd), 99);
+        for (int c = 0; c < kTileThreads; ++c) {
+            uint32_t ra[4], rb[4];
+            tile_a_fetch(q.data(), ldq, m0, M, k0, c, ra);
+            tile_b_fetch(kind, w.data(), ldw, n0, N, k0, c, rb);
+            tile_a_put(sA.data(), c, ra);
+            tile_b_put(kind, sB.data(), c, rb);
+        }
+        int bad = 0;
+        for (int r = 0; r < kTileBM; ++r)
+            for (int k = 0; k < kTileBK; ++k) {
+                const int want = m0 + r < M ? q[size_t((m0 + r) * ldq + k0 + k)] : 0;
+                bad += sA[size_t(r * kTileLd + k)] != want;
+            }
+        for (int n = 0; n < kTileBN; ++n)
+            for (int k = 0; k < kTileBK; ++k) {
+                const int want = n0 + n < N ? gemm_wcode_at(kind, w.data() + (n0 + n) * ldw, k0 + k) : 0;
+                bad += sB[size_t(n * kTileLd + k)] != want;
+            }
+        CHECK(bad == 0, "%d staged bytes differ", bad);
+        // fragments of warp (wm, wn) = (1, 0), m-tile 1, n-tile 3, from shared memory
+        const int wm = 1, wn = 0, mt = 1, nt = 3;
+        uint32_t a[32][4], b[32][2];
+        for (int l = 0; l < 32; ++l) {
+            frag_a_s8(sA.data(), kTileLd, wm * 32 + mt * 16, kTileBM, 0, l, a[l]);
+            frag_b_s8(WCode::S8, reinterpret_cast<const uint8_t*>(sB.data()), kTileLd, wn * 32 + nt * 8, kTileBN, 0, l, b[l]);
+        }
+        int32_t D[32][4];
+        emulate_mma<int32_t>(32, doc_k32_a, doc_k32_b, 16, 8,
+                             [&](int l, int i) { return int32_t(int8_t(a[l][i / 4] >> (8 * (i % 4)))); },
+                             [&](int l, int i) { return int32_t(int8_t(b[l][i / 4] >> (8 * (i % 4)))); }, D);
+        int wrong = 0;
+        for (int l = 0; l < 32; ++l)
+            for (int i = 0; i < 4; ++i) {
+                int r, c;
+                mma_c_rc(l, i, r, c);
+                const int64_t gr = m0 + wm * 32 + mt * 16 + r, gc = n0 + wn * 32 + nt * 8 + c;
+                int32_t want = 0;
+                if (gr < M && gc < N)
+                    for (int64_t k = 0; k < 32; ++k)
+                        want += int32_t(q[size_t(gr * ldq + k0 + k)]) * gemm_wcode_at(kind, w.data() + gc * ldw, k0 + k);
+                wrong += D[l][i] != want;
+            }
+        CHECK(wrong == 0, "%d of 128 outputs differ", wrong);
+    }
+}
+
+// The same for the 16-bit tiles of the f16 / bf16 kernel: float weights and weight-only codes.
+void test_gemm_hd_tiles_h() {
+    const int64_t M = 70, N = 75, K = 128, G = 64, NG = K / G;
+    const auto xv = randint(size_t(M * K), -200, 200, 81);
+    std::vector<uint16_t> x(xv.size());
+    for (size_t i = 0; i < x.size(); ++i) x[i] = f32_to_f16(float(xv[i]) / 16);
+    const int64_t ldw = 128;
+    const auto wv = randint(size_t(N * ldw), 0, 255, 82);
+    std::vector<uint8_t> w(wv.begin(), wv.end());
+    const auto zv = randint(size_t(N * NG), 0, 15, 83);
+    std::vector<uint8_t> zeros(zv.begin(), zv.end());
+    for (int variant = 0; variant < 3; ++variant) {  // bf16 int4, f16 int8, float (x as weights)
+        const bool bf16 = variant == 0;
+        const int bits = variant == 0 ? 4 : 8;
+        g_context = "gemm 16-bit tiles, variant " + std::to_string(variant);
+        const int64_t m0 = 64, n0 = 64, k0 = 96;
+        std::vector<uint16_t> sA(size_t(kTileBM * kTileLdH), 0x7777), sB(size_t(kTileBN * kTileLdH), 0x7777);
+        for (int c = 0; c < 2 * kTileThreads; ++c) {
+            uint32_t ra[4], rb[4];
+            tile_h_fetch(x.data(), K, m0, M, k0, c, ra);
+            tile_h_put(sA.data(), c, ra);
+            if (variant == 2) {
+                tile_h_fetch(x.data(), K, n0, M, k0, c, rb);  // a (70, K) float weight matrix
+                tile_h_put(sB.data(), c, rb);
+            } else {
+                tile_wf_fetch(bits, w.data(), ldw, zeros.data(), NG, G, n0, N, k0, c, rb);
+                tile_wf_put(bits, bf16, sB.data(), c, rb);
+            }
+        }
+        int bad = 0;
+        auto val = [&](uint16_t h) { return bf16 && variant != 2 ? bf16_to_f32(h) : f16_to_f32(h); };
+        for (int r = 0; r < kTileBM; ++r)
+            for (int k = 0; k < kTileBK; ++k)
+                bad += sA[size_t(r * kTileLdH + k)] != (m0 + r < M ? x[size_t((m0 + r) * K + k0 + k)] : 0);
+        for (int n = 0; n < kTileBN; ++n)
+            for (int k = 0; k < kTileBK; ++k) {
+                float want;
+                if (variant == 2)
+                    want = n0 + n < M ? f16_to_f32(x[size_t((n0 + n) * K + k0 + k)]) : 0.0f;
+                else
+                    want = n0 + n < N ? float(gemm_wf_code(bits, w.data() + (n0 + n) * ldw, k0 + k,
+                                                           bits == 4 ? zeros[size_t((n0 + n) * NG + (k0 + k) / G)] : 0))
+                                      : 0.0f;
+                bad += val(sB[size_t(n * kTileLdH + k)]) != want;
+            }
+        CHECK(bad == 0, "%d staged values differ", bad);
+    }
+}
+
 // The integer device pipeline emulated on the CPU with the helpers the kernels run (canonical
 // codes from export_int, per-token / MX quantization, per-group exact sums folded by
 // gemm_epi_group, bias) equals QuantLinear::forward bit for bit, for every integer pair.
@@ -812,7 +921,8 @@ int main() {
     } tests[] = {{"fwht", test_fwht},           {"int4_packing", test_int4_packing}, {"gemm_int", test_gemm_int},
                  {"quantize_rows", test_quantize_rows}, {"matmul_f32", test_matmul},  {"quant_linear", test_quant_linear},
                  {"gemm_hd_decode", test_gemm_hd_decode}, {"gemm_hd_quant", test_gemm_hd_quant},
-                 {"gemm_hd_frags", test_gemm_hd_fragments}, {"gemm_hd_pipeline", test_gemm_hd_pipeline}};
+                 {"gemm_hd_frags", test_gemm_hd_fragments}, {"gemm_hd_tiles", test_gemm_hd_tiles},
+                 {"gemm_hd_tiles_h", test_gemm_hd_tiles_h}, {"gemm_hd_pipeline", test_gemm_hd_pipeline}};
     for (const auto& t : tests) {
         const int before = g_failures;
         try {
