@@ -1,4 +1,4 @@
-// gemm_mma.cu — tensor-core (mma.sync) and GEMV kernels of the device linear layer; see
+// gemm_mma.cu — tensor-core (mma.sync) kernels of the device linear layer and the fast-path dispatch; see
 // gemm_kernels.cuh for the contract and cuda/gemm.cu for the pipeline around them. Fragment
 // layouts and loaders are the host+device helpers of cpp/gemm_hd.h (tile-emulated on the CPU).
 //
@@ -14,9 +14,7 @@
 //                  gemm_int_tc, mma m16n8k16 with f32 accumulation, y += s·acc per group.
 //                  Needs G % 32 == 0 (float: K % 32 == 0) and a 16-byte aligned x.
 //   gemm_h_mma     the same from global memory for G % 16 == 0 (float: K % 16 == 0).
-//   *_gemv         M ≤ 8 (decode): one warp per weight row streams it once in 16-byte units for up
-//                  to 4 activation rows; integer group sums reduced across lanes exactly
-//                  (__reduce_add_sync) and folded in group order, so also bit-identical.
+//   GEMV (M ≤ 8)   in cuda/gemm_gemv.cu.
 // Tiles: the *_tc kernels use 64 × 64 block tiles, 2 × 2 warps of 32 × 32; the direct *_mma
 // kernels give each of 4 warps 16 rows × 64 columns, operands straight from (L1/L2-cached) global.
 #include <cuda_bf16.h>
@@ -30,9 +28,7 @@ namespace quellm::cuda {
 
 namespace {
 
-constexpr int64_t kGemvRows = 8;   // M up to this: GEMV kernels
-constexpr int kGemvMR = 4;         // activation rows per GEMV pass
-constexpr int kWarps = 4;          // warps per block (mma: 16 rows each; GEMV: one weight row each)
+constexpr int kWarps = 4;          // warps per block of the direct mma kernels (16 rows each)
 constexpr int kBN = 64, kNT = kBN / 8;
 
 // ---- mma wrappers ------------------------------------------------------------------------------
@@ -68,29 +64,6 @@ __device__ __forceinline__ void mma_h(float c[4], const uint32_t a[4], const uin
             "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
             : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
-// 8 consecutive elements i..i+7 (i % 8 == 0, 16-byte aligned) of a f32 / f16 / bf16 buffer as f32.
-__device__ __forceinline__ void load_x8(const void* x, DType xt, int64_t i, float v[8]) {
-    if (xt == DType::F32) {
-        const float4 p = *reinterpret_cast<const float4*>(static_cast<const float*>(x) + i);
-        const float4 q = *reinterpret_cast<const float4*>(static_cast<const float*>(x) + i + 4);
-        v[0] = p.x; v[1] = p.y; v[2] = p.z; v[3] = p.w;
-        v[4] = q.x; v[5] = q.y; v[6] = q.z; v[7] = q.w;
-        return;
-    }
-    const uint4 p = *reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(x) + i);
-    const uint32_t w[4] = {p.x, p.y, p.z, p.w};
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-        const unsigned short h = static_cast<unsigned short>(w[j / 2] >> (16 * (j % 2)));
-        v[j] = xt == DType::F16 ? __half2float(__ushort_as_half(h)) : __bfloat162float(__ushort_as_bfloat16(h));
-    }
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
 }
 
 // ---- integer activations: tensor cores -----------------------------------------------------------
@@ -355,178 +328,14 @@ __global__ void __launch_bounds__(kTileThreads) gemm_h_tc_kernel(GemmArgs a) {
             }
 }
 
-// ---- GEMV (M ≤ 8): one warp per weight row, 16-byte units, up to MR activation rows --------------
-
-// Integer: unit u (E elements) of the row goes to lane u % 32; group sums are exact warp
-// reductions of the lanes holding that group's units, added to a carry until the group ends,
-// then folded into y in group order (G % E == 0, so no unit straddles two groups).
-template <WCode KIND, int MR>
-__global__ void __launch_bounds__(kWarps * 32) gemm_int_gemv_kernel(GemmArgs a) {
-    const int lane = threadIdx.x & 31;
-    const int64_t n = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-    if (n >= a.N) return;
-    const int64_t m0 = int64_t(blockIdx.y) * MR;
-    const int mr = int(std::min<int64_t>(MR, a.M - m0));
-    constexpr int E = KIND == WCode::S8 ? 16 : 32;
-    const int64_t units = a.K / E, U = a.G / E;
-    const uint8_t* wrow = static_cast<const uint8_t*>(a.w) + n * a.ldw;
-    const bool mxa = a.sa_groups > 1;
-    float y[MR];
-    int32_t carry[MR];
-#pragma unroll
-    for (int r = 0; r < MR; ++r) y[r] = 0.0f, carry[r] = 0;
-    for (int64_t base = 0; base < units; base += 32) {
-        const int64_t u = base + lane;
-        const bool valid = u < units;
-        int32_t p[MR];
-#pragma unroll
-        for (int r = 0; r < MR; ++r) p[r] = 0;
-        if (valid) {
-            const uint4 wv = *reinterpret_cast<const uint4*>(wrow + u * 16);
-            const uint32_t wu[4] = {wv.x, wv.y, wv.z, wv.w};
-#pragma unroll
-            for (int r = 0; r < MR; ++r)
-                if (r < mr) {
-                    const int8_t* qp = a.q + (m0 + r) * a.ldq + u * E;
-                    uint32_t qu[8];
-                    const uint4 q0 = *reinterpret_cast<const uint4*>(qp);
-                    qu[0] = q0.x; qu[1] = q0.y; qu[2] = q0.z; qu[3] = q0.w;
-                    if constexpr (E == 32) {
-                        const uint4 q1 = *reinterpret_cast<const uint4*>(qp + 16);
-                        qu[4] = q1.x; qu[5] = q1.y; qu[6] = q1.z; qu[7] = q1.w;
-                    }
-                    p[r] = gemm_unit_dot(KIND, wu, qu, 0);
-                }
-        }
-        const int64_t last = std::min<int64_t>(base + 31, units - 1);
-        const int64_t gid = valid ? u / U : -1;
-        for (int64_t g = base / U; g <= last / U; ++g) {
-            const bool ends = (g + 1) * U - 1 <= last;
-#pragma unroll
-            for (int r = 0; r < MR; ++r)
-                if (r < mr) {
-                    carry[r] += __reduce_add_sync(0xffffffffu, gid == g ? p[r] : 0);
-                    if (ends) {
-                        const float sa = a.sa[(m0 + r) * a.sa_groups + (mxa ? g : 0)];
-                        y[r] = gemm_epi_group(carry[r], sa, a.scales[n * a.NG + g], y[r]);
-                        carry[r] = 0;
-                    }
-                }
-        }
-    }
-#pragma unroll
-    for (int r = 0; r < MR; ++r)
-        if (r < mr && lane == r) store_from_f32(a.y, (m0 + r) * a.N + n, gemm_epi_bias(y[r], a.bias, n), a.act);
-}
-
-// Weight-only: per unit (one group) a float dot with (code − zero), scaled into y; warp sum at the end.
-template <int WB, int MR>
-__global__ void __launch_bounds__(kWarps * 32) gemm_wf_gemv_kernel(GemmArgs a) {
-    const int lane = threadIdx.x & 31;
-    const int64_t n = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-    if (n >= a.N) return;
-    const int64_t m0 = int64_t(blockIdx.y) * MR;
-    const int mr = int(std::min<int64_t>(MR, a.M - m0));
-    constexpr int E = WB == 8 ? 16 : 32;
-    const int64_t units = a.K / E, U = a.G / E;
-    const uint8_t* wrow = static_cast<const uint8_t*>(a.w) + n * a.ldw;
-    float y[MR];
-#pragma unroll
-    for (int r = 0; r < MR; ++r) y[r] = 0.0f;
-    for (int64_t u = lane; u < units; u += 32) {
-        const int64_t g = u / U;
-        const float s = a.scales[n * a.NG + g];
-        const int z = WB == 4 ? int(a.zeros[n * a.NG + g]) : 0;
-        const uint4 wv = *reinterpret_cast<const uint4*>(wrow + u * 16);
-        const uint32_t wu[4] = {wv.x, wv.y, wv.z, wv.w};
-        float c[E];
-#pragma unroll
-        for (int e = 0; e < E; ++e) {
-            const uint32_t word = wu[e / (E / 4)];
-            const int sh = WB == 8 ? 8 * (e % 4) : 4 * (e % 8);
-            c[e] = WB == 8 ? float(int8_t(word >> sh)) : float(int((word >> sh) & 15u) - z);
-        }
-#pragma unroll
-        for (int r = 0; r < MR; ++r)
-            if (r < mr) {
-                float part = 0.0f;
-#pragma unroll
-                for (int e8 = 0; e8 < E; e8 += 8) {
-                    float xv[8];
-                    load_x8(a.x, a.xt, (m0 + r) * a.K + u * E + e8, xv);
-#pragma unroll
-                    for (int j = 0; j < 8; ++j) part = fmaf(xv[j], c[e8 + j], part);
-                }
-                y[r] = fmaf(s, part, y[r]);
-            }
-    }
-#pragma unroll
-    for (int r = 0; r < MR; ++r)
-        if (r < mr) {
-            const float v = warp_sum(y[r]);
-            if (lane == 0) store_from_f32(a.y, (m0 + r) * a.N + n, gemm_epi_bias(v, a.bias, n), a.act);
-        }
-}
-
-// Float weights (act dtype): K % 8 == 0, 8 elements per lane step.
-template <int MR>
-__global__ void __launch_bounds__(kWarps * 32) gemm_float_gemv_kernel(GemmArgs a) {
-    const int lane = threadIdx.x & 31;
-    const int64_t n = int64_t(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-    if (n >= a.N) return;
-    const int64_t m0 = int64_t(blockIdx.y) * MR;
-    const int mr = int(std::min<int64_t>(MR, a.M - m0));
-    float y[MR];
-#pragma unroll
-    for (int r = 0; r < MR; ++r) y[r] = 0.0f;
-    for (int64_t k = int64_t(lane) * 8; k < a.K; k += 256) {
-        float wv[8];
-        load_x8(a.w, a.act, n * a.ldw + k, wv);
-#pragma unroll
-        for (int r = 0; r < MR; ++r)
-            if (r < mr) {
-                float xv[8];
-                load_x8(a.x, a.xt, (m0 + r) * a.K + k, xv);
-#pragma unroll
-                for (int j = 0; j < 8; ++j) y[r] = fmaf(xv[j], wv[j], y[r]);
-            }
-    }
-#pragma unroll
-    for (int r = 0; r < MR; ++r)
-        if (r < mr) {
-            const float v = warp_sum(y[r]);
-            if (lane == 0) store_from_f32(a.y, (m0 + r) * a.N + n, gemm_epi_bias(v, a.bias, n), a.act);
-        }
-}
-
 // ---- launchers ----------------------------------------------------------------------------------
 
-bool aligned(const void* p, unsigned bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
-
-dim3 gemv_grid(const GemmArgs& a, int mr) {
-    return dim3(unsigned(ceil_div(a.N, kWarps)), unsigned(ceil_div(a.M, mr)));
-}
 dim3 mma_grid(const GemmArgs& a) { return dim3(unsigned(ceil_div(a.N, kBN)), unsigned(ceil_div(a.M, 16 * kWarps))); }
 
 template <WCode KIND>
-void launch_int(const GemmArgs& a, bool gemv, cudaStream_t stream) {
-    if (gemv) {
-        if (a.M == 1)
-            gemm_int_gemv_kernel<KIND, 1><<<gemv_grid(a, 1), kWarps * 32, 0, stream>>>(a);
-        else
-            gemm_int_gemv_kernel<KIND, kGemvMR><<<gemv_grid(a, kGemvMR), kWarps * 32, 0, stream>>>(a);
-    } else {
-        const dim3 grid(unsigned(ceil_div(a.N, kTileBN)), unsigned(ceil_div(a.M, kTileBM)));
-        gemm_int_tc_kernel<KIND><<<grid, kTileThreads, 0, stream>>>(a);
-    }
-}
-
-template <int WB>
-void launch_wf_gemv(const GemmArgs& a, cudaStream_t stream) {
-    if (a.M == 1)
-        gemm_wf_gemv_kernel<WB, 1><<<gemv_grid(a, 1), kWarps * 32, 0, stream>>>(a);
-    else
-        gemm_wf_gemv_kernel<WB, kGemvMR><<<gemv_grid(a, kGemvMR), kWarps * 32, 0, stream>>>(a);
+void launch_int(const GemmArgs& a, cudaStream_t stream) {
+    const dim3 grid(unsigned(ceil_div(a.N, kTileBN)), unsigned(ceil_div(a.M, kTileBM)));
+    gemm_int_tc_kernel<KIND><<<grid, kTileThreads, 0, stream>>>(a);
 }
 
 // Shared-memory tiles when k-steps of 32 fit the groups and x allows 16-byte loads, else the
@@ -549,31 +358,29 @@ const char* launch_h_mma(const GemmArgs& a, cudaStream_t stream) {
     return "mma.f16";
 }
 
-bool grid_ok(const GemmArgs& a) { return ceil_div(a.M, 16 * kWarps) <= 65535 && ceil_div(a.N, kWarps) <= 0x7fffffff; }
+bool grid_ok(const GemmArgs& a) { return ceil_div(a.M, 16 * kWarps) <= 65535 && ceil_div(a.N, 4) <= 0x7fffffff; }
 
 }  // namespace
 
 bool gemm_int_fast(const GemmArgs& a, int cc_major, cudaStream_t stream, const char** path) {
     if (!grid_ok(a)) return false;
     const int64_t E = a.wcode == WCode::S8 ? 16 : 32;
-    const bool gemv = a.M <= kGemvRows && a.G % E == 0;
-    if (gemv) {
+    if (a.M <= kGemvRows && a.G % E == 0) {
+        gemm_int_gemv(a, stream);
         *path = "gemv";
     } else if (a.a4 && a.wcode == WCode::S4 && cc_major == 8 && a.G % 64 == 0) {
         gemm_int_mma_kernel<WCode::S4, true><<<mma_grid(a), kWarps * 32, 0, stream>>>(a);
-        CUDA_CHECK_LAUNCH();
         *path = "mma.s4";
-        return true;
     } else if (a.G % 32 == 0) {
+        switch (a.wcode) {
+            case WCode::S8: launch_int<WCode::S8>(a, stream); break;
+            case WCode::S4: launch_int<WCode::S4>(a, stream); break;
+            case WCode::E2M1: launch_int<WCode::E2M1>(a, stream); break;
+            case WCode::OVP: launch_int<WCode::OVP>(a, stream); break;
+        }
         *path = "mma.s8 (shared-memory tiles)";
     } else {
         return false;
-    }
-    switch (a.wcode) {
-        case WCode::S8: launch_int<WCode::S8>(a, gemv, stream); break;
-        case WCode::S4: launch_int<WCode::S4>(a, gemv, stream); break;
-        case WCode::E2M1: launch_int<WCode::E2M1>(a, gemv, stream); break;
-        case WCode::OVP: launch_int<WCode::OVP>(a, gemv, stream); break;
     }
     CUDA_CHECK_LAUNCH();
     return true;
@@ -583,10 +390,7 @@ bool gemm_wf_fast(const GemmArgs& a, cudaStream_t stream, const char** path) {
     if (!grid_ok(a)) return false;
     const int64_t E = a.wbits == 8 ? 16 : 32;
     if (a.M <= kGemvRows && a.G % E == 0 && aligned(a.x, 16)) {
-        if (a.wbits == 8)
-            launch_wf_gemv<8>(a, stream);
-        else
-            launch_wf_gemv<4>(a, stream);
+        gemm_wf_gemv(a, stream);
         *path = "gemv";
     } else if (a.act != DType::F32 && a.G % 16 == 0 && aligned(a.x, 4)) {
         *path = a.wbits == 8 ? launch_h_mma<8>(a, stream) : launch_h_mma<4>(a, stream);
@@ -600,10 +404,7 @@ bool gemm_wf_fast(const GemmArgs& a, cudaStream_t stream, const char** path) {
 bool gemm_float_fast(const GemmArgs& a, cudaStream_t stream, const char** path) {
     if (!grid_ok(a)) return false;
     if (a.M <= kGemvRows && a.K % 8 == 0 && aligned(a.x, 16)) {
-        if (a.M == 1)
-            gemm_float_gemv_kernel<1><<<gemv_grid(a, 1), kWarps * 32, 0, stream>>>(a);
-        else
-            gemm_float_gemv_kernel<kGemvMR><<<gemv_grid(a, kGemvMR), kWarps * 32, 0, stream>>>(a);
+        gemm_float_gemv(a, stream);
         *path = "gemv";
     } else if (a.act != DType::F32 && a.K % 16 == 0 && aligned(a.x, 4)) {
         *path = launch_h_mma<16>(a, stream);
