@@ -337,6 +337,47 @@ QUELLM_HD QUELLM_INLINE uint32_t gemm_int_to_half_bits(int v, bool bf16) {
 #endif
 }
 
+// Warp tiles of the *_tc kernels: 2 m-tiles × 4 n-tiles of 16 × 8, the warp's first row row0 and
+// column col0; element i of accumulator (mt, nt) of a lane is output (r, c).
+QUELLM_HD QUELLM_INLINE void tc_tile_rc(int64_t row0, int64_t col0, int lane, int mt, int nt, int i, int64_t& r,
+                                        int64_t& c) {
+    int rr, cc;
+    mma_c_rc(lane, i, rr, cc);
+    r = row0 + mt * 16 + rr;
+    c = col0 + nt * 8 + cc;
+}
+// Integer tc kernel, end of group g: y = fma(acc, sa·sw, y) (gemm_epi_group) for the lane's 32
+// outputs, then acc = 0. sa (M, sa_groups), scales (N, NG); rows / columns past M / N get 0.
+QUELLM_HD QUELLM_INLINE void tc_int_fold(int32_t acc[2][4][4], float y[2][4][4], const float* sa, int64_t sa_groups,
+                                         const float* scales, int64_t NG, int64_t g, int64_t M, int64_t N, int64_t row0,
+                                         int64_t col0, int lane) {
+    const int64_t sg = sa_groups > 1 ? g : 0;
+    for (int mt = 0; mt < 2; ++mt)
+        for (int nt = 0; nt < 4; ++nt)
+            for (int i = 0; i < 4; ++i) {
+                int64_t r, c;
+                tc_tile_rc(row0, col0, lane, mt, nt, i, r, c);
+                const float sav = r < M ? sa[r * sa_groups + sg] : 0.0f;
+                const float sw = c < N ? scales[c * NG + g] : 0.0f;
+                y[mt][nt][i] = gemm_epi_group(acc[mt][nt][i], sav, sw, y[mt][nt][i]);
+                acc[mt][nt][i] = 0;
+            }
+}
+
+// f16 / bf16 tc kernel, weight-only, end of group g: y += s·acc (fma), then acc = 0.
+QUELLM_HD QUELLM_INLINE void tc_wf_fold(float acc[2][4][4], float y[2][4][4], const float* scales, int64_t NG, int64_t g,
+                                        int64_t N, int64_t col0, int lane) {
+    for (int mt = 0; mt < 2; ++mt)
+        for (int nt = 0; nt < 4; ++nt)
+            for (int i = 0; i < 4; ++i) {
+                int64_t r, c;
+                tc_tile_rc(0, col0, lane, mt, nt, i, r, c);
+                const float s = c < N ? scales[c * NG + g] : 0.0f;
+                y[mt][nt][i] = fmaf(s, acc[mt][nt][i], y[mt][nt][i]);
+                acc[mt][nt][i] = 0.0f;
+            }
+}
+
 // The f16 / bf16 kernel (gemm_h_tc) stages 64 × 32-element tiles of 16-bit values, rows
 // kTileLdH elements apart (32 + 8 padding: conflict-free fragment loads); 256 chunks of 8 elements,
 // two per thread: chunk c is row c / 4, elements (c % 4)·8 .. +7.

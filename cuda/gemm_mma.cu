@@ -133,7 +133,6 @@ __global__ void __launch_bounds__(kTileThreads) gemm_int_tc_kernel(GemmArgs a) {
     const int64_t m0 = int64_t(blockIdx.y) * kTileBM, n0 = int64_t(blockIdx.x) * kTileBN;
     const uint8_t* w = static_cast<const uint8_t*>(a.w);
     const int64_t nk = a.K / kTileBK, kpg = a.G / kTileBK;
-    const bool mxa = a.sa_groups > 1;
     uint32_t ra[4], rb[4];
     tile_a_fetch(a.q, a.ldq, m0, a.M, 0, tid, ra);
     tile_b_fetch(KIND, w, a.ldw, n0, a.N, 0, tid, rb);
@@ -159,24 +158,8 @@ __global__ void __launch_bounds__(kTileThreads) gemm_int_tc_kernel(GemmArgs a) {
         for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
             for (int nt = 0; nt < 4; ++nt) mma_s8(acc[mt][nt], af[mt], bf[nt]);
-        if ((kt + 1) % kpg == 0) {  // the group ends: fold its exact sums into y, in group order
-            const int64_t g = kt / kpg, sg = mxa ? g : 0;
-#pragma unroll
-            for (int mt = 0; mt < 2; ++mt) {
-                const int64_t r_lo = m0 + wm * 32 + mt * 16 + (lane >> 2), r_hi = r_lo + 8;
-                const float sa_lo = r_lo < a.M ? a.sa[r_lo * a.sa_groups + sg] : 0.0f;
-                const float sa_hi = r_hi < a.M ? a.sa[r_hi * a.sa_groups + sg] : 0.0f;
-#pragma unroll
-                for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) {
-                        const int64_t c = n0 + wn * 32 + nt * 8 + (lane & 3) * 2 + (i & 1);
-                        const float sw = c < a.N ? a.scales[c * a.NG + g] : 0.0f;
-                        y[mt][nt][i] = gemm_epi_group(acc[mt][nt][i], i < 2 ? sa_lo : sa_hi, sw, y[mt][nt][i]);
-                        acc[mt][nt][i] = 0;
-                    }
-            }
-        }
+        if ((kt + 1) % kpg == 0)  // the group ends: fold its exact sums into y, in group order
+            tc_int_fold(acc, y, a.sa, a.sa_groups, a.scales, a.NG, kt / kpg, a.M, a.N, m0 + wm * 32, n0 + wn * 32, lane);
         if (kt + 1 < nk) {
             tile_a_put(sA[buf ^ 1], tid, ra);
             tile_b_put(KIND, sB[buf ^ 1], tid, rb);
@@ -189,8 +172,8 @@ __global__ void __launch_bounds__(kTileThreads) gemm_int_tc_kernel(GemmArgs a) {
         for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
-                const int64_t r = m0 + wm * 32 + mt * 16 + (lane >> 2) + (i < 2 ? 0 : 8);
-                const int64_t c = n0 + wn * 32 + nt * 8 + (lane & 3) * 2 + (i & 1);
+                int64_t r, c;
+                tc_tile_rc(m0 + wm * 32, n0 + wn * 32, lane, mt, nt, i, r, c);
                 if (r < a.M && c < a.N) store_from_f32(a.y, r * a.N + c, gemm_epi_bias(y[mt][nt][i], a.bias, c), a.act);
             }
 }
@@ -298,21 +281,8 @@ __global__ void __launch_bounds__(kTileThreads) gemm_h_tc_kernel(GemmArgs a) {
 #pragma unroll
                 for (int nt = 0; nt < 4; ++nt) mma_h<BF16>(WB == 16 ? y[mt][nt] : acc[mt][nt], af[mt], bf[nt]);
         }
-        if (WB != 16 && (kt + 1) % kpg == 0) {
-            const int64_t g = kt / kpg;
-#pragma unroll
-            for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-                for (int i = 0; i < 4; ++i) {
-                    const int64_t c = n0 + wn * 32 + nt * 8 + (lane & 3) * 2 + (i & 1);
-                    const float sc = c < a.N ? a.scales[c * a.NG + g] : 0.0f;
-#pragma unroll
-                    for (int mt = 0; mt < 2; ++mt) {
-                        y[mt][nt][i] = fmaf(sc, acc[mt][nt][i], y[mt][nt][i]);
-                        acc[mt][nt][i] = 0.0f;
-                    }
-                }
-        }
+        if (WB != 16 && (kt + 1) % kpg == 0)
+            tc_wf_fold(acc, y, a.scales, a.NG, kt / kpg, a.N, n0 + wn * 32, lane);
         if (kt + 1 < nk) put(buf ^ 1);
         __syncthreads();
     }
@@ -322,8 +292,8 @@ __global__ void __launch_bounds__(kTileThreads) gemm_h_tc_kernel(GemmArgs a) {
         for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
-                const int64_t r = m0 + wm * 32 + mt * 16 + (lane >> 2) + (i < 2 ? 0 : 8);
-                const int64_t c = n0 + wn * 32 + nt * 8 + (lane & 3) * 2 + (i & 1);
+                int64_t r, c;
+                tc_tile_rc(m0 + wm * 32, n0 + wn * 32, lane, mt, nt, i, r, c);
                 if (r < a.M && c < a.N) store_from_f32(a.y, r * a.N + c, gemm_epi_bias(y[mt][nt][i], a.bias, c), a.act);
             }
 }

@@ -828,11 +828,76 @@ void test_gemm_hd_tiles_h() {
     }
 }
 
+// The whole integer tc kernel (gemm_int_tc_kernel) emulated on the CPU: every block's k-steps
+// staged with tile_*_fetch / put, each warp's fragments read from the tiles, the mma emulated over
+// the documented layouts, groups folded with tc_int_fold and outputs placed with tc_tile_rc —
+// equal to QuantLinear::forward bit for bit, for every weight kind, per-token and MX activations.
+std::vector<float> emulate_int_tc(WCode kind, const std::vector<int8_t>& q, int64_t ldq, const std::vector<float>& sa,
+                                  int64_t sa_groups, const std::vector<uint8_t>& w, int64_t ldw,
+                                  const std::vector<float>& scales, const float* bias, int64_t M, int64_t N, int64_t K,
+                                  int64_t G) {
+    std::vector<float> out(size_t(M * N), -1.0f);
+    const int64_t nk = K / kTileBK, kpg = G / kTileBK, NG = K / G;
+    std::vector<int8_t> sA(size_t(kTileBM * kTileLd)), sB(size_t(kTileBN * kTileLd));
+    for (int64_t m0 = 0; m0 < M; m0 += kTileBM)
+        for (int64_t n0 = 0; n0 < N; n0 += kTileBN) {
+            static int32_t acc[4][32][2][4][4];
+            static float y[4][32][2][4][4];
+            std::memset(acc, 0, sizeof(acc));
+            std::memset(y, 0, sizeof(y));
+            for (int64_t kt = 0; kt < nk; ++kt) {
+                for (int c = 0; c < kTileThreads; ++c) {
+                    uint32_t ra[4], rb[4];
+                    tile_a_fetch(q.data(), ldq, m0, M, kt * kTileBK, c, ra);
+                    tile_b_fetch(kind, w.data(), ldw, n0, N, kt * kTileBK, c, rb);
+                    tile_a_put(sA.data(), c, ra);
+                    tile_b_put(kind, sB.data(), c, rb);
+                }
+                for (int warp = 0; warp < 4; ++warp) {
+                    const int wm = warp >> 1, wn = warp & 1;
+                    uint32_t af[32][2][4], bf[32][4][2];
+                    for (int l = 0; l < 32; ++l) {
+                        for (int mt = 0; mt < 2; ++mt) frag_a_s8(sA.data(), kTileLd, wm * 32 + mt * 16, kTileBM, 0, l, af[l][mt]);
+                        for (int nt = 0; nt < 4; ++nt)
+                            frag_b_s8(WCode::S8, reinterpret_cast<const uint8_t*>(sB.data()), kTileLd, wn * 32 + nt * 8,
+                                      kTileBN, 0, l, bf[l][nt]);
+                    }
+                    for (int mt = 0; mt < 2; ++mt)
+                        for (int nt = 0; nt < 4; ++nt) {
+                            int32_t D[32][4];
+                            emulate_mma<int32_t>(
+                                32, doc_k32_a, doc_k32_b, 16, 8,
+                                [&](int l, int i) { return int32_t(int8_t(af[l][mt][i / 4] >> (8 * (i % 4)))); },
+                                [&](int l, int i) { return int32_t(int8_t(bf[l][nt][i / 4] >> (8 * (i % 4)))); }, D);
+                            for (int l = 0; l < 32; ++l)
+                                for (int i = 0; i < 4; ++i) acc[warp][l][mt][nt][i] += D[l][i];
+                        }
+                    if ((kt + 1) % kpg == 0)
+                        for (int l = 0; l < 32; ++l)
+                            tc_int_fold(acc[warp][l], y[warp][l], sa.data(), sa_groups, scales.data(), NG, kt / kpg, M, N,
+                                        m0 + wm * 32, n0 + wn * 32, l);
+                }
+            }
+            for (int warp = 0; warp < 4; ++warp)
+                for (int l = 0; l < 32; ++l)
+                    for (int mt = 0; mt < 2; ++mt)
+                        for (int nt = 0; nt < 4; ++nt)
+                            for (int i = 0; i < 4; ++i) {
+                                int64_t r, c;
+                                tc_tile_rc(m0 + (warp >> 1) * 32, n0 + (warp & 1) * 32, l, mt, nt, i, r, c);
+                                if (r < M && c < N) out[size_t(r * N + c)] = gemm_epi_bias(y[warp][l][mt][nt][i], bias, c);
+                            }
+        }
+    return out;
+}
+
 // The integer device pipeline emulated on the CPU with the helpers the kernels run (canonical
 // codes from export_int, per-token / MX quantization, per-group exact sums folded by
 // gemm_epi_group, bias) equals QuantLinear::forward bit for bit, for every integer pair.
+int64_t ldw_pad(int64_t rowbytes) { return (rowbytes + 15) / 16 * 16; }
+
 void test_gemm_hd_pipeline() {
-    const int64_t N = 21, K = 192, M = 5;
+    const int64_t N = 75, K = 192, M = 70;  // two block rows and columns of the tc kernel, ragged
     auto x = randn(size_t(M * K), 61);
     x[7] *= 30.0f;
     const auto bias = randn(size_t(N), 62);
@@ -906,6 +971,13 @@ void test_gemm_hd_pipeline() {
         const int64_t i = first_diff(got, want);
         CHECK(i < 0, "differs from QuantLinear::forward at %lld: %g vs %g", (long long)i, i < 0 ? 0.0 : got[size_t(i)],
               i < 0 ? 0.0 : want[size_t(i)]);
+        if (G % kTileBK == 0) {  // the shared-memory tensor-core kernel, block by block
+            std::vector<uint8_t> wpad(size_t(N * ldw_pad(rb)), 0);
+            for (int64_t n = 0; n < N; ++n) std::memcpy(wpad.data() + n * ldw_pad(rb), ec.data() + n * rb, size_t(rb));
+            const auto tc = emulate_int_tc(kind, q, K, sa, mx ? K / 32 : 1, wpad, ldw_pad(rb), es, bias.data(), M, N, K, G);
+            const int64_t j = first_diff(tc, want);
+            CHECK(j < 0, "tc kernel emulation differs from QuantLinear::forward at %lld", (long long)j);
+        }
     }
 }
 
