@@ -891,6 +891,105 @@ std::vector<float> emulate_int_tc(WCode kind, const std::vector<int8_t>& q, int6
     return out;
 }
 
+// The f16 / bf16 tc kernel (gemm_h_tc_kernel) emulated the same way, for float weights (WB 16)
+// and weight-only int4 (asymmetric) / int8 codes. Small dyadic inputs keep every tile sum exact,
+// so the emulation must equal a plain loop doing the same per-group fma(s, acc, y) exactly.
+void test_gemm_hd_h_tc() {
+    const int64_t M = 70, N = 75, K = 192, G = 64, NG = K / G;
+    const auto xv = randint(size_t(M * K), -64, 64, 91);
+    const auto fw = randint(size_t(N * K), -64, 64, 92);
+    const auto cv = randint(size_t(N * 192), 0, 255, 93);
+    const auto zv = randint(size_t(N * NG), 0, 15, 94);
+    const auto sv = randn(size_t(N * NG), 95, 0.1f);
+    for (int variant = 0; variant < 4; ++variant) {  // float f16, float bf16, wf int4 bf16, wf int8 f16
+        const bool bf16 = variant == 1 || variant == 2;
+        const int WB = variant < 2 ? 16 : variant == 2 ? 4 : 8;
+        g_context = "h tc kernel emulation, variant " + std::to_string(variant);
+        auto to_h = [&](float v) { return bf16 ? f32_to_bf16(v) : f32_to_f16(v); };
+        auto from_h = [&](uint32_t h) { return bf16 ? bf16_to_f32(uint16_t(h)) : f16_to_f32(uint16_t(h)); };
+        std::vector<uint16_t> x(size_t(M * K)), wf(size_t(N * K));
+        for (size_t i = 0; i < x.size(); ++i) x[i] = to_h(float(xv[i]) / 16);
+        for (size_t i = 0; i < wf.size(); ++i) wf[i] = to_h(float(fw[i]) / 8);
+        const int64_t ldw = WB == 16 ? K : 192;  // elements (float) or bytes (codes); K = 192 is 16-byte aligned
+        std::vector<uint8_t> codes(cv.begin(), cv.end());
+        std::vector<uint8_t> zeros(zv.begin(), zv.end());
+        const int64_t kG = WB == 16 ? K : G, kNG = K / kG, nk = K / kTileBK, kpg = kG / kTileBK;
+        std::vector<uint16_t> sA(size_t(kTileBM * kTileLdH)), sB(size_t(kTileBN * kTileLdH));
+        std::vector<float> out(size_t(M * N), -1.0f);
+        for (int64_t m0 = 0; m0 < M; m0 += kTileBM)
+            for (int64_t n0 = 0; n0 < N; n0 += kTileBN) {
+                static float acc[4][32][2][4][4], y[4][32][2][4][4];
+                std::memset(acc, 0, sizeof(acc));
+                std::memset(y, 0, sizeof(y));
+                for (int64_t kt = 0; kt < nk; ++kt) {
+                    for (int c = 0; c < 2 * kTileThreads; ++c) {
+                        uint32_t ra[4], rb[4];
+                        tile_h_fetch(x.data(), K, m0, M, kt * kTileBK, c, ra);
+                        tile_h_put(sA.data(), c, ra);
+                        if (WB == 16) {
+                            tile_h_fetch(wf.data(), ldw, n0, N, kt * kTileBK, c, rb);
+                            tile_h_put(sB.data(), c, rb);
+                        } else {
+                            tile_wf_fetch(WB, codes.data(), ldw, zeros.data(), kNG, kG, n0, N, kt * kTileBK, c, rb);
+                            tile_wf_put(WB, bf16, sB.data(), c, rb);
+                        }
+                    }
+                    for (int warp = 0; warp < 4; ++warp) {
+                        const int wm = warp >> 1, wn = warp & 1;
+                        for (int kk = 0; kk < kTileBK; kk += 16) {
+                            uint32_t af[32][2][4], bfr[32][4][2];
+                            for (int l = 0; l < 32; ++l) {
+                                for (int mt = 0; mt < 2; ++mt)
+                                    frag_a_h(sA.data(), kTileLdH, wm * 32 + mt * 16, kTileBM, kk, l, af[l][mt]);
+                                for (int nt = 0; nt < 4; ++nt)
+                                    frag_b_h(sB.data(), kTileLdH, wn * 32 + nt * 8, kTileBN, kk, l, bfr[l][nt]);
+                            }
+                            for (int mt = 0; mt < 2; ++mt)
+                                for (int nt = 0; nt < 4; ++nt) {
+                                    float D[32][4];
+                                    emulate_mma<float>(16, doc_k16_a, doc_k16_b, 8, 4,
+                                                       [&](int l, int i) { return from_h(af[l][mt][i / 2] >> (16 * (i % 2))); },
+                                                       [&](int l, int i) { return from_h(bfr[l][nt][i / 2] >> (16 * (i % 2))); }, D);
+                                    for (int l = 0; l < 32; ++l)
+                                        for (int i = 0; i < 4; ++i)
+                                            (WB == 16 ? y : acc)[warp][l][mt][nt][i] += D[l][i];
+                                }
+                        }
+                        if (WB != 16 && (kt + 1) % kpg == 0)
+                            for (int l = 0; l < 32; ++l)
+                                tc_wf_fold(acc[warp][l], y[warp][l], sv.data(), kNG, kt / kpg, N, n0 + wn * 32, l);
+                    }
+                }
+                for (int warp = 0; warp < 4; ++warp)
+                    for (int l = 0; l < 32; ++l)
+                        for (int mt = 0; mt < 2; ++mt)
+                            for (int nt = 0; nt < 4; ++nt)
+                                for (int i = 0; i < 4; ++i) {
+                                    int64_t r, c;
+                                    tc_tile_rc(m0 + (warp >> 1) * 32, n0 + (warp & 1) * 32, l, mt, nt, i, r, c);
+                                    if (r < M && c < N) out[size_t(r * N + c)] = y[warp][l][mt][nt][i];
+                                }
+            }
+        int bad = 0;
+        for (int64_t m = 0; m < M; ++m)
+            for (int64_t n = 0; n < N; ++n) {
+                float want = 0.0f;
+                for (int64_t g = 0; g < kNG; ++g) {
+                    double a = 0.0;  // exact
+                    for (int64_t k = g * kG; k < (g + 1) * kG; ++k) {
+                        const double wvv = WB == 16 ? double(from_h(wf[size_t(n * K + k)]))
+                                                    : double(gemm_wf_code(WB, codes.data() + n * ldw, k,
+                                                                          WB == 4 ? zeros[size_t(n * kNG + g)] : 0));
+                        a += double(from_h(x[size_t(m * K + k)])) * wvv;
+                    }
+                    want = WB == 16 ? float(a) : fmaf(sv[size_t(n * kNG + g)], float(a), want);
+                }
+                bad += !same_bits(out[size_t(m * N + n)], want);
+            }
+        CHECK(bad == 0, "%d of %lld outputs differ", bad, (long long)(M * N));
+    }
+}
+
 // The integer device pipeline emulated on the CPU with the helpers the kernels run (canonical
 // codes from export_int, per-token / MX quantization, per-group exact sums folded by
 // gemm_epi_group, bias) equals QuantLinear::forward bit for bit, for every integer pair.
@@ -994,7 +1093,8 @@ int main() {
                  {"quantize_rows", test_quantize_rows}, {"matmul_f32", test_matmul},  {"quant_linear", test_quant_linear},
                  {"gemm_hd_decode", test_gemm_hd_decode}, {"gemm_hd_quant", test_gemm_hd_quant},
                  {"gemm_hd_frags", test_gemm_hd_fragments}, {"gemm_hd_tiles", test_gemm_hd_tiles},
-                 {"gemm_hd_tiles_h", test_gemm_hd_tiles_h}, {"gemm_hd_pipeline", test_gemm_hd_pipeline}};
+                 {"gemm_hd_tiles_h", test_gemm_hd_tiles_h},
+                 {"gemm_hd_h_tc", test_gemm_hd_h_tc}, {"gemm_hd_pipeline", test_gemm_hd_pipeline}};
     for (const auto& t : tests) {
         const int before = g_failures;
         try {
