@@ -181,6 +181,18 @@ QUELLM_HD QUELLM_INLINE float gemm_epi_group(int32_t acc, float sa, float sw, fl
 }
 QUELLM_HD QUELLM_INLINE float gemm_epi_bias(float y, const float* bias, int64_t n) { return bias ? y + bias[n] : y; }
 
+// ---- integer GEMV group walk ------------------------------------------------------------------
+// The GEMV kernel (cuda/gemm_gemv.cu) gives 16-byte unit u of a weight row to lane u % 32, 32 units
+// per iteration starting at unit `base`; groups are U = G / E units long. After each iteration it
+// calls f(g, ends) for every group g with a unit in the iteration, in order: f adds the lanes'
+// partial sums of group g to a carry and, when the group ends in this iteration, folds the carry
+// into y (gemm_epi_group). Shared with the CPU emulation in test_kernels.cpp.
+template <class F>
+QUELLM_HD QUELLM_INLINE void gemv_group_walk(int64_t base, int64_t units, int64_t U, F f) {
+    const int64_t last = base + 31 < units - 1 ? base + 31 : units - 1;
+    for (int64_t g = base / U; g <= last / U; ++g) f(g, (g + 1) * U - 1 <= last);
+}
+
 // ---- mma.sync fragment layouts (PTX ISA, "Matrix fragments for mma.m16n8k*") ---------------------
 // lane = threadIdx.x % 32; g = lane / 4 (groupID), t = lane % 4 (threadID_in_group). A is 16 × k
 // row-major, B is k × 8 (each column n a contiguous weight row), C/D is 16 × 8.

@@ -54,10 +54,8 @@ __global__ void __launch_bounds__(kWarps * 32) gemm_int_gemv_kernel(GemmArgs a) 
                     p[r] = gemm_unit_dot(KIND, wu, qu, 0);
                 }
         }
-        const int64_t last = std::min<int64_t>(base + 31, units - 1);
         const int64_t gid = valid ? u / U : -1;
-        for (int64_t g = base / U; g <= last / U; ++g) {
-            const bool ends = (g + 1) * U - 1 <= last;
+        gemv_group_walk(base, units, U, [&](int64_t g, bool ends) {
 #pragma unroll
             for (int r = 0; r < MR; ++r)
                 if (r < mr) {
@@ -68,7 +66,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemm_int_gemv_kernel(GemmArgs a) 
                         carry[r] = 0;
                     }
                 }
-        }
+        });
     }
 #pragma unroll
     for (int r = 0; r < MR; ++r)

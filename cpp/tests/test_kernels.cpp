@@ -990,23 +990,65 @@ void test_gemm_hd_h_tc() {
     }
 }
 
+// The integer GEMV kernel emulated: lanes' unit dots (gemm_unit_dot on 16-byte units), the
+// group walk of gemv_group_walk with the warp sum of each group, folded in order.
+std::vector<float> emulate_int_gemv(WCode kind, const std::vector<int8_t>& q, int64_t ldq, const std::vector<float>& sa,
+                                    int64_t sa_groups, const std::vector<uint8_t>& w, int64_t ldw,
+                                    const std::vector<float>& scales, const float* bias, int64_t M, int64_t N, int64_t K,
+                                    int64_t G) {
+    const int E = kind == WCode::S8 ? 16 : 32;
+    const int64_t units = K / E, U = G / E, NG = K / G;
+    std::vector<float> out(size_t(M * N));
+    for (int64_t n = 0; n < N; ++n)
+        for (int64_t m = 0; m < M; ++m) {
+            float y = 0.0f;
+            int32_t carry = 0;
+            for (int64_t base = 0; base < units; base += 32) {
+                int32_t p[32] = {};
+                for (int lane = 0; lane < 32; ++lane) {
+                    const int64_t u = base + lane;
+                    if (u >= units) continue;
+                    uint32_t wu[4], qu[8];
+                    std::memcpy(wu, w.data() + n * ldw + u * 16, 16);
+                    std::memcpy(qu, q.data() + m * ldq + u * E, size_t(E));
+                    p[lane] = gemm_unit_dot(kind, wu, qu, 0);
+                }
+                gemv_group_walk(base, units, U, [&](int64_t g, bool ends) {
+                    for (int lane = 0; lane < 32; ++lane)
+                        if (base + lane < units && (base + lane) / U == g) carry += p[lane];
+                    if (ends) {
+                        y = gemm_epi_group(carry, sa[size_t(m * sa_groups + (sa_groups > 1 ? g : 0))],
+                                           scales[size_t(n * NG + g)], y);
+                        carry = 0;
+                    }
+                });
+            }
+            out[size_t(m * N + n)] = gemm_epi_bias(y, bias, n);
+        }
+    return out;
+}
+
 // The integer device pipeline emulated on the CPU with the helpers the kernels run (canonical
 // codes from export_int, per-token / MX quantization, per-group exact sums folded by
 // gemm_epi_group, bias) equals QuantLinear::forward bit for bit, for every integer pair.
 int64_t ldw_pad(int64_t rowbytes) { return (rowbytes + 15) / 16 * 16; }
 
 void test_gemm_hd_pipeline() {
-    const int64_t N = 75, K = 192, M = 70;  // two block rows and columns of the tc kernel, ragged
-    auto x = randn(size_t(M * K), 61);
-    x[7] *= 30.0f;
-    const auto bias = randn(size_t(N), 62);
-    struct Case { const char* name; int bits; int kind; AQuant a; int64_t G; };  // kind 0 int, 1 mxfp4, 2 ovp4
-    const Case cases[] = {{"w8a8", 8, 0, AQuant::Int8, 64},  {"w4a8", 4, 0, AQuant::Int8, 32},
-                          {"w4a4", 4, 0, AQuant::Int4, 192}, {"w8a4", 8, 0, AQuant::Int4, 16},
-                          {"w4amx4", 4, 0, AQuant::Mxfp4, 32}, {"w8amx4", 8, 0, AQuant::Mxfp4, 32},
-                          {"wmx4amx4", 4, 1, AQuant::Mxfp4, 32}, {"wmx4a8", 4, 1, AQuant::Int8, 32},
-                          {"wovp4a8", 4, 2, AQuant::Int8, K},   {"wovp4a4", 4, 2, AQuant::Int4, K}};
+    struct Case { const char* name; int bits; int kind; AQuant a; int64_t G; int64_t K; };  // kind 0 int, 1 mxfp4, 2 ovp4
+    // K = 192: one GEMV iteration; K = 1536: groups of 3 and 48 / 96 units straddle the iterations' 32 lanes
+    const Case cases[] = {{"w8a8", 8, 0, AQuant::Int8, 64, 192},  {"w4a8", 4, 0, AQuant::Int8, 32, 192},
+                          {"w4a4", 4, 0, AQuant::Int4, 192, 192}, {"w8a4", 8, 0, AQuant::Int4, 16, 192},
+                          {"w4amx4", 4, 0, AQuant::Mxfp4, 32, 192}, {"w8amx4", 8, 0, AQuant::Mxfp4, 32, 192},
+                          {"wmx4amx4", 4, 1, AQuant::Mxfp4, 32, 192}, {"wmx4a8", 4, 1, AQuant::Int8, 32, 192},
+                          {"wovp4a8", 4, 2, AQuant::Int8, 192, 192},   {"wovp4a4", 4, 2, AQuant::Int4, 192, 192},
+                          {"w4a8 g96", 4, 0, AQuant::Int8, 96, 1536}, {"w8a8 g48", 8, 0, AQuant::Int8, 48, 1536},
+                          {"w8a8 per-channel", 8, 0, AQuant::Int8, 1536, 1536},
+                          {"wovp4a8 K1536", 4, 2, AQuant::Int8, 1536, 1536}};
     for (const Case& c : cases) {
+        const int64_t N = 75, K = c.K, M = 70;  // two block rows and columns of the tc kernel, ragged
+        auto x = randn(size_t(M * K), 61);
+        x[7] *= 30.0f;
+        const auto bias = randn(size_t(N), 62);
         g_context = std::string("device pipeline emulation ") + c.name;
         const int64_t rb = c.bits == 4 ? K / 2 : K;
         const auto cv = randint(size_t(N * rb), c.bits == 8 ? -127 : 0, c.bits == 8 ? 127 : 255, 63);
@@ -1076,6 +1118,13 @@ void test_gemm_hd_pipeline() {
             const auto tc = emulate_int_tc(kind, q, K, sa, mx ? K / 32 : 1, wpad, ldw_pad(rb), es, bias.data(), M, N, K, G);
             const int64_t j = first_diff(tc, want);
             CHECK(j < 0, "tc kernel emulation differs from QuantLinear::forward at %lld", (long long)j);
+        }
+        if (G % (kind == WCode::S8 ? 16 : 32) == 0) {  // the GEMV kernel
+            std::vector<uint8_t> wpad(size_t(N * ldw_pad(rb)), 0);
+            for (int64_t n = 0; n < N; ++n) std::memcpy(wpad.data() + n * ldw_pad(rb), ec.data() + n * rb, size_t(rb));
+            const auto gv = emulate_int_gemv(kind, q, K, sa, mx ? K / 32 : 1, wpad, ldw_pad(rb), es, bias.data(), M, N, K, G);
+            const int64_t j = first_diff(gv, want);
+            CHECK(j < 0, "GEMV kernel emulation differs from QuantLinear::forward at %lld", (long long)j);
         }
     }
 }
