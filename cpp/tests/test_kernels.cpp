@@ -455,6 +455,17 @@ void test_gemm_hd_decode() {
     }
     CHECK(gemm_dp4a(gemm_pack_s8x4(-128, 127, 3, -4), gemm_pack_s8x4(-128, -128, 5, 7), 10) ==
               10 + 16384 - 16256 + 15 - 28, "dp4a");
+    {  // weight-only GEMV unit decode = gemm_wf_code element by element
+        uint32_t wu[4];
+        std::memcpy(wu, row.data() + 32, 16);
+        float c4[32], c8[16];
+        gemm_wf_unit<4>(wu, 5, c4);
+        gemm_wf_unit<8>(wu, 0, c8);
+        int wrong = 0;
+        for (int e = 0; e < 32; ++e) wrong += c4[e] != float(gemm_wf_code(4, row.data() + 32, e, 5));
+        for (int e = 0; e < 16; ++e) wrong += c8[e] != float(gemm_wf_code(8, row.data() + 32, e, 0));
+        CHECK(wrong == 0, "wf unit decode: %d wrong", wrong);
+    }
     // weight-only codes: int4 unsigned nibble minus zero point, int8 signed
     const uint8_t wrow[2] = {0x3C, 0xF0};
     CHECK(gemm_wf_code(4, wrow, 0, 8) == 4 && gemm_wf_code(4, wrow, 1, 8) == -5 && gemm_wf_code(4, wrow, 3, 2) == 13,
