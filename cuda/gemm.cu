@@ -328,6 +328,8 @@ void cuda_linear_forward(const CudaLinear& L, const void* x, long long M, void* 
     const Workspace ws = workspace_layout(L, M);
     QUELLM_CHECK(ws.total == 0 || workspace != nullptr, "cuda_linear_forward: a workspace of ", ws.total,
                  " bytes is required for M = ", M);
+    QUELLM_CHECK(reinterpret_cast<uintptr_t>(workspace) % 256 == 0, "cuda_linear_forward: the workspace must be "
+                 "256-byte aligned (as cudaMalloc returns)");
     cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
     uint8_t* wsp = static_cast<uint8_t*>(workspace);
 
