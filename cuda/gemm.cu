@@ -14,8 +14,9 @@
 // each group's int32 sum exactly and fold groups in order with y = fma(acc, sa·sw, y), like
 // gemm_int_ref, so with f32 activations and no transform they match the CPU bit for bit.
 //
-// Versions: SIMT references in this file (one thread per output, any shape), tensor-core and
-// GEMV kernels in gemm_mma.cu (taken when the shape fits; see gemm_kernels.cuh).
+// Versions: SIMT references in this file (one thread per output, any shape; cuda_linear_force_simt
+// runs only these), a tiled f32 SIMT GEMM for float / weight-only shapes the others do not take,
+// tensor-core kernels in gemm_mma.cu and GEMV kernels in gemm_gemv.cu (see gemm_kernels.cuh).
 // Non-finite activations: the CPU quantizer throws; the device one cannot (no sync), so a row with
 // NaN/Inf gets a NaN scale and its outputs are NaN. Weight-only and float layers propagate them.
 #include <cmath>
@@ -159,6 +160,69 @@ __global__ void gemm_float_simt_kernel(GemmArgs a) {
             acc = fmaf(load_as_f32(a.x, m * a.K + k, a.xt), load_as_f32(a.w, n * a.ldw + k, a.act), acc);
         store_from_f32(a.y, m * a.N + n, gemm_epi_bias(acc, a.bias, n), a.act);
     }
+}
+
+// Tiled SIMT f32 GEMM for float / weight-only layers outside the tensor-core and GEMV kernels
+// (f32 activations with M > 8, odd K, groups that are not a multiple of 16): 64 × 64 block tiles,
+// k-steps of 16 through shared memory, 4 × 4 outputs per thread; weights dequantized to f32 while
+// staging, w = (code − zero)·s as gemm_wf_ref multiplies them. Any K, any G.
+template <int WB>  // 32: float weights (act dtype); 8 / 4: weight-only codes
+__global__ void __launch_bounds__(256) gemm_f32_tiled_kernel(GemmArgs a) {
+    __shared__ float sx[16][65];  // [k][m]
+    __shared__ float sw[16][65];  // [k][n]
+    const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    const int64_t m0 = int64_t(blockIdx.y) * 64, n0 = int64_t(blockIdx.x) * 64;
+    float acc[4][4] = {};
+    for (int64_t k0 = 0; k0 < a.K; k0 += 16) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int idx = tid + 256 * j, rr = idx / 16, kk = idx % 16;
+            const int64_t k = k0 + kk, m = m0 + rr, n = n0 + rr;
+            sx[kk][rr] = m < a.M && k < a.K ? load_as_f32(a.x, m * a.K + k, a.xt) : 0.0f;
+            float wv = 0.0f;
+            if (n < a.N && k < a.K) {
+                if constexpr (WB == 32) {
+                    wv = load_as_f32(a.w, n * a.ldw + k, a.act);
+                } else {
+                    const int64_t g = k / a.G;
+                    const int z = WB == 4 ? int(a.zeros[n * a.NG + g]) : 0;
+                    wv = float(gemm_wf_code(WB, static_cast<const uint8_t*>(a.w) + n * a.ldw, k, z)) *
+                         a.scales[n * a.NG + g];
+                }
+            }
+            sw[kk][rr] = wv;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < 16; ++kk) {
+            float xr[4], wc[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) xr[i] = sx[kk][ty + 16 * i], wc[i] = sw[kk][tx + 16 * i];
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(xr[i], wc[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int64_t m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
+            if (m < a.M && n < a.N) store_from_f32(a.y, m * a.N + n, gemm_epi_bias(acc[i][j], a.bias, n), a.act);
+        }
+}
+
+void launch_f32_tiled(const GemmArgs& a, LinearKind kind, cudaStream_t stream) {
+    const dim3 grid(unsigned(ceil_div(a.N, 64)), unsigned(ceil_div(a.M, 64)));
+    if (kind == LinearKind::Float)
+        gemm_f32_tiled_kernel<32><<<grid, 256, 0, stream>>>(a);
+    else if (a.wbits == 8)
+        gemm_f32_tiled_kernel<8><<<grid, 256, 0, stream>>>(a);
+    else
+        gemm_f32_tiled_kernel<4><<<grid, 256, 0, stream>>>(a);
+    CUDA_CHECK_LAUNCH();
 }
 
 void launch_simt(const GemmArgs& a, LinearKind kind, cudaStream_t stream) {
@@ -389,10 +453,15 @@ void cuda_linear_forward(const CudaLinear& L, const void* x, long long M, void* 
         }
         CUDA_CHECK_LAUNCH();
         if (g_force_simt || !gemm_int_fast(a, L.cc_major, stream, &path)) launch_simt(a, L.kind, stream);
-    } else if (L.kind == LinearKind::Wf) {
-        if (g_force_simt || !gemm_wf_fast(a, stream, &path)) launch_simt(a, L.kind, stream);
-    } else {
-        if (g_force_simt || !gemm_float_fast(a, stream, &path)) launch_simt(a, L.kind, stream);
+    } else {  // float or weight-only
+        const bool fast = !g_force_simt && (L.kind == LinearKind::Wf ? gemm_wf_fast(a, stream, &path)
+                                                                     : gemm_float_fast(a, stream, &path));
+        if (!fast) {
+            if (!g_force_simt && ceil_div(M, 64) <= 65535)
+                launch_f32_tiled(a, L.kind, stream);
+            else
+                launch_simt(a, L.kind, stream);
+        }
     }
     (void)path;
 }
