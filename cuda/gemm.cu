@@ -27,11 +27,10 @@
 #include "common.cuh"
 #include "cuda_api.h"
 #include "gemm_kernels.cuh"
+#include "gemm_layout.h"
 #include "quant_linear.h"
 
 namespace quellm::cuda {
-
-enum class LinearKind { Float, Wf, Int };
 
 struct CudaLinear {
     LinearKind kind = LinearKind::Float;
@@ -260,81 +259,30 @@ Workspace workspace_layout(const CudaLinear& L, int64_t M) {
     return w;
 }
 
-const char* dtype_str(DType t) { return t == DType::F32 ? "f32" : t == DType::F16 ? "f16" : "bf16"; }
-
 }  // namespace
 
 // ---- upload -----------------------------------------------------------------------------------
 
 CudaLinearPtr cuda_linear_upload(const QuantLinear& q, DType act) {
-    QUELLM_CHECK(act == DType::F32 || act == DType::F16 || act == DType::BF16,
-                 "cuda_linear_upload: act must be F32, F16 or BF16");
-    QUELLM_CHECK(q.N >= 1 && q.K >= 1, "cuda_linear_upload: empty layer");
     CudaLinearPtr L(new CudaLinear);
     L->act = act;
     L->N = q.N;
     L->K = q.K;
     L->aq = q.aq;
     L->a_clip = q.a_clip;
-    const int64_t N = q.N, K = q.K;
+    const int64_t K = q.K;
 
-    // Host images of each device array, then one allocation.
-    std::vector<uint8_t> w_img, zeros_img;
-    std::vector<float> scales_img;
-    if (q.w_bits == 32) {
-        QUELLM_CHECK(q.aq == AQuant::None, "cuda_linear_upload: no device kernel for f32 weights with quantized "
-                     "activations");
-        L->kind = LinearKind::Float;
-        L->G = K;
-        L->NG = 1;
-        L->name = dtype_str(act);
-        const int esz = act == DType::F32 ? 4 : 2;
-        L->ldw = int64_t(align_up(size_t(K), 16 / esz * 2));  // rows 16-byte aligned (32 for f32)
-        w_img.assign(size_t(N * L->ldw * esz), 0);
-        const std::vector<float>& wf = q.f32_weight();
-        for (int64_t n = 0; n < N; ++n)
-            for (int64_t k = 0; k < K; ++k) {
-                const float v = wf[size_t(n * K + k)];
-                uint8_t* dst = w_img.data() + (n * L->ldw + k) * esz;
-                if (act == DType::F32) {
-                    std::memcpy(dst, &v, 4);
-                } else {
-                    const uint16_t h = act == DType::F16 ? f32_to_f16(v) : f32_to_bf16(v);
-                    std::memcpy(dst, &h, 2);
-                }
-            }
-    } else {
-        std::vector<uint8_t> codes;
-        std::vector<float> zeros;
-        q.export_int(codes, scales_img, zeros);
-        L->wbits = q.w_bits;
-        L->G = q.group;
-        QUELLM_CHECK(L->G >= 1 && K % L->G == 0, "cuda_linear_upload: group ", L->G, " does not divide K = ", K);
-        L->NG = K / L->G;
-        L->name = q.kernel();
-        const int64_t rowbytes = q.w_bits == 4 ? K / 2 : K;
-        L->ldw = int64_t(align_up(size_t(rowbytes), 16));
-        const bool asym = !zeros.empty();
-        w_img.assign(size_t(N * L->ldw), q.w_bits == 4 && q.aq == AQuant::None ? 0x88 : 0);
-        for (int64_t n = 0; n < N; ++n) std::memcpy(w_img.data() + n * L->ldw, codes.data() + n * rowbytes, size_t(rowbytes));
-        if (q.aq == AQuant::None) {
-            QUELLM_CHECK(!q.w_mxfp4 && !q.w_ovp4, "cuda_linear_upload: no weight-only MXFP4/OVP4 kernel");
-            L->kind = LinearKind::Wf;
-            if (q.w_bits == 4) {  // unsigned nibbles u and zero points z: w = (u − z)·s
-                zeros_img.resize(scales_img.size());
-                for (size_t i = 0; i < zeros_img.size(); ++i) zeros_img[i] = asym ? uint8_t(zeros[i]) : 8;
-                if (!asym)
-                    for (int64_t n = 0; n < N; ++n)
-                        for (int64_t j = 0; j < rowbytes; ++j) w_img[size_t(n * L->ldw + j)] ^= 0x88;
-            }
-        } else {
-            QUELLM_CHECK(!asym, "cuda_linear_upload: integer-activation kernels need symmetric weights");
-            L->kind = LinearKind::Int;
-            L->wcode = q.w_mxfp4 ? WCode::E2M1 : q.w_ovp4 ? WCode::OVP : q.w_bits == 4 ? WCode::S4 : WCode::S8;
-            QUELLM_CHECK(q.aq != AQuant::Mxfp4 || (L->G == 32 && K % 32 == 0), "cuda_linear_upload: MXFP4 activations "
-                         "need weight groups of 32");
-        }
-    }
+    LinearImage img = linear_image(q, act);
+    L->kind = img.kind;
+    L->G = img.G;
+    L->NG = img.NG;
+    L->ldw = img.ldw;
+    L->wbits = img.wbits;
+    L->wcode = img.wcode;
+    L->name = img.name;
+    const std::vector<uint8_t>& w_img = img.w;
+    const std::vector<float>& scales_img = img.scales;
+    const std::vector<uint8_t>& zeros_img = img.zeros;
     const std::vector<float>& bias = q.bias();
     const HadamardSpec& h = q.hadamard;
     if (h.m) {
