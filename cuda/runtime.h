@@ -41,6 +41,8 @@ struct RuntimeOptions {
 // Throws std::runtime_error with a readable reason when no usable device is present, or it is
 // older than compute capability 8.0, or this build has no kernels for it.
 void require_runtime_device();
+// Free and total device memory in bytes (cudaMemGetInfo).
+void memory_info(std::size_t* free_bytes, std::size_t* total_bytes);
 
 // Sequences' state on the device: KV caches (Llama) or conv + SSM states (Mamba) of B sequences
 // that advance together, with capacity S positions (Llama).
@@ -98,9 +100,12 @@ class GpuModel {
 std::unique_ptr<GpuModel> gpu_llama(const LlamaConfig& c, const LlamaWeights& w, RuntimeOptions opt);
 std::unique_ptr<GpuModel> gpu_mamba(const MambaConfig& c, const MambaWeights& w, RuntimeOptions opt);
 
-// Mamba states back to the host for tests: conv (Di, K-1) and ssm (Di, N) of layer l, sequence b.
-void gpu_mamba_read_state(const GpuModel& m, const GpuState& st, int64_t layer, int64_t b, float* conv, float* ssm);
+// Mamba states back to the host for tests: conv (Di, K-1) and ssm (Di, N) of layer l, sequence b
+// (the caller's sizes are checked against the model's).
+void gpu_mamba_read_state(const GpuModel& m, const GpuState& st, int64_t layer, int64_t b, int64_t Di, int64_t K1,
+                          int64_t N, float* conv, float* ssm);
 // Llama KV cache back to the host (dequantized, f32): (len, Hk, Hd) of layer l, sequence b.
-void gpu_llama_read_kv(const GpuModel& m, const GpuState& st, int64_t layer, int64_t b, bool values, float* out);
+void gpu_llama_read_kv(const GpuModel& m, const GpuState& st, int64_t layer, int64_t b, bool values, int64_t Hk,
+                       int64_t Hd, float* out);
 
 }  // namespace quellm::cuda

@@ -41,6 +41,10 @@ void require_runtime_device() {
     }
 }
 
+void memory_info(std::size_t* free_bytes, std::size_t* total_bytes) {
+    CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
+}
+
 void DevMem::alloc(std::size_t bytes, const char* what) {
     release();
     void* p = nullptr;

@@ -297,12 +297,14 @@ std::unique_ptr<GpuModel> gpu_llama(const LlamaConfig& c, const LlamaWeights& w,
     return std::make_unique<GpuLlama>(c, w, opt);
 }
 
-void gpu_llama_read_kv(const GpuModel& m, const GpuState& st_, int64_t layer, int64_t b, bool values, float* out) {
+void gpu_llama_read_kv(const GpuModel& m, const GpuState& st_, int64_t layer, int64_t b, bool values, int64_t Hk,
+                       int64_t Hd, float* out) {
     const auto* gm = dynamic_cast<const GpuLlama*>(&m);
     QUELLM_CHECK(gm != nullptr && st_.owner() == &m, "read_kv: not a state of this Llama model");
     const LlamaState& st = static_cast<const LlamaState&>(st_);
     QUELLM_CHECK(layer >= 0 && layer < st.L && b >= 0 && b < st.batch(), "read_kv: layer or sequence out of range");
     const KvShape& kv = st.kv;
+    QUELLM_CHECK(Hk == kv.Hk && Hd == kv.Hd, "read_kv: the cache has ", kv.Hk, " heads of ", kv.Hd);
     const int64_t n = st.len() * kv.Hk;  // rows (position, head) of sequence b
     const KvLayer c = st.layer(layer, m.act());
     const std::size_t row0 = std::size_t(b) * kv.S * kv.Hk;

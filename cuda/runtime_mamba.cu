@@ -266,11 +266,14 @@ std::unique_ptr<GpuModel> gpu_mamba(const MambaConfig& c, const MambaWeights& w,
     return std::make_unique<GpuMamba>(c, w, opt);
 }
 
-void gpu_mamba_read_state(const GpuModel& m, const GpuState& st_, int64_t layer, int64_t b, float* conv, float* ssm) {
+void gpu_mamba_read_state(const GpuModel& m, const GpuState& st_, int64_t layer, int64_t b, int64_t Di, int64_t K1,
+                          int64_t N, float* conv, float* ssm) {
     QUELLM_CHECK(dynamic_cast<const GpuMamba*>(&m) != nullptr && st_.owner() == &m,
                  "read_state: not a state of this Mamba model");
     const MambaGpuState& st = static_cast<const MambaGpuState&>(st_);
     QUELLM_CHECK(layer >= 0 && layer < st.L && b >= 0 && b < st.batch(), "read_state: layer or sequence out of range");
+    QUELLM_CHECK(Di == st.Di && K1 == st.K1 && N == st.Ns, "read_state: the state is (", st.Di, ", ", st.K1, ") / (",
+                 st.Di, ", ", st.Ns, ")");
     const std::size_t nc = std::size_t(st.Di * st.K1), ns = std::size_t(st.Di * st.Ns);
     if (nc) CUDA_CHECK(cudaMemcpy(conv, st.conv_layer(layer) + b * nc, nc * sizeof(float), cudaMemcpyDeviceToHost));
     CUDA_CHECK(cudaMemcpy(ssm, st.ssm_layer(layer) + b * ns, ns * sizeof(float), cudaMemcpyDeviceToHost));
