@@ -368,6 +368,12 @@ cuda::DType dtype_from_name(const std::string& name) {
 const char* dtype_name(cuda::DType t) {
     return t == cuda::DType::F32 ? "float32" : t == cuda::DType::F16 ? "float16" : "bfloat16";
 }
+
+struct CudaLinearHolder {
+    cuda::CudaLinearPtr ptr;
+    cuda::DType act = cuda::DType::F16;
+    int64_t N = 0, K = 0;
+};
 #endif
 
 }  // namespace
@@ -526,6 +532,34 @@ PYBIND11_MODULE(_core, m) {
         py::gil_scoped_release release;
         cuda::mamba_scan_cuda(p, reinterpret_cast<void*>(stream));
     });
+    // The device linear layer (cuda/gemm.cu): upload a QuantLinear once, run forwards on device
+    // pointers with a caller-owned workspace (quellm.cuda.Linear wraps this).
+    py::class_<CudaLinearHolder, std::shared_ptr<CudaLinearHolder>>(m, "CudaLinear",
+        "A QuantLinear uploaded to the GPU (weights in their format, bias, quantizer, transform).")
+        .def(py::init([](const QuantLinear& q, const std::string& act) {
+                 auto h = std::make_shared<CudaLinearHolder>();
+                 h->act = dtype_from_name(act);
+                 h->N = q.N;
+                 h->K = q.K;
+                 h->ptr = cuda::cuda_linear_upload(q, h->act);
+                 return h;
+             }), py::arg("layer"), py::arg("act") = "float16")
+        .def("workspace_bytes", [](const CudaLinearHolder& h, int64_t M) {
+            return cuda::cuda_linear_workspace_bytes(*h.ptr, M);
+        }, py::arg("M"))
+        .def("forward", [](const CudaLinearHolder& h, uintptr_t x, int64_t M, uintptr_t y, uintptr_t workspace,
+                           uintptr_t stream) {
+            py::gil_scoped_release release;
+            cuda::cuda_linear_forward(*h.ptr, reinterpret_cast<const void*>(x), M, reinterpret_cast<void*>(y),
+                                      reinterpret_cast<void*>(workspace), reinterpret_cast<void*>(stream));
+        }, py::arg("x"), py::arg("M"), py::arg("y"), py::arg("workspace"), py::arg("stream") = 0)
+        .def_property_readonly("kernel", [](const CudaLinearHolder& h) { return cuda::cuda_linear_kernel(*h.ptr); })
+        .def_property_readonly("nbytes", [](const CudaLinearHolder& h) { return cuda::cuda_linear_nbytes(*h.ptr); })
+        .def_property_readonly("act", [](const CudaLinearHolder& h) { return std::string(dtype_name(h.act)); })
+        .def_readonly("out_features", &CudaLinearHolder::N)
+        .def_readonly("in_features", &CudaLinearHolder::K);
+    m.def("cuda_linear_force_simt", &cuda::cuda_linear_force_simt, py::arg("on"),
+          "Testing: run device linear layers with the SIMT reference kernels.");
     m.def("cuda_convert_selftest", [](carray<float> x) {
         py::array_t<uint16_t> f16(x.size()), bf16(x.size());
         cuda::convert_selftest(x.data(), size_t(x.size()), f16.mutable_data(), bf16.mutable_data());

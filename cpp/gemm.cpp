@@ -12,6 +12,7 @@
 #include "common.h"
 #include "cpu_features.h"
 #include "formats_elem.h"
+#include "gemm_hd.h"
 #include "matmul.h"
 
 namespace quellm {
@@ -141,10 +142,10 @@ void quantize_rows_mxfp4(const float* x, int64_t M, int64_t K, int8_t* q, float*
                 amax = std::max(amax, std::fabs(xb[i]));
             }
             // The MX encoder's element arithmetic (formats_elem.h): shared exponent, E2M1 codes (RNE).
-            const int shared = mx_shared(f32_to_bits(amax), 2);  // emax(E2M1) = 2
-            sa[m * (K / 32) + b] = std::ldexp(1.0f, shared - 1);
-            for (int i = 0; i < 32; ++i)
-                q[m * K + b * 32 + i] = kE2M1x2[elem_encode(f32_to_bits(xb[i]), spec_e2m1(), shared, false)];
+            // (gemm_hd.h, shared with the CUDA quantizer).
+            const int shared = gemm_mx4_shared(amax);
+            sa[m * (K / 32) + b] = gemm_mx4_scale(shared);
+            for (int i = 0; i < 32; ++i) q[m * K + b * 32 + i] = gemm_mx4_elem(xb[i], shared);
         }
 }
 
@@ -165,7 +166,6 @@ void gemm_int_unpack(const IntPacked& w, uint8_t* codes, float* scales) {
 void quantize_rows(const float* x, int64_t M, int64_t K, int qmax, float clip, int8_t* q, float* sa) {
     QUELLM_CHECK(qmax >= 1 && qmax <= 127, "quantize_rows: qmax must lie in [1, 127]");
     QUELLM_CHECK(clip > 0.0f && clip <= 1.0f, "quantize_rows: clip ratio must lie in (0, 1]");
-    const float fq = float(qmax);
     std::atomic<int64_t> bad{-1};
     const int nt = M * K >= (int64_t(1) << 15) ? int(std::min<int64_t>(num_threads(), M)) : 1;
 #pragma omp parallel for num_threads(nt) schedule(static)
@@ -182,13 +182,9 @@ void quantize_rows(const float* x, int64_t M, int64_t K, int qmax, float clip, i
             bad.compare_exchange_strong(expected, m);
             continue;
         }
-        float s = (clip * amax) / fq;
-        if (s == 0.0f) s = 1.0f;
+        const float s = gemm_act_scale(amax, clip, qmax);  // gemm_hd.h, shared with the CUDA quantizer
         sa[m] = s;
-        for (int64_t k = 0; k < K; ++k) {
-            const float v = std::nearbyint(r[k] / s);  // RNE in the default rounding mode
-            q[m * K + k] = int8_t(std::min(fq, std::max(-fq, v)));
-        }
+        for (int64_t k = 0; k < K; ++k) q[m * K + k] = gemm_act_quant(r[k], s, qmax);
     }
     if (bad.load() >= 0) {  // name the first bad row, whichever thread saw one first
         int64_t m = 0, k = 0;

@@ -46,6 +46,9 @@ struct FwhtCudaParams {
     int m = 1;
     const signed char* hm = nullptr;    // HOST (m, m) ±1 factor; copied to the device per call
     float scale = 1.0f;
+    // DEVICE copy of H_m: when set, used instead of hm (no per-call allocation or copy, so the
+    // call can be captured in a CUDA graph as long as the row fits in shared memory).
+    const signed char* hm_device = nullptr;
 };
 void fwht_cuda(const FwhtCudaParams& params, void* stream);  // stream: cudaStream_t or nullptr
 
@@ -110,6 +113,9 @@ std::size_t cuda_linear_workspace_bytes(const CudaLinear& L, long long M);
 void cuda_linear_forward(const CudaLinear& L, const void* x, long long M, void* y, void* workspace, void* stream);
 std::string cuda_linear_kernel(const CudaLinear& L);   // "f16", "w4a16", "w8a8", ... as on the CPU
 std::size_t cuda_linear_nbytes(const CudaLinear& L);   // device bytes held (weights, scales, bias)
+// Testing: run every linear forward with the SIMT reference kernels instead of the tensor-core /
+// GEMV ones (process-wide; not thread-safe against running forwards).
+void cuda_linear_force_simt(bool on);
 
 // Runs the f16/bf16 conversion helpers of common.h on the device over `n` f32 inputs and writes
 // their bit patterns; tests compare them with the host results of the same helpers.

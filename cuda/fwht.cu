@@ -89,19 +89,20 @@ void fwht_cuda(const FwhtCudaParams& prm, void* stream_ptr) {
     QUELLM_CHECK(prm.rows >= 0 && prm.n >= 1 && prm.m >= 1 && prm.p >= 1 && prm.n == prm.m * prm.p,
                  "fwht_cuda: inconsistent sizes n=", prm.n, " m=", prm.m, " p=", prm.p);
     QUELLM_CHECK((prm.p & (prm.p - 1)) == 0, "fwht_cuda: p must be a power of two, got ", prm.p);
-    QUELLM_CHECK(prm.m == 1 || prm.hm != nullptr, "fwht_cuda: H_m required for m = ", prm.m);
+    QUELLM_CHECK(prm.m == 1 || prm.hm != nullptr || prm.hm_device != nullptr, "fwht_cuda: H_m required for m = ", prm.m);
     if (prm.rows == 0) return;
     cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
     int dev = 0, max_smem = 0;
     CUDA_CHECK(cudaGetDevice(&dev));
     CUDA_CHECK(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
 
-    int8_t* hm_dev = nullptr;
-    if (prm.m > 1) {
+    int8_t* hm_dev = nullptr;  // per-call copy of the host H_m, freed at the end
+    if (prm.m > 1 && !prm.hm_device) {
         CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&hm_dev), size_t(prm.m) * prm.m, stream));
         CUDA_CHECK(cudaMemcpyAsync(hm_dev, prm.hm, size_t(prm.m) * prm.m, cudaMemcpyHostToDevice, stream));
     }
-    RowArgs a{prm.x, prm.out, prm.x_dtype, prm.out_dtype, prm.n, prm.p, prm.m, hm_dev, prm.scale};
+    const int8_t* hm_use = prm.hm_device ? reinterpret_cast<const int8_t*>(prm.hm_device) : hm_dev;
+    RowArgs a{prm.x, prm.out, prm.x_dtype, prm.out_dtype, prm.n, prm.p, prm.m, hm_use, prm.scale};
     int64_t rows = prm.rows;
     float* scratch = nullptr;
     // Split rows that do not fit in one block's shared memory: H_2 across halves, repeatedly.

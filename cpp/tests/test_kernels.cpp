@@ -16,9 +16,11 @@
 #include <vector>
 
 #include "common.h"
+#include "formats_elem.h"
 #include "cpu_features.h"
 #include "fwht.h"
 #include "gemm.h"
+#include "gemm_hd.h"
 #include "matmul.h"
 #include "quant_linear.h"
 #include "runtime/kv_quant.h"
@@ -563,6 +565,396 @@ void test_gpu_runtime_ops() {
         CHECK(std::fabs(rt::swiglu(g, 1.5f) - silu(g) * 1.5f) <= 1e-6f * std::fabs(silu(g) * 1.5f) + 1e-30f, "g %g", g);
 }
 
+// ---- CUDA linear layer arithmetic (gemm_hd.h), run on the CPU -----------------------------------
+//
+// The device kernels (cuda/gemm*.cu) are built from these helpers; no GPU is needed to check them.
+
+void test_gemm_hd_decode() {
+    g_context = "gemm_hd decode";
+    // Tables as written in gemm.h / formats.h (int4 two's complement, 2·E2M1, OliVe outliers).
+    const int s4[16] = {0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1};
+    const int e2m1x2[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+    const int outlier[16] = {0, 12, 16, 24, 32, 48, 64, 96, 0, -12, -16, -24, -32, -48, -64, -96};
+    for (uint32_t nib = 0; nib < 16; ++nib) {
+        CHECK(gemm_s4(nib) == s4[nib], "s4(%u) = %d", nib, gemm_s4(nib));
+        CHECK(gemm_e2m1x2(nib) == e2m1x2[nib], "e2m1x2(%u) = %d", nib, gemm_e2m1x2(nib));
+        CHECK(float(gemm_e2m1x2(nib)) == 2.0f * elem_value(nib, spec_e2m1()) || nib == 8, "e2m1 vs elem_value %u", nib);
+        CHECK(gemm_ovp_outlier(nib) == outlier[nib], "ovp outlier(%u) = %d", nib, gemm_ovp_outlier(nib));
+    }
+    for (uint32_t byte = 0; byte < 256; ++byte) {
+        const uint32_t a = byte & 15, b = byte >> 4;
+        const int wa = a == 8 ? 0 : b == 8 ? outlier[a] : (a > 8 ? int(a) - 16 : int(a));
+        const int wb = b == 8 ? 0 : a == 8 ? outlier[b] : (b > 8 ? int(b) - 16 : int(b));
+        int ga, gb;
+        gemm_ovp_pair(byte, ga, gb);
+        CHECK(ga == wa && gb == wb, "ovp pair 0x%02x: (%d, %d) want (%d, %d)", byte, ga, gb, wa, wb);
+    }
+    // int4x4 → int8x4 for every 16-bit input
+    int bad = 0;
+    for (uint32_t v = 0; v < 65536; ++v) {
+        const uint32_t got = gemm_s4x4_to_s8x4(v);
+        for (int i = 0; i < 4; ++i) bad += int(int8_t(got >> (8 * i))) != gemm_s4((v >> (4 * i)) & 15);
+    }
+    CHECK(bad == 0, "s4x4_to_s8x4: %d wrong bytes", bad);
+    // packed words = elementwise decode, for every code kind; dp4a = the plain dot
+    const auto bytes = randint(64, 0, 255, 31);
+    std::vector<uint8_t> row(bytes.begin(), bytes.end());
+    for (WCode kind : {WCode::S8, WCode::S4, WCode::E2M1, WCode::OVP}) {
+        const int64_t K = kind == WCode::S8 ? 64 : 128;
+        for (int64_t k = 0; k < K; k += 4) {
+            const uint32_t w = gemm_wcode_s8x4(kind, row.data(), k);
+            for (int i = 0; i < 4; ++i)
+                CHECK(int(int8_t(w >> (8 * i))) == gemm_wcode_at(kind, row.data(), k + i), "kind %d k %lld", int(kind),
+                      (long long)(k + i));
+        }
+    }
+    CHECK(gemm_dp4a(gemm_pack_s8x4(-128, 127, 3, -4), gemm_pack_s8x4(-128, -128, 5, 7), 10) ==
+              10 + 16384 - 16256 + 15 - 28, "dp4a");
+    // weight-only codes: int4 unsigned nibble minus zero point, int8 signed
+    const uint8_t wrow[2] = {0x3C, 0xF0};
+    CHECK(gemm_wf_code(4, wrow, 0, 8) == 4 && gemm_wf_code(4, wrow, 1, 8) == -5 && gemm_wf_code(4, wrow, 3, 2) == 13,
+          "wf int4");
+    CHECK(gemm_wf_code(8, wrow, 1, 0) == -16, "wf int8");
+}
+
+void test_gemm_hd_quant() {
+    g_context = "gemm_hd activation quantization";
+    // gemm_act_quant against an independent float64 round-half-even of x / s
+    auto rne = [](double v) {
+        const double f = std::floor(v), r = v - f;
+        return r > 0.5 || (r == 0.5 && std::fmod(f, 2.0) != 0.0) ? f + 1 : f;
+    };
+    const auto x = randn(4096, 41, 3.0f);
+    for (int qmax : {127, 7}) {
+        float amax = 0.0f;
+        for (float v : x) amax = std::max(amax, std::fabs(v));
+        const float s = gemm_act_scale(amax, 0.9f, qmax);
+        CHECK(s == (0.9f * amax) / float(qmax), "scale");
+        int bad = 0;
+        for (float v : x) {
+            const double q = std::min<double>(qmax, std::max<double>(-qmax, rne(double(v / s))));
+            bad += gemm_act_quant(v, s, qmax) != int8_t(q);
+        }
+        CHECK(bad == 0, "qmax %d: %d values differ", qmax, bad);
+        // ties go to even
+        CHECK(gemm_act_quant(2.5f, 1.0f, qmax) == 2 && gemm_act_quant(-3.5f, 1.0f, qmax) == -4, "ties");
+    }
+    CHECK(gemm_act_scale(0.0f, 1.0f, 127) == 1.0f, "all-zero row scale");
+    // MXFP4 block: the shared helpers equal quantize_rows_mxfp4 (which calls them) and decode
+    // back within the E2M1 grid: |q·sa − x| <= half a quantum or saturated
+    std::vector<int8_t> q(x.size());
+    std::vector<float> sa(x.size() / 32);
+    quantize_rows_mxfp4(x.data(), 1, int64_t(x.size()), q.data(), sa.data());
+    int bad = 0;
+    for (size_t b = 0; b < sa.size(); ++b) {
+        float amax = 0.0f;
+        for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[b * 32 + i]));
+        const int shared = gemm_mx4_shared(amax);
+        bad += !same_bits(gemm_mx4_scale(shared), sa[b]);
+        for (int i = 0; i < 32; ++i) {
+            bad += gemm_mx4_elem(x[b * 32 + i], shared) != q[b * 32 + i];
+            const double err = std::fabs(double(q[b * 32 + i]) * sa[b] - x[b * 32 + i]);
+            bad += !(err <= 2.0 * sa[b] + 1e-12 || std::abs(q[b * 32 + i]) == 12);  // quantum <= 4·sa at the top
+        }
+    }
+    CHECK(bad == 0, "mxfp4 block helpers: %d mismatches", bad);
+}
+
+// PTX ISA fragment tables, transcribed as the documentation states them (row / col per element
+// index i of a lane with groupID g and threadID_in_group t) — independent of gemm_hd.h's formulas.
+void doc_k16_a(int lane, int i, int& r, int& c) {
+    const int g = lane / 4, t = lane % 4;
+    r = (i == 0 || i == 1 || i == 4 || i == 5) ? g : g + 8;
+    c = i < 4 ? t * 2 + (i & 1) : t * 2 + (i & 1) + 8;
+}
+void doc_k16_b(int lane, int i, int& k, int& n) {
+    const int g = lane / 4, t = lane % 4;
+    k = i < 2 ? t * 2 + (i & 1) : t * 2 + (i & 1) + 8;
+    n = g;
+}
+void doc_k32_a(int lane, int i, int& r, int& c) {
+    const int g = lane / 4, t = lane % 4;
+    r = (i < 4 || (i >= 8 && i < 12)) ? g : g + 8;
+    c = i < 8 ? t * 4 + (i & 3) : t * 4 + (i & 3) + 16;
+}
+void doc_k32_b(int lane, int i, int& k, int& n) {
+    const int g = lane / 4, t = lane % 4;
+    k = i < 4 ? t * 4 + (i & 3) : t * 4 + (i & 3) + 16;
+    n = g;
+}
+void doc_k64_a(int lane, int i, int& r, int& c) {
+    const int g = lane / 4, t = lane % 4;
+    r = (i < 8 || (i >= 16 && i < 24)) ? g : g + 8;
+    c = i < 16 ? t * 8 + (i & 7) : t * 8 + (i & 7) + 32;
+}
+void doc_k64_b(int lane, int i, int& k, int& n) {
+    const int g = lane / 4, t = lane % 4;
+    k = i < 8 ? t * 8 + (i & 7) : t * 8 + (i & 7) + 32;
+    n = g;
+}
+void doc_c(int lane, int i, int& r, int& c) {
+    const int g = lane / 4, t = lane % 4;
+    r = i < 2 ? g : g + 8;
+    c = t * 2 + (i & 1);
+}
+
+// Emulated warp mma D = A·B + C over the documented layouts; A/B element e of lane l is
+// get_a(l, e) / get_b(l, e) (already decoded to integers or floats).
+template <typename T, typename GA, typename GB>
+void emulate_mma(int kdim, void (*doc_a)(int, int, int&, int&), void (*doc_b)(int, int, int&, int&), int na, int nb,
+                 GA get_a, GB get_b, T D[32][4]) {
+    std::vector<T> A(size_t(16 * kdim)), B(size_t(kdim * 8));
+    for (int l = 0; l < 32; ++l) {
+        for (int i = 0; i < na; ++i) {
+            int r, c;
+            doc_a(l, i, r, c);
+            A[size_t(r * kdim + c)] = get_a(l, i);
+        }
+        for (int i = 0; i < nb; ++i) {
+            int k, n;
+            doc_b(l, i, k, n);
+            B[size_t(k * 8 + n)] = get_b(l, i);
+        }
+    }
+    for (int l = 0; l < 32; ++l)
+        for (int i = 0; i < 4; ++i) {
+            int r, c;
+            doc_c(l, i, r, c);
+            T acc = 0;
+            for (int k = 0; k < kdim; ++k) acc += A[size_t(r * kdim + k)] * B[size_t(k * 8 + c)];
+            D[l][i] = acc;
+        }
+}
+
+void test_gemm_hd_fragments() {
+    g_context = "mma fragment layouts";
+    int bad = 0;
+    for (int l = 0; l < 32; ++l) {
+        for (int i = 0; i < 8; ++i) {
+            int r0, c0, r1, c1;
+            mma_k16_a_rc(l, i, r0, c0);
+            doc_k16_a(l, i, r1, c1);
+            bad += r0 != r1 || c0 != c1;
+        }
+        for (int i = 0; i < 4; ++i) {
+            int r0, c0, r1, c1;
+            mma_k16_b_kn(l, i, r0, c0);
+            doc_k16_b(l, i, r1, c1);
+            bad += r0 != r1 || c0 != c1;
+            mma_c_rc(l, i, r0, c0);
+            doc_c(l, i, r1, c1);
+            bad += r0 != r1 || c0 != c1;
+        }
+        for (int i = 0; i < 16; ++i) {
+            int r0, c0, r1, c1;
+            mma_k32_a_rc(l, i, r0, c0);
+            doc_k32_a(l, i, r1, c1);
+            bad += r0 != r1 || c0 != c1;
+            mma_k64_b_kn(l, i, r0, c0);
+            doc_k64_b(l, i, r1, c1);
+            bad += r0 != r1 || c0 != c1;
+        }
+        for (int i = 0; i < 8; ++i) {
+            int r0, c0, r1, c1;
+            mma_k32_b_kn(l, i, r0, c0);
+            doc_k32_b(l, i, r1, c1);
+            bad += r0 != r1 || c0 != c1;
+        }
+        for (int i = 0; i < 32; ++i) {
+            int r0, c0, r1, c1;
+            mma_k64_a_rc(l, i, r0, c0);
+            doc_k64_a(l, i, r1, c1);
+            bad += r0 != r1 || c0 != c1;
+        }
+    }
+    CHECK(bad == 0, "%d fragment positions differ from the PTX tables", bad);
+
+    // Tile emulation: the kernels' fragment loaders (frag_*), a warp mma over the documented
+    // layouts, against a plain product of the same tile. Activation rows past `rows` and weight
+    // rows past N must read as zeros.
+    const int64_t rows = 13, N = 6, ldq = 144;
+    const auto qv = randint(size_t(16 * ldq), -127, 127, 51);
+    std::vector<int8_t> q(qv.begin(), qv.end());
+    const auto wv = randint(size_t(8 * 80), 0, 255, 52);
+    std::vector<uint8_t> w(wv.begin(), wv.end());
+    const int64_t ldw = 80;
+    for (WCode kind : {WCode::S8, WCode::S4, WCode::E2M1, WCode::OVP}) {
+        g_context = "tile emulation s8 mma, weight kind " + std::to_string(int(kind));
+        const int64_t k0 = kind == WCode::S8 ? 32 : 96;
+        uint32_t a[32][4], b[32][2];
+        for (int l = 0; l < 32; ++l) {
+            frag_a_s8(q.data(), ldq, 0, rows, k0, l, a[l]);
+            frag_b_s8(kind, w.data(), ldw, 0, N, k0, l, b[l]);
+        }
+        int32_t D[32][4];
+        emulate_mma<int32_t>(32, doc_k32_a, doc_k32_b, 16, 8,
+                             [&](int l, int i) { return int32_t(int8_t(a[l][i / 4] >> (8 * (i % 4)))); },
+                             [&](int l, int i) { return int32_t(int8_t(b[l][i / 4] >> (8 * (i % 4)))); }, D);
+        int wrong = 0;
+        for (int l = 0; l < 32; ++l)
+            for (int i = 0; i < 4; ++i) {
+                int r, c;
+                mma_c_rc(l, i, r, c);
+                int32_t want = 0;
+                if (r < rows && c < N)
+                    for (int64_t k = 0; k < 32; ++k)
+                        want += int32_t(q[size_t(r * ldq + k0 + k)]) * gemm_wcode_at(kind, w.data() + c * ldw, k0 + k);
+                wrong += D[l][i] != want;
+            }
+        CHECK(wrong == 0, "%d of 128 outputs differ", wrong);
+    }
+    {
+        g_context = "tile emulation s4 mma (W4A4, sm80/sm89)";
+        const auto q4v = randint(size_t(16 * ldq), -7, 7, 53);
+        std::vector<int8_t> q4(q4v.begin(), q4v.end());
+        const int64_t k0 = 64;
+        uint32_t a[32][4], b[32][2];
+        for (int l = 0; l < 32; ++l) {
+            frag_a_s4(q4.data(), ldq, 0, rows, k0, l, a[l]);
+            frag_b_s4(w.data(), ldw, 0, N, k0, l, b[l]);
+        }
+        auto nib = [](uint32_t reg, int e) { return int32_t(gemm_s4((reg >> (4 * e)) & 15)); };
+        int32_t D[32][4];
+        emulate_mma<int32_t>(64, doc_k64_a, doc_k64_b, 32, 16, [&](int l, int i) { return nib(a[l][i / 8], i % 8); },
+                             [&](int l, int i) { return nib(b[l][i / 8], i % 8); }, D);
+        int wrong = 0;
+        for (int l = 0; l < 32; ++l)
+            for (int i = 0; i < 4; ++i) {
+                int r, c;
+                mma_c_rc(l, i, r, c);
+                int32_t want = 0;
+                if (r < rows && c < N)
+                    for (int64_t k = 0; k < 64; ++k)
+                        want += int32_t(q4[size_t(r * ldq + k0 + k)]) * gemm_wcode_at(WCode::S4, w.data() + c * ldw, k0 + k);
+                wrong += D[l][i] != want;
+            }
+        CHECK(wrong == 0, "%d of 128 outputs differ", wrong);
+    }
+    for (int variant = 0; variant < 4; ++variant) {  // f16 float weights; bf16 / f16 weight-only int4 / int8
+        const bool bf16 = variant == 1;
+        g_context = "tile emulation f16/bf16 mma, variant " + std::to_string(variant);
+        const int64_t ldx = 40, k0 = 16, NG = 2, gi = 0;
+        std::vector<uint16_t> xh(size_t(16 * ldx)), wh(size_t(8 * ldx));
+        const auto xv = randint(xh.size(), -64, 64, 54), whv = randint(wh.size(), -64, 64, 55);
+        for (size_t i = 0; i < xh.size(); ++i) xh[i] = bf16 ? f32_to_bf16(float(xv[i]) / 8) : f32_to_f16(float(xv[i]) / 8);
+        for (size_t i = 0; i < wh.size(); ++i) wh[i] = f32_to_f16(float(whv[i]) / 4);
+        const uint8_t zeros[16] = {8, 3, 8, 0, 15, 8, 2, 9, 8, 8, 8, 8, 8, 8, 8, 8};  // (N, NG)
+        auto half = [&](uint32_t bits) { return bf16 ? bf16_to_f32(uint16_t(bits)) : f16_to_f32(uint16_t(bits)); };
+        uint32_t a[32][4], b[32][2];
+        for (int l = 0; l < 32; ++l) {
+            frag_a_h(xh.data(), ldx, 0, rows, k0, l, a[l]);
+            if (variant == 0)
+                frag_b_h(wh.data(), ldx, 0, N, k0, l, b[l]);
+            else
+                frag_b_wf(variant == 3 ? 8 : 4, bf16, w.data(), ldw, zeros, NG, gi, 0, N, k0, l, b[l]);
+        }
+        float D[32][4];
+        emulate_mma<float>(16, doc_k16_a, doc_k16_b, 8, 4, [&](int l, int i) { return half(a[l][i / 2] >> (16 * (i % 2))); },
+                           [&](int l, int i) {
+                               const uint32_t bits = b[l][i / 2] >> (16 * (i % 2));
+                               return variant == 0 ? f16_to_f32(uint16_t(bits)) : half(bits);
+                           }, D);
+        int wrong = 0;
+        for (int l = 0; l < 32; ++l)
+            for (int i = 0; i < 4; ++i) {
+                int r, c;
+                mma_c_rc(l, i, r, c);
+                double want = 0;  // small dyadic values: exact in f32
+                if (r < rows && c < N)
+                    for (int64_t k = 0; k < 16; ++k) {
+                        const double xv2 = double(xv[size_t(r * ldx + k0 + k)]) / 8;
+                        const double wv2 = variant == 0 ? double(whv[size_t(c * ldx + k0 + k)]) / 4
+                                                        : double(gemm_wf_code(variant == 3 ? 8 : 4, w.data() + c * ldw, k0 + k,
+                                                                              variant == 3 ? 0 : zeros[c * NG + gi]));
+                        want += xv2 * wv2;
+                    }
+                wrong += double(D[l][i]) != want;
+            }
+        CHECK(wrong == 0, "%d of 128 outputs differ", wrong);
+    }
+}
+
+// The integer device pipeline emulated on the CPU with the helpers the kernels run (canonical
+// codes from export_int, per-token / MX quantization, per-group exact sums folded by
+// gemm_epi_group, bias) equals QuantLinear::forward bit for bit, for every integer pair.
+void test_gemm_hd_pipeline() {
+    const int64_t N = 21, K = 192, M = 5;
+    auto x = randn(size_t(M * K), 61);
+    x[7] *= 30.0f;
+    const auto bias = randn(size_t(N), 62);
+    struct Case { const char* name; int bits; int kind; AQuant a; int64_t G; };  // kind 0 int, 1 mxfp4, 2 ovp4
+    const Case cases[] = {{"w8a8", 8, 0, AQuant::Int8, 64},  {"w4a8", 4, 0, AQuant::Int8, 32},
+                          {"w4a4", 4, 0, AQuant::Int4, 192}, {"w8a4", 8, 0, AQuant::Int4, 16},
+                          {"w4amx4", 4, 0, AQuant::Mxfp4, 32}, {"w8amx4", 8, 0, AQuant::Mxfp4, 32},
+                          {"wmx4amx4", 4, 1, AQuant::Mxfp4, 32}, {"wmx4a8", 4, 1, AQuant::Int8, 32},
+                          {"wovp4a8", 4, 2, AQuant::Int8, K},   {"wovp4a4", 4, 2, AQuant::Int4, K}};
+    for (const Case& c : cases) {
+        g_context = std::string("device pipeline emulation ") + c.name;
+        const int64_t rb = c.bits == 4 ? K / 2 : K;
+        const auto cv = randint(size_t(N * rb), c.bits == 8 ? -127 : 0, c.bits == 8 ? 127 : 255, 63);
+        std::vector<uint8_t> codes(cv.size());
+        for (size_t i = 0; i < cv.size(); ++i) codes[i] = uint8_t(cv[i]);
+        const float clip = c.a == AQuant::Int4 ? 0.9f : 1.0f;
+        QuantLinear ql;
+        if (c.kind == 1) {
+            const auto sc = randint(size_t(N * K / 32), 115, 130, 64);
+            std::vector<uint8_t> sc8(sc.begin(), sc.end());
+            ql = QuantLinear::from_mx4(codes.data(), sc8.data(), N, K, c.a);
+        } else if (c.kind == 2) {
+            const auto s = randn(size_t(N), 65, 0.01f);
+            ql = QuantLinear::from_ovp4(codes.data(), s.data(), N, K, c.a, clip);
+        } else {
+            const auto s = randn(size_t(N * (K / c.G)), 66, 0.01f);
+            ql = QuantLinear::from_int(c.bits, codes.data(), s.data(), nullptr, N, K, c.G, c.a, clip);
+        }
+        ql.set_bias(bias.data());
+        std::vector<float> want(size_t(M * N));
+        ql.forward(x.data(), M, want.data());
+
+        std::vector<uint8_t> ec;
+        std::vector<float> es, ez;
+        ql.export_int(ec, es, ez);
+        const WCode kind = c.kind == 1 ? WCode::E2M1 : c.kind == 2 ? WCode::OVP : c.bits == 4 ? WCode::S4 : WCode::S8;
+        const int64_t G = ql.group, NG = K / G;
+        std::vector<int8_t> q(size_t(M * K));
+        const bool mx = c.a == AQuant::Mxfp4;
+        std::vector<float> sa(size_t(M * (mx ? K / 32 : 1)));
+        for (int64_t m = 0; m < M; ++m) {
+            const float* r = x.data() + m * K;
+            if (mx) {
+                for (int64_t b = 0; b < K / 32; ++b) {
+                    float amax = 0.0f;
+                    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(r[b * 32 + i]));
+                    const int sh = gemm_mx4_shared(amax);
+                    sa[size_t(m * (K / 32) + b)] = gemm_mx4_scale(sh);
+                    for (int i = 0; i < 32; ++i) q[size_t(m * K + b * 32 + i)] = gemm_mx4_elem(r[b * 32 + i], sh);
+                }
+            } else {
+                const int qmax = c.a == AQuant::Int8 ? 127 : 7;
+                float amax = 0.0f;
+                for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(r[k]));
+                sa[size_t(m)] = gemm_act_scale(amax, clip, qmax);
+                for (int64_t k = 0; k < K; ++k) q[size_t(m * K + k)] = gemm_act_quant(r[k], sa[size_t(m)], qmax);
+            }
+        }
+        std::vector<float> got(size_t(M * N));
+        for (int64_t m = 0; m < M; ++m)
+            for (int64_t n = 0; n < N; ++n) {
+                float y = 0.0f;
+                for (int64_t g = 0; g < NG; ++g) {
+                    int32_t acc = 0;
+                    for (int64_t k = g * G; k < (g + 1) * G; k += 4)  // the dp4a step of the kernels
+                        acc = gemm_dp4a(gemm_ld_u32(q.data() + m * K + k), gemm_wcode_s8x4(kind, ec.data() + n * rb, k), acc);
+                    y = gemm_epi_group(acc, sa[size_t(m * (mx ? K / 32 : 1) + (mx ? g : 0))], es[size_t(n * NG + g)], y);
+                }
+                got[size_t(m * N + n)] = gemm_epi_bias(y, bias.data(), n);
+            }
+        const int64_t i = first_diff(got, want);
+        CHECK(i < 0, "differs from QuantLinear::forward at %lld: %g vs %g", (long long)i, i < 0 ? 0.0 : got[size_t(i)],
+              i < 0 ? 0.0 : want[size_t(i)]);
+    }
+}
+
 }  // namespace
 
 int main() {
@@ -574,7 +966,9 @@ int main() {
         void (*fn)();
     } tests[] = {{"fwht", test_fwht},           {"int4_packing", test_int4_packing}, {"gemm_int", test_gemm_int},
                  {"quantize_rows", test_quantize_rows}, {"matmul_f32", test_matmul},  {"quant_linear", test_quant_linear},
-                 {"gpu_runtime_ops", test_gpu_runtime_ops}};
+                 {"gpu_runtime_ops", test_gpu_runtime_ops},
+                 {"gemm_hd_decode", test_gemm_hd_decode}, {"gemm_hd_quant", test_gemm_hd_quant},
+                 {"gemm_hd_frags", test_gemm_hd_fragments}, {"gemm_hd_pipeline", test_gemm_hd_pipeline}};
     for (const auto& t : tests) {
         const int before = g_failures;
         try {

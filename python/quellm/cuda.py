@@ -19,7 +19,8 @@ from ._info import cuda_available
 from .errors import QuellmError
 from .hadamard import decompose, hadamard_factor
 
-__all__ = ["DeviceArray", "available", "decode", "encode", "fwht", "mamba_conv", "mamba_scan", "to_device", "to_host"]
+__all__ = ["DeviceArray", "Linear", "available", "decode", "encode", "fwht", "mamba_conv", "mamba_scan", "to_device",
+           "to_host"]
 
 _NP = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
 _TYPESTR = {"<f4": "float32", "<f2": "float16"}
@@ -240,3 +241,94 @@ def decode(packed: Any) -> "DeviceArray":
     _call_core(_core.format_decode_cuda, fmt.name, y.ptr, rows, k, np.ascontiguousarray(packed.codes),
                flat(packed.scales), flat(packed.zeros), flat(packed.tensor_scale), fmt._cpp_params())
     return y
+
+
+class Linear:
+    """A :class:`quellm.QuantLinear` uploaded to the GPU: ``y = x·Wᵀ (+ b)`` with the same
+    pipeline as :meth:`quellm.QuantLinear.forward` (Hadamard transform, activation quantizer,
+    low-bit GEMM, scales and bias), run by the kernels of ``cuda/gemm.cu``.
+
+    The weights stay in their format on the device (int4 / int8 / MXFP4 / OVP4 codes, or float
+    weights in ``act``); nothing is dequantized to float in device memory.
+
+    Args:
+        layer: a :class:`quellm.QuantLinear` (or its ``_core`` object).
+        act: dtype of the inputs and outputs: ``"float16"`` (default), ``"bfloat16"`` or
+            ``"float32"``.
+
+    Example::
+
+        ql = quellm.QuantLinear(W, b, w_format="int4", group=128, a_format="int8")
+        lin = quellm.cuda.Linear(ql, act="float16")
+        y = quellm.cuda.to_host(lin(quellm.cuda.to_device(x.astype(np.float16))))
+    """
+
+    def __init__(self, layer: Any, act: str = "float16"):
+        _require()
+        core = getattr(layer, "_core", layer)
+        if not isinstance(core, _core.QuantLinear):
+            raise QuellmError(f"cuda.Linear: expected a quellm.QuantLinear, got {type(layer).__name__}")
+        if act not in _NP:
+            raise QuellmError(f"cuda.Linear: act must be float32, float16 or bfloat16, got {act!r}")
+        self._dev = _core.CudaLinear(core, act)
+        self._ws: dict[int, Any] = {}
+
+    @property
+    def in_features(self) -> int:
+        return int(self._dev.in_features)
+
+    @property
+    def out_features(self) -> int:
+        return int(self._dev.out_features)
+
+    @property
+    def act(self) -> str:
+        return str(self._dev.act)
+
+    @property
+    def kernel(self) -> str:
+        """``f16`` / ``bf16`` / ``f32`` for float weights, else as :attr:`quellm.QuantLinear.kernel`."""
+        return str(self._dev.kernel)
+
+    @property
+    def nbytes(self) -> int:
+        """Device bytes held (weights, scales, zero points, bias, Hadamard factor)."""
+        return int(self._dev.nbytes)
+
+    def workspace_bytes(self, rows: int) -> int:
+        """Device scratch bytes one forward of ``rows`` rows needs."""
+        return int(self._dev.workspace_bytes(int(rows)))
+
+    def forward(self, x: Any, out: Any = None, *, stream: int = 0) -> Any:
+        """``(..., in) -> (..., out)`` on the device, dtype :attr:`act`.
+
+        Args:
+            x: device array ``(..., in_features)`` of dtype :attr:`act`.
+            out: device array ``(..., out_features)`` to write (must not alias x); default new.
+            stream: a ``cudaStream_t`` as an integer; the call returns once the work is queued.
+        """
+        xp, shape, xt = _describe(x, "cuda.Linear x")
+        if not shape or shape[-1] != self.in_features or xt != self.act:
+            raise QuellmError(f"cuda.Linear: x must be {self.act} (..., {self.in_features}), got {xt} {shape}")
+        rows = int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) > 1 else 1
+        oshape = (*shape[:-1], self.out_features)
+        if out is None:
+            out = DeviceArray(list(oshape), self.act)
+        op, osh, ot = _describe(out, "cuda.Linear out")
+        if osh != oshape or ot != self.act:
+            raise QuellmError(f"cuda.Linear: out must be {self.act} {oshape}, got {ot} {osh}")
+        nbytes = self.workspace_bytes(rows)
+        wp = 0
+        if nbytes:
+            ws = self._ws.get(rows)
+            if ws is None:
+                ws = DeviceArray([(nbytes + 3) // 4], "float32")
+                self._ws = {rows: ws}  # keep one (the latest) size alive
+            wp = ws.ptr
+        self._dev.forward(xp, rows, op, wp, stream)
+        return out
+
+    __call__ = forward
+
+    def __repr__(self) -> str:
+        return f"cuda.Linear({self.out_features}×{self.in_features}, kernel={self.kernel}, act={self.act})"
