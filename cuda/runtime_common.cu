@@ -84,6 +84,13 @@ CudaLinearPtr upload_linear(const Linear& l, DType act) {
 }
 
 CudaLinearPtr upload_head(const Linear& l, DType act, DType* head_act) {
+    // QUELLM_CUDA_F32_HEAD=0: keep the lm_head in the activation dtype (half the bytes per decode
+    // step for a float head, logits rounded to f16/bf16 before widening).
+    const char* env = std::getenv("QUELLM_CUDA_F32_HEAD");
+    if (env && std::string(env) == "0") {
+        *head_act = act;
+        return upload_linear(l, act);
+    }
     try {
         CudaLinearPtr p = upload_linear(l, DType::F32);
         *head_act = DType::F32;

@@ -54,6 +54,9 @@ class LlamaState final : public GpuState {
         err.alloc(sizeof(int), "the error flag");
         CUDA_CHECK(cudaMemset(lens.get(), 0, lens.size()));
         CUDA_CHECK(cudaMemset(err.get(), 0, err.size()));
+        // The forward runs on the model's non-blocking stream, which does not wait for work on the
+        // legacy default stream: finish these writes before the state is used.
+        CUDA_CHECK(cudaDeviceSynchronize());
     }
     std::size_t layer_rows() const { return std::size_t(B_) * S_ * kv.Hk; }
     KvLayer layer(int64_t l, DType act) const {
@@ -71,6 +74,7 @@ class LlamaState final : public GpuState {
     void set_len(int64_t n) {
         std::vector<int32_t> h(static_cast<std::size_t>(B_), static_cast<int32_t>(n));
         CUDA_CHECK(cudaMemcpy(lens.get(), h.data(), h.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+        CUDA_CHECK(cudaDeviceSynchronize());  // see the constructor
         len_ = n;
     }
     void set_len_host(int64_t n) { len_ = n; }

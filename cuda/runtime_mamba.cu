@@ -44,6 +44,9 @@ class MambaGpuState final : public GpuState {
     void reset() override {
         CUDA_CHECK(cudaMemset(conv.get(), 0, conv.size()));
         CUDA_CHECK(cudaMemset(ssm.get(), 0, ssm.size()));
+        // The forward runs on the model's non-blocking stream, which does not wait for the legacy
+        // default stream: finish the clearing first.
+        CUDA_CHECK(cudaDeviceSynchronize());
         len_ = 0;
     }
     void truncate(int64_t) override {
