@@ -180,7 +180,8 @@ def main() -> None:
     ap.add_argument("--batch", default="1,16", help="GPU: batch sizes (default 1,16)")
     ap.add_argument("--recipes", default="float", help="GPU: comma-separated recipes to quantize --model with "
                     "('float' = as loaded), e.g. float,w4a16,w4a8,quarot:gptq=false")
-    ap.add_argument("--dtype", choices=("float16", "bfloat16"), default="float16", help="GPU activation dtype")
+    ap.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default="float16",
+                    help="GPU activation dtype")
     args = ap.parse_args()
     if args.device == "cuda":
         main_gpu(args, ap)

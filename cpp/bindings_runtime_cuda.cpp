@@ -28,7 +28,8 @@ namespace {
 cuda::DType act_dtype(const std::string& name) {
     if (name == "float16") return cuda::DType::F16;
     if (name == "bfloat16") return cuda::DType::BF16;
-    throw std::invalid_argument("GPU activations must be 'float16' or 'bfloat16', got '" + name + "'");
+    if (name == "float32") return cuda::DType::F32;
+    throw std::invalid_argument("GPU activations must be 'float16', 'bfloat16' or 'float32', got '" + name + "'");
 }
 
 std::unique_ptr<cuda::GpuModel> make_gpu_model(const py::object& rt, const std::string& dtype, bool graphs) {
@@ -79,7 +80,7 @@ void bind_runtime_cuda(py::module_& m) {
              "Run tokens (B, T) through the model, advancing the state; f32 logits (B, T, V) or (B, V).")
         .def_property_readonly("vocab_size", &cuda::GpuModel::vocab_size)
         .def_property_readonly("dtype", [](const cuda::GpuModel& g) {
-            return std::string(g.act() == cuda::DType::F16 ? "float16" : "bfloat16");
+            return std::string(g.act() == cuda::DType::F16 ? "float16" : g.act() == cuda::DType::BF16 ? "bfloat16" : "float32");
         })
         .def_property("graphs", &cuda::GpuModel::graphs, &cuda::GpuModel::set_graphs)
         .def_property_readonly("graph_replays", &cuda::GpuModel::graph_replays)

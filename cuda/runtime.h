@@ -5,7 +5,9 @@
 //
 // Numbers on the device:
 //   * the residual stream is f32 (as residual_in_fp32), everything between two kernels that feeds
-//     a linear is in the activation dtype `act` (f16 by default, or bf16); kernels compute in f32;
+//     a linear is in the activation dtype `act` (f16 by default, or bf16; f32 runs the whole model
+//     in f32, float weights included — the exactness check against the CPU runtime); kernels
+//     compute in f32;
 //   * every linear (q/k/v/o/gate/up/down, Mamba's in/x/dt/out, lm_head) is a CudaLinear
 //     (cuda/gemm.cu): float weights uploaded as f16/bf16, quantized ones packed, never expanded;
 //   * the lm_head writes f32 logits when the GEMM supports f32 activations, else act (widened);
@@ -34,7 +36,7 @@ struct MambaWeights;
 namespace quellm::cuda {
 
 struct RuntimeOptions {
-    DType act = DType::F16;  // activation dtype: F16 or BF16
+    DType act = DType::F16;  // activation dtype: F16, BF16 or F32
     bool graphs = true;      // capture decode steps in CUDA graphs (also off with QUELLM_CUDA_GRAPHS=0)
 };
 

@@ -382,7 +382,9 @@ void launch_rope_store(void* q, const void* k, const void* v, DType act, const f
     const int64_t N = kv.B * T;
     if (N == 0) return;
     const dim3 grid(unsigned(N), unsigned(kv.H + 2 * kv.Hk));
-    rope_store_kernel<<<grid, kRopeThreads, 0, s>>>(q, k, v, act, inv_freq, lens, T, kv, cache, err);
+    // One thread per rotation pair (a multiple of 32 for the block reductions), at most 128.
+    const int threads = int(std::clamp<int64_t>(ceil_div(kv.Hd / 2, kWarp) * kWarp, kWarp, kRopeThreads));
+    rope_store_kernel<<<grid, threads, 0, s>>>(q, k, v, act, inv_freq, lens, T, kv, cache, err);
     CUDA_CHECK_LAUNCH();
 }
 

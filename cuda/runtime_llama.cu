@@ -96,7 +96,8 @@ struct LlamaLayerDev {
 class GpuLlama final : public GpuModel {
   public:
     GpuLlama(const LlamaConfig& c, const LlamaWeights& w, RuntimeOptions opt) : c_(c) {
-        QUELLM_CHECK(opt.act == DType::F16 || opt.act == DType::BF16, "GPU runtime: activations must be f16 or bf16");
+        QUELLM_CHECK(opt.act == DType::F16 || opt.act == DType::BF16 || opt.act == DType::F32,
+                     "GPU runtime: activations must be f16, bf16 or f32");
         opt_ = opt;
         set_graphs(opt.graphs);
         QUELLM_CHECK(c.head_dim % 2 == 0 && c.head_dim <= 512, "GPU runtime: head_dim must be even and <= 512, got ",
@@ -313,10 +314,15 @@ void gpu_llama_read_kv(const GpuModel& m, const GpuState& st_, int64_t layer, in
     const KvLayer c = st.layer(layer, m.act());
     const std::size_t row0 = std::size_t(b) * kv.S * kv.Hk;
     if (kv.bits == 0) {
-        std::vector<uint16_t> h(std::size_t(n * kv.Hd));
-        const uint16_t* src = static_cast<const uint16_t*>(values ? c.v : c.k) + row0 * kv.Hd;
-        CUDA_CHECK(cudaMemcpy(h.data(), src, h.size() * 2, cudaMemcpyDeviceToHost));
-        for (std::size_t i = 0; i < h.size(); ++i) out[i] = m.act() == DType::F16 ? f16_to_f32(h[i]) : bf16_to_f32(h[i]);
+        const std::size_t count = std::size_t(n * kv.Hd), esz = dtype_size(m.act());
+        const uint8_t* src = static_cast<const uint8_t*>(values ? c.v : c.k) + row0 * kv.Hd * esz;
+        if (m.act() == DType::F32) {
+            CUDA_CHECK(cudaMemcpy(out, src, count * 4, cudaMemcpyDeviceToHost));
+            return;
+        }
+        std::vector<uint16_t> h(count);
+        CUDA_CHECK(cudaMemcpy(h.data(), src, count * 2, cudaMemcpyDeviceToHost));
+        for (std::size_t i = 0; i < count; ++i) out[i] = m.act() == DType::F16 ? f16_to_f32(h[i]) : bf16_to_f32(h[i]);
         return;
     }
     const int64_t rb = kv.row_bytes();

@@ -63,7 +63,8 @@ struct MambaLayerDev {
 class GpuMamba final : public GpuModel {
   public:
     GpuMamba(const MambaConfig& c, const MambaWeights& w, RuntimeOptions opt) : c_(c) {
-        QUELLM_CHECK(opt.act == DType::F16 || opt.act == DType::BF16, "GPU runtime: activations must be f16 or bf16");
+        QUELLM_CHECK(opt.act == DType::F16 || opt.act == DType::BF16 || opt.act == DType::F32,
+                     "GPU runtime: activations must be f16, bf16 or f32");
         QUELLM_CHECK(c.d_state <= 256 && c.d_conv >= 1 && c.d_conv <= 64,
                      "GPU runtime: Mamba needs state_size <= 256 and conv_kernel in [1, 64]");
         QUELLM_CHECK(int64_t(w.layers.size()) == c.n_layers, "GPU runtime: weights for ", w.layers.size(),

@@ -101,7 +101,7 @@ def _convert(args: argparse.Namespace) -> int:
 def _device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
                    help="where the model runs: cpu (default), cuda (the GPU runtime), auto (GPU if usable)")
-    p.add_argument("--dtype", choices=("float16", "bfloat16"), default="float16",
+    p.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default="float16",
                    help="GPU activation dtype (default float16)")
     p.add_argument("--no-graphs", action="store_true", help="GPU: launch decode steps without CUDA graphs")
 

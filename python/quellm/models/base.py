@@ -116,7 +116,8 @@ class CausalLM:
         API; weights uploaded once — float layers as ``dtype``, quantized layers packed as they
         are) or ``"auto"`` (the GPU when one is usable, else the CPU with a message on stderr).
 
-        ``dtype``: the GPU activation dtype, "float16" (default) or "bfloat16". ``graphs``: replay
+        ``dtype``: the GPU activation dtype, "float16" (default), "bfloat16" or "float32" (float
+        weights then stay float32 too). ``graphs``: replay
         decode steps from CUDA graphs (also disabled by ``QUELLM_CUDA_GRAPHS=0``).
 
         Raises:

@@ -4,10 +4,10 @@ The GPU model is built from a CPU model once (weights uploaded: float layers as 
 layers packed as they are) and offers the same API — ``forward`` (numpy logits), ``generate``,
 ``new_state``, perplexity/compare — with its KV caches (or Mamba conv/SSM states) in device memory.
 
-Numbers: the residual stream is float32, activations between kernels are ``dtype`` (float16 by
-default — 3 more mantissa bits than bfloat16 keep the logits within 1e-3 of the float32 CPU runtime
-on the test models; choose ``dtype="bfloat16"`` for models whose activations overflow float16),
-and every kernel computes in float32. Decode steps are replayed from CUDA graphs unless
+Numbers: the residual stream is float32, activations between kernels are ``dtype`` and every
+kernel computes in float32. ``dtype``: "float16" (default; 3 more mantissa bits than bfloat16),
+"bfloat16" (for models whose activations overflow float16) or "float32" (float weights kept in
+float32 too: the same numbers as the CPU runtime up to summation order, at twice the bytes). Decode steps are replayed from CUDA graphs unless
 ``graphs=False`` or the environment sets ``QUELLM_CUDA_GRAPHS=0``.
 """
 
@@ -28,7 +28,7 @@ from .base import CausalLM, SequenceState
 __all__ = ["DEVICES", "GpuModel", "GpuSeqState", "resolve_device", "to_device"]
 
 DEVICES = ("cpu", "cuda", "auto")
-DTYPES = ("float16", "bfloat16")
+DTYPES = ("float16", "bfloat16", "float32")
 
 
 @contextlib.contextmanager
