@@ -185,10 +185,10 @@ bool run_maybe_graphed(DecodeGraph& g, int gen, bool use_graph, cudaStream_t s, 
 // x (N, D) f32 = table[tokens] (table (V, D) in dtype tdt).
 void launch_embed(const int32_t* tokens, const void* table, DType tdt, int64_t N, int64_t D, float* x, cudaStream_t s);
 
-// x (N, D) f32 += y (act, may be null); then, if h: h = rmsnorm(x) · w in act for every row
-// (last_only false), or only for each sequence's last row t = T − 1, written to h row b.
-void launch_add_rmsnorm(float* x, const void* y, const float* w, int64_t N, int64_t D, float eps, void* h,
-                        DType act, int64_t T, bool last_only, cudaStream_t s);
+// x (N, D) f32 += y (dtype act, may be null); then, if h: h = rmsnorm(x) · w in dtype hdt for every
+// row (last_only false), or only for each sequence's last row t = T − 1, written to h row b.
+void launch_add_rmsnorm(float* x, const void* y, DType act, const float* w, int64_t N, int64_t D, float eps, void* h,
+                        DType hdt, int64_t T, bool last_only, cudaStream_t s);
 
 // KV cache of one layer: B sequences × S positions × Hk heads.
 struct KvLayer {

@@ -25,15 +25,16 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 // Block-wide reduction (blockDim.x a multiple of 32, <= 1024); every thread gets the result.
+// `identity` fills the lanes of the last step that have no warp behind them.
 template <class Op>
-__device__ float block_reduce(float v, Op op, float* scratch /* >= 33 floats */) {
+__device__ float block_reduce(float v, Op op, float identity, float* scratch /* >= 33 floats */) {
     const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, nw = blockDim.x / kWarp;
     for (int o = kWarp / 2; o > 0; o /= 2) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
     __syncthreads();  // scratch may still be read by a previous reduction
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
     if (warp == 0) {
-        float w = lane < nw ? scratch[lane] : scratch[0];
+        float w = lane < nw ? scratch[lane] : identity;
         for (int o = kWarp / 2; o > 0; o /= 2) w = op(w, __shfl_xor_sync(0xffffffffu, w, o));
         if (lane == 0) scratch[32] = w;
     }
@@ -63,8 +64,8 @@ __global__ void embed_kernel(const int32_t* tokens, const void* table, DType tdt
 }
 
 // ---- residual add + RMSNorm -----------------------------------------------------------------
-__global__ void add_rmsnorm_kernel(float* x, const void* y, const float* w, int64_t D, float eps, void* h, DType act,
-                                   int64_t T, bool last_only) {
+__global__ void add_rmsnorm_kernel(float* x, const void* y, DType act, const float* w, int64_t D, float eps, void* h,
+                                   DType hdt, int64_t T, bool last_only) {
     __shared__ float scratch[33];
     const int64_t r = blockIdx.x;
     float* xr = x + r * D;
@@ -78,10 +79,10 @@ __global__ void add_rmsnorm_kernel(float* x, const void* y, const float* w, int6
         ss += v * v;
     }
     if (!h || (last_only && r % T != T - 1)) return;  // uniform over the block
-    ss = block_reduce(ss, OpSum{}, scratch);
+    ss = block_reduce(ss, OpSum{}, 0.0f, scratch);
     const float inv = rt::rms_inv(ss, D, eps);
     const int64_t o = last_only ? r / T : r;
-    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) store_from_f32(h, o * D + d, xr[d] * inv * w[d], act);
+    for (int64_t d = threadIdx.x; d < D; d += blockDim.x) store_from_f32(h, o * D + d, xr[d] * inv * w[d], hdt);
 }
 
 // ---- RoPE + Hadamard + KV append ----------------------------------------------------------------
@@ -133,9 +134,9 @@ __global__ void rope_store_kernel(void* q, const void* k, const void* v, DType a
         mn = fminf(mn, x);
         mx = fmaxf(mx, x);
     }
-    mn = block_reduce(mn, OpMin{}, scratch);
-    mx = block_reduce(mx, OpMax{}, scratch);
-    bad = block_reduce(bad, OpMax{}, scratch);
+    mn = block_reduce(mn, OpMin{}, INFINITY, scratch);
+    mx = block_reduce(mx, OpMax{}, -INFINITY, scratch);
+    bad = block_reduce(bad, OpMax{}, 0.0f, scratch);
     if (threadIdx.x == 0) {
         qp = rt::kv_quant_params(mn, mx, kv.bits, kv.clip);
         float* prm = (kind == 1 ? cache.kp : cache.vp) + 2 * row;
@@ -369,10 +370,10 @@ void launch_embed(const int32_t* tokens, const void* table, DType tdt, int64_t N
     CUDA_CHECK_LAUNCH();
 }
 
-void launch_add_rmsnorm(float* x, const void* y, const float* w, int64_t N, int64_t D, float eps, void* h, DType act,
-                        int64_t T, bool last_only, cudaStream_t s) {
+void launch_add_rmsnorm(float* x, const void* y, DType act, const float* w, int64_t N, int64_t D, float eps, void* h,
+                        DType hdt, int64_t T, bool last_only, cudaStream_t s) {
     if (N == 0) return;
-    add_rmsnorm_kernel<<<unsigned(N), 256, 0, s>>>(x, y, w, D, eps, h, act, T, last_only);
+    add_rmsnorm_kernel<<<unsigned(N), 256, 0, s>>>(x, y, act, w, D, eps, h, hdt, T, last_only);
     CUDA_CHECK_LAUNCH();
 }
 

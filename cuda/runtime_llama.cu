@@ -239,7 +239,7 @@ class GpuLlama final : public GpuModel {
             const KvLayer cache = st.layer(int64_t(l), act);
             {
                 Prof pr(im, "rmsnorm");
-                launch_add_rmsnorm(p.x, l ? p.y : nullptr, L.attn_norm.as<float>(), N, D, eps, p.h, act, T, false, s);
+                launch_add_rmsnorm(p.x, l ? p.y : nullptr, act, L.attn_norm.as<float>(), N, D, eps, p.h, act, T, false, s);
             }
             {
                 Prof pr(im, "linear.qkv");
@@ -262,7 +262,7 @@ class GpuLlama final : public GpuModel {
             }
             {
                 Prof pr(im, "rmsnorm");
-                launch_add_rmsnorm(p.x, p.y, L.ffn_norm.as<float>(), N, D, eps, p.h, act, T, false, s);
+                launch_add_rmsnorm(p.x, p.y, act, L.ffn_norm.as<float>(), N, D, eps, p.h, act, T, false, s);
             }
             {
                 Prof pr(im, "linear.gate_up");
@@ -280,7 +280,7 @@ class GpuLlama final : public GpuModel {
         }
         {
             Prof pr(im, "rmsnorm");
-            launch_add_rmsnorm(p.x, layers_.empty() ? nullptr : p.y, final_norm_.as<float>(), N, D, eps, p.hh, head_act_,
+            launch_add_rmsnorm(p.x, layers_.empty() ? nullptr : p.y, act, final_norm_.as<float>(), N, D, eps, p.hh, head_act_,
                                T, last_only, s);
         }
         {

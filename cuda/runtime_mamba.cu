@@ -190,7 +190,7 @@ class GpuMamba final : public GpuModel {
             const MambaLayerDev& L = layers_[l];
             {
                 Prof pr(im, "rmsnorm");
-                launch_add_rmsnorm(p.x, l ? p.y : nullptr, L.norm.as<float>(), N, D, eps, p.h, act, T, false, s);
+                launch_add_rmsnorm(p.x, l ? p.y : nullptr, act, L.norm.as<float>(), N, D, eps, p.h, act, T, false, s);
             }
             {
                 Prof pr(im, "linear.in_proj");
@@ -249,7 +249,7 @@ class GpuMamba final : public GpuModel {
         }
         {
             Prof pr(im, "rmsnorm");
-            launch_add_rmsnorm(p.x, layers_.empty() ? nullptr : p.y, norm_f_.as<float>(), N, D, eps, p.hh, head_act_, T,
+            launch_add_rmsnorm(p.x, layers_.empty() ? nullptr : p.y, act, norm_f_.as<float>(), N, D, eps, p.hh, head_act_, T,
                                last_only, s);
         }
         {

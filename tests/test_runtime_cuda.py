@@ -222,7 +222,7 @@ def test_quantized_kv_cache(bits, hadamard, dtype):
         st = m.new_state(1, len(toks))
         outs[m.device] = np.concatenate([m.forward(toks[:7], st)] + [m.forward([t], st) for t in toks[7:]])
     # int4 codes next to a rounding boundary may differ (f16: often; f32: rarely)
-    tol = TOL[dtype] if bits == 8 else {"float32": 1e-3, "float16": 3e-2}[dtype]
+    tol = TOL[dtype] if bits == 8 else {"float32": 2e-2, "float16": 0.15}[dtype]
     close(outs["cuda"], outs["cpu"], f"kv{bits} hadamard={hadamard} {dtype}", tol, argmax=bits == 8)
 
 
@@ -241,8 +241,8 @@ def quant_tol(recipe: str, dtype: str) -> tuple[float, bool]:
     """(tolerance, argmax must agree): 4-bit activation / KV codes can flip at rounding boundaries."""
     four_bit_acts = recipe.startswith(("w4a4", "quarot"))
     if dtype == "float32":
-        return (1e-3, False) if four_bit_acts else (1e-4, True)
-    return (3e-2, False) if four_bit_acts else (TOL["float16"], True)
+        return (2e-2, False) if four_bit_acts else (1e-4, True)
+    return (0.15, False) if four_bit_acts else (TOL["float16"], True)
 
 
 @pytest.mark.cuda
