@@ -20,7 +20,7 @@ import pytest
 import quellm
 from quellm import _core
 from quellm.errors import QuellmError
-from quellm.quant import QuantLinear, supported_pairs
+from quellm.quant import QuantLinear, _hadamard_rows, supported_pairs
 
 PAIRS = supported_pairs()
 NP_DT = {"float32": np.float32, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
@@ -67,7 +67,8 @@ def check(ql, x, act, simt, transform):
         scale = float(np.abs(want).max())
         assert float(np.abs(got - want).max()) <= 3e-2 * scale
     else:
-        bound = np.abs(xr).astype(np.float64) @ np.abs(ql.dequantized_weight()).astype(np.float64).T + 1e-6
+        xt = _hadamard_rows(xr) if transform else xr  # what the weights multiply
+        bound = np.abs(xt).astype(np.float64) @ np.abs(ql.dequantized_weight()).astype(np.float64).T + 1e-6
         err = np.abs(got.astype(np.float64) - want) / bound
         assert float(err.max()) <= FLOAT_TOL[act], f"{lin.kernel}: relative error {err.max()}"
     return lin

@@ -608,6 +608,17 @@ void test_gemm_hd_decode() {
                       (long long)(k + i));
         }
     }
+    for (WCode kind : {WCode::S8, WCode::S4, WCode::E2M1, WCode::OVP}) {  // one 16-byte unit
+        const int E = kind == WCode::S8 ? 16 : 32;
+        const auto qv = randint(size_t(E), -127, 127, 32 + int(kind));
+        std::vector<int8_t> qa(qv.begin(), qv.end());
+        uint32_t wu[4], qu[8];
+        std::memcpy(wu, row.data() + 16, 16);
+        std::memcpy(qu, qa.data(), size_t(E));
+        int32_t want = 5;
+        for (int e = 0; e < E; ++e) want += qa[size_t(e)] * gemm_wcode_at(kind, row.data() + 16, e);
+        CHECK(gemm_unit_dot(kind, wu, qu, 5) == want, "unit dot kind %d", int(kind));
+    }
     CHECK(gemm_dp4a(gemm_pack_s8x4(-128, 127, 3, -4), gemm_pack_s8x4(-128, -128, 5, 7), 10) ==
               10 + 16384 - 16256 + 15 - 28, "dp4a");
     // weight-only codes: int4 unsigned nibble minus zero point, int8 signed
@@ -874,21 +885,336 @@ void test_gemm_hd_fragments() {
     }
 }
 
+// Shared-memory staging of the integer mma kernel: after every thread's fetch + put, the tiles
+// hold the activations and the decoded weights (zeros past M / N), and the warp fragments read
+// from them (warp tile wm, wn of 32 × 32) give the product of the global tile.
+void test_gemm_hd_tiles() {
+    const int64_t M = 70, N = 75, ldq = 128;
+    const auto qv = randint(size_t(M * ldq), -127, 127, 71);
+    std::vector<int8_t> q(qv.begin(), qv.end());
+    const int64_t ldw = 128;
+    const auto wv = randint(size_t(N * ldw), 0, 255, 72);
+    std::vector<uint8_t> w(wv.begin(), wv.end());
+    for (WCode kind : {WCode::S8, WCode::S4, WCode::E2M1, WCode::OVP}) {
+        g_context = "gemm tiles, weight kind " + std::to_string(int(kind));
+        const int64_t m0 = 64, n0 = 64, k0 = 96;  // the ragged corner block: 6 rows, 11 columns left
+        std::vector<int8_t> sA(size_t(kTileBM * kTileLd), 99), sB(size_t(kTileBN * kTileLd), 99);
+        for (int c = 0; c < kTileThreads; ++c) {
+            uint32_t ra[4], rb[4];
+            tile_a_fetch(q.data(), ldq, m0, M, k0, c, ra);
+            tile_b_fetch(kind, w.data(), ldw, n0, N, k0, c, rb);
+            tile_a_put(sA.data(), c, ra);
+            tile_b_put(kind, sB.data(), c, rb);
+        }
+        int bad = 0;
+        for (int r = 0; r < kTileBM; ++r)
+            for (int k = 0; k < kTileBK; ++k) {
+                const int want = m0 + r < M ? q[size_t((m0 + r) * ldq + k0 + k)] : 0;
+                bad += sA[size_t(r * kTileLd + k)] != want;
+            }
+        for (int n = 0; n < kTileBN; ++n)
+            for (int k = 0; k < kTileBK; ++k) {
+                const int want = n0 + n < N ? gemm_wcode_at(kind, w.data() + (n0 + n) * ldw, k0 + k) : 0;
+                bad += sB[size_t(n * kTileLd + k)] != want;
+            }
+        CHECK(bad == 0, "%d staged bytes differ", bad);
+        // fragments of warp (wm, wn) = (1, 0), m-tile 1, n-tile 3, from shared memory
+        const int wm = 1, wn = 0, mt = 1, nt = 3;
+        uint32_t a[32][4], b[32][2];
+        for (int l = 0; l < 32; ++l) {
+            frag_a_s8(sA.data(), kTileLd, wm * 32 + mt * 16, kTileBM, 0, l, a[l]);
+            frag_b_s8(WCode::S8, reinterpret_cast<const uint8_t*>(sB.data()), kTileLd, wn * 32 + nt * 8, kTileBN, 0, l, b[l]);
+        }
+        int32_t D[32][4];
+        emulate_mma<int32_t>(32, doc_k32_a, doc_k32_b, 16, 8,
+                             [&](int l, int i) { return int32_t(int8_t(a[l][i / 4] >> (8 * (i % 4)))); },
+                             [&](int l, int i) { return int32_t(int8_t(b[l][i / 4] >> (8 * (i % 4)))); }, D);
+        int wrong = 0;
+        for (int l = 0; l < 32; ++l)
+            for (int i = 0; i < 4; ++i) {
+                int r, c;
+                mma_c_rc(l, i, r, c);
+                const int64_t gr = m0 + wm * 32 + mt * 16 + r, gc = n0 + wn * 32 + nt * 8 + c;
+                int32_t want = 0;
+                if (gr < M && gc < N)
+                    for (int64_t k = 0; k < 32; ++k)
+                        want += int32_t(q[size_t(gr * ldq + k0 + k)]) * gemm_wcode_at(kind, w.data() + gc * ldw, k0 + k);
+                wrong += D[l][i] != want;
+            }
+        CHECK(wrong == 0, "%d of 128 outputs differ", wrong);
+    }
+}
+
+// The same for the 16-bit tiles of the f16 / bf16 kernel: float weights and weight-only codes.
+void test_gemm_hd_tiles_h() {
+    const int64_t M = 70, N = 75, K = 128, G = 64, NG = K / G;
+    const auto xv = randint(size_t(M * K), -200, 200, 81);
+    std::vector<uint16_t> x(xv.size());
+    for (size_t i = 0; i < x.size(); ++i) x[i] = f32_to_f16(float(xv[i]) / 16);
+    const int64_t ldw = 128;
+    const auto wv = randint(size_t(N * ldw), 0, 255, 82);
+    std::vector<uint8_t> w(wv.begin(), wv.end());
+    const auto zv = randint(size_t(N * NG), 0, 15, 83);
+    std::vector<uint8_t> zeros(zv.begin(), zv.end());
+    for (int variant = 0; variant < 3; ++variant) {  // bf16 int4, f16 int8, float (x as weights)
+        const bool bf16 = variant == 0;
+        const int bits = variant == 0 ? 4 : 8;
+        g_context = "gemm 16-bit tiles, variant " + std::to_string(variant);
+        const int64_t m0 = 64, n0 = 64, k0 = 96;
+        std::vector<uint16_t> sA(size_t(kTileBM * kTileLdH), 0x7777), sB(size_t(kTileBN * kTileLdH), 0x7777);
+        for (int c = 0; c < 2 * kTileThreads; ++c) {
+            uint32_t ra[4], rb[4];
+            tile_h_fetch(x.data(), K, m0, M, k0, c, ra);
+            tile_h_put(sA.data(), c, ra);
+            if (variant == 2) {
+                tile_h_fetch(x.data(), K, n0, M, k0, c, rb);  // a (70, K) float weight matrix
+                tile_h_put(sB.data(), c, rb);
+            } else {
+                tile_wf_fetch(bits, w.data(), ldw, zeros.data(), NG, G, n0, N, k0, c, rb);
+                tile_wf_put(bits, bf16, sB.data(), c, rb);
+            }
+        }
+        int bad = 0;
+        auto val = [&](uint16_t h) { return bf16 && variant != 2 ? bf16_to_f32(h) : f16_to_f32(h); };
+        for (int r = 0; r < kTileBM; ++r)
+            for (int k = 0; k < kTileBK; ++k)
+                bad += sA[size_t(r * kTileLdH + k)] != (m0 + r < M ? x[size_t((m0 + r) * K + k0 + k)] : 0);
+        for (int n = 0; n < kTileBN; ++n)
+            for (int k = 0; k < kTileBK; ++k) {
+                float want;
+                if (variant == 2)
+                    want = n0 + n < M ? f16_to_f32(x[size_t((n0 + n) * K + k0 + k)]) : 0.0f;
+                else
+                    want = n0 + n < N ? float(gemm_wf_code(bits, w.data() + (n0 + n) * ldw, k0 + k,
+                                                           bits == 4 ? zeros[size_t((n0 + n) * NG + (k0 + k) / G)] : 0))
+                                      : 0.0f;
+                bad += val(sB[size_t(n * kTileLdH + k)]) != want;
+            }
+        CHECK(bad == 0, "%d staged values differ", bad);
+    }
+}
+
+// The whole integer tc kernel (gemm_int_tc_kernel) emulated on the CPU: every block's k-steps
+// staged with tile_*_fetch / put, each warp's fragments read from the tiles, the mma emulated over
+// the documented layouts, groups folded with tc_int_fold and outputs placed with tc_tile_rc —
+// equal to QuantLinear::forward bit for bit, for every weight kind, per-token and MX activations.
+std::vector<float> emulate_int_tc(WCode kind, const std::vector<int8_t>& q, int64_t ldq, const std::vector<float>& sa,
+                                  int64_t sa_groups, const std::vector<uint8_t>& w, int64_t ldw,
+                                  const std::vector<float>& scales, const float* bias, int64_t M, int64_t N, int64_t K,
+                                  int64_t G) {
+    std::vector<float> out(size_t(M * N), -1.0f);
+    const int64_t nk = K / kTileBK, kpg = G / kTileBK, NG = K / G;
+    std::vector<int8_t> sA(size_t(kTileBM * kTileLd)), sB(size_t(kTileBN * kTileLd));
+    for (int64_t m0 = 0; m0 < M; m0 += kTileBM)
+        for (int64_t n0 = 0; n0 < N; n0 += kTileBN) {
+            static int32_t acc[4][32][2][4][4];
+            static float y[4][32][2][4][4];
+            std::memset(acc, 0, sizeof(acc));
+            std::memset(y, 0, sizeof(y));
+            for (int64_t kt = 0; kt < nk; ++kt) {
+                for (int c = 0; c < kTileThreads; ++c) {
+                    uint32_t ra[4], rb[4];
+                    tile_a_fetch(q.data(), ldq, m0, M, kt * kTileBK, c, ra);
+                    tile_b_fetch(kind, w.data(), ldw, n0, N, kt * kTileBK, c, rb);
+                    tile_a_put(sA.data(), c, ra);
+                    tile_b_put(kind, sB.data(), c, rb);
+                }
+                for (int warp = 0; warp < 4; ++warp) {
+                    const int wm = warp >> 1, wn = warp & 1;
+                    uint32_t af[32][2][4], bf[32][4][2];
+                    for (int l = 0; l < 32; ++l) {
+                        for (int mt = 0; mt < 2; ++mt) frag_a_s8(sA.data(), kTileLd, wm * 32 + mt * 16, kTileBM, 0, l, af[l][mt]);
+                        for (int nt = 0; nt < 4; ++nt)
+                            frag_b_s8(WCode::S8, reinterpret_cast<const uint8_t*>(sB.data()), kTileLd, wn * 32 + nt * 8,
+                                      kTileBN, 0, l, bf[l][nt]);
+                    }
+                    for (int mt = 0; mt < 2; ++mt)
+                        for (int nt = 0; nt < 4; ++nt) {
+                            int32_t D[32][4];
+                            emulate_mma<int32_t>(
+                                32, doc_k32_a, doc_k32_b, 16, 8,
+                                [&](int l, int i) { return int32_t(int8_t(af[l][mt][i / 4] >> (8 * (i % 4)))); },
+                                [&](int l, int i) { return int32_t(int8_t(bf[l][nt][i / 4] >> (8 * (i % 4)))); }, D);
+                            for (int l = 0; l < 32; ++l)
+                                for (int i = 0; i < 4; ++i) acc[warp][l][mt][nt][i] += D[l][i];
+                        }
+                    if ((kt + 1) % kpg == 0)
+                        for (int l = 0; l < 32; ++l)
+                            tc_int_fold(acc[warp][l], y[warp][l], sa.data(), sa_groups, scales.data(), NG, kt / kpg, M, N,
+                                        m0 + wm * 32, n0 + wn * 32, l);
+                }
+            }
+            for (int warp = 0; warp < 4; ++warp)
+                for (int l = 0; l < 32; ++l)
+                    for (int mt = 0; mt < 2; ++mt)
+                        for (int nt = 0; nt < 4; ++nt)
+                            for (int i = 0; i < 4; ++i) {
+                                int64_t r, c;
+                                tc_tile_rc(m0 + (warp >> 1) * 32, n0 + (warp & 1) * 32, l, mt, nt, i, r, c);
+                                if (r < M && c < N) out[size_t(r * N + c)] = gemm_epi_bias(y[warp][l][mt][nt][i], bias, c);
+                            }
+        }
+    return out;
+}
+
+// The f16 / bf16 tc kernel (gemm_h_tc_kernel) emulated the same way, for float weights (WB 16)
+// and weight-only int4 (asymmetric) / int8 codes. Small dyadic inputs keep every tile sum exact,
+// so the emulation must equal a plain loop doing the same per-group fma(s, acc, y) exactly.
+void test_gemm_hd_h_tc() {
+    const int64_t M = 70, N = 75, K = 192, G = 64, NG = K / G;
+    const auto xv = randint(size_t(M * K), -64, 64, 91);
+    const auto fw = randint(size_t(N * K), -64, 64, 92);
+    const auto cv = randint(size_t(N * 192), 0, 255, 93);
+    const auto zv = randint(size_t(N * NG), 0, 15, 94);
+    const auto sv = randn(size_t(N * NG), 95, 0.1f);
+    for (int variant = 0; variant < 4; ++variant) {  // float f16, float bf16, wf int4 bf16, wf int8 f16
+        const bool bf16 = variant == 1 || variant == 2;
+        const int WB = variant < 2 ? 16 : variant == 2 ? 4 : 8;
+        g_context = "h tc kernel emulation, variant " + std::to_string(variant);
+        auto to_h = [&](float v) { return bf16 ? f32_to_bf16(v) : f32_to_f16(v); };
+        auto from_h = [&](uint32_t h) { return bf16 ? bf16_to_f32(uint16_t(h)) : f16_to_f32(uint16_t(h)); };
+        std::vector<uint16_t> x(size_t(M * K)), wf(size_t(N * K));
+        for (size_t i = 0; i < x.size(); ++i) x[i] = to_h(float(xv[i]) / 16);
+        for (size_t i = 0; i < wf.size(); ++i) wf[i] = to_h(float(fw[i]) / 8);
+        const int64_t ldw = WB == 16 ? K : 192;  // elements (float) or bytes (codes); K = 192 is 16-byte aligned
+        std::vector<uint8_t> codes(cv.begin(), cv.end());
+        std::vector<uint8_t> zeros(zv.begin(), zv.end());
+        const int64_t kG = WB == 16 ? K : G, kNG = K / kG, nk = K / kTileBK, kpg = kG / kTileBK;
+        std::vector<uint16_t> sA(size_t(kTileBM * kTileLdH)), sB(size_t(kTileBN * kTileLdH));
+        std::vector<float> out(size_t(M * N), -1.0f);
+        for (int64_t m0 = 0; m0 < M; m0 += kTileBM)
+            for (int64_t n0 = 0; n0 < N; n0 += kTileBN) {
+                static float acc[4][32][2][4][4], y[4][32][2][4][4];
+                std::memset(acc, 0, sizeof(acc));
+                std::memset(y, 0, sizeof(y));
+                for (int64_t kt = 0; kt < nk; ++kt) {
+                    for (int c = 0; c < 2 * kTileThreads; ++c) {
+                        uint32_t ra[4], rb[4];
+                        tile_h_fetch(x.data(), K, m0, M, kt * kTileBK, c, ra);
+                        tile_h_put(sA.data(), c, ra);
+                        if (WB == 16) {
+                            tile_h_fetch(wf.data(), ldw, n0, N, kt * kTileBK, c, rb);
+                            tile_h_put(sB.data(), c, rb);
+                        } else {
+                            tile_wf_fetch(WB, codes.data(), ldw, zeros.data(), kNG, kG, n0, N, kt * kTileBK, c, rb);
+                            tile_wf_put(WB, bf16, sB.data(), c, rb);
+                        }
+                    }
+                    for (int warp = 0; warp < 4; ++warp) {
+                        const int wm = warp >> 1, wn = warp & 1;
+                        for (int kk = 0; kk < kTileBK; kk += 16) {
+                            uint32_t af[32][2][4], bfr[32][4][2];
+                            for (int l = 0; l < 32; ++l) {
+                                for (int mt = 0; mt < 2; ++mt)
+                                    frag_a_h(sA.data(), kTileLdH, wm * 32 + mt * 16, kTileBM, kk, l, af[l][mt]);
+                                for (int nt = 0; nt < 4; ++nt)
+                                    frag_b_h(sB.data(), kTileLdH, wn * 32 + nt * 8, kTileBN, kk, l, bfr[l][nt]);
+                            }
+                            for (int mt = 0; mt < 2; ++mt)
+                                for (int nt = 0; nt < 4; ++nt) {
+                                    float D[32][4];
+                                    emulate_mma<float>(16, doc_k16_a, doc_k16_b, 8, 4,
+                                                       [&](int l, int i) { return from_h(af[l][mt][i / 2] >> (16 * (i % 2))); },
+                                                       [&](int l, int i) { return from_h(bfr[l][nt][i / 2] >> (16 * (i % 2))); }, D);
+                                    for (int l = 0; l < 32; ++l)
+                                        for (int i = 0; i < 4; ++i)
+                                            (WB == 16 ? y : acc)[warp][l][mt][nt][i] += D[l][i];
+                                }
+                        }
+                        if (WB != 16 && (kt + 1) % kpg == 0)
+                            for (int l = 0; l < 32; ++l)
+                                tc_wf_fold(acc[warp][l], y[warp][l], sv.data(), kNG, kt / kpg, N, n0 + wn * 32, l);
+                    }
+                }
+                for (int warp = 0; warp < 4; ++warp)
+                    for (int l = 0; l < 32; ++l)
+                        for (int mt = 0; mt < 2; ++mt)
+                            for (int nt = 0; nt < 4; ++nt)
+                                for (int i = 0; i < 4; ++i) {
+                                    int64_t r, c;
+                                    tc_tile_rc(m0 + (warp >> 1) * 32, n0 + (warp & 1) * 32, l, mt, nt, i, r, c);
+                                    if (r < M && c < N) out[size_t(r * N + c)] = y[warp][l][mt][nt][i];
+                                }
+            }
+        int bad = 0;
+        for (int64_t m = 0; m < M; ++m)
+            for (int64_t n = 0; n < N; ++n) {
+                float want = 0.0f;
+                for (int64_t g = 0; g < kNG; ++g) {
+                    double a = 0.0;  // exact
+                    for (int64_t k = g * kG; k < (g + 1) * kG; ++k) {
+                        const double wvv = WB == 16 ? double(from_h(wf[size_t(n * K + k)]))
+                                                    : double(gemm_wf_code(WB, codes.data() + n * ldw, k,
+                                                                          WB == 4 ? zeros[size_t(n * kNG + g)] : 0));
+                        a += double(from_h(x[size_t(m * K + k)])) * wvv;
+                    }
+                    want = WB == 16 ? float(a) : fmaf(sv[size_t(n * kNG + g)], float(a), want);
+                }
+                bad += !same_bits(out[size_t(m * N + n)], want);
+            }
+        CHECK(bad == 0, "%d of %lld outputs differ", bad, (long long)(M * N));
+    }
+}
+
+// The integer GEMV kernel emulated: lanes' unit dots (gemm_unit_dot on 16-byte units), the
+// group walk of gemv_group_walk with the warp sum of each group, folded in order.
+std::vector<float> emulate_int_gemv(WCode kind, const std::vector<int8_t>& q, int64_t ldq, const std::vector<float>& sa,
+                                    int64_t sa_groups, const std::vector<uint8_t>& w, int64_t ldw,
+                                    const std::vector<float>& scales, const float* bias, int64_t M, int64_t N, int64_t K,
+                                    int64_t G) {
+    const int E = kind == WCode::S8 ? 16 : 32;
+    const int64_t units = K / E, U = G / E, NG = K / G;
+    std::vector<float> out(size_t(M * N));
+    for (int64_t n = 0; n < N; ++n)
+        for (int64_t m = 0; m < M; ++m) {
+            float y = 0.0f;
+            int32_t carry = 0;
+            for (int64_t base = 0; base < units; base += 32) {
+                int32_t p[32] = {};
+                for (int lane = 0; lane < 32; ++lane) {
+                    const int64_t u = base + lane;
+                    if (u >= units) continue;
+                    uint32_t wu[4], qu[8];
+                    std::memcpy(wu, w.data() + n * ldw + u * 16, 16);
+                    std::memcpy(qu, q.data() + m * ldq + u * E, size_t(E));
+                    p[lane] = gemm_unit_dot(kind, wu, qu, 0);
+                }
+                gemv_group_walk(base, units, U, [&](int64_t g, bool ends) {
+                    for (int lane = 0; lane < 32; ++lane)
+                        if (base + lane < units && (base + lane) / U == g) carry += p[lane];
+                    if (ends) {
+                        y = gemm_epi_group(carry, sa[size_t(m * sa_groups + (sa_groups > 1 ? g : 0))],
+                                           scales[size_t(n * NG + g)], y);
+                        carry = 0;
+                    }
+                });
+            }
+            out[size_t(m * N + n)] = gemm_epi_bias(y, bias, n);
+        }
+    return out;
+}
+
 // The integer device pipeline emulated on the CPU with the helpers the kernels run (canonical
 // codes from export_int, per-token / MX quantization, per-group exact sums folded by
 // gemm_epi_group, bias) equals QuantLinear::forward bit for bit, for every integer pair.
+int64_t ldw_pad(int64_t rowbytes) { return (rowbytes + 15) / 16 * 16; }
+
 void test_gemm_hd_pipeline() {
-    const int64_t N = 21, K = 192, M = 5;
-    auto x = randn(size_t(M * K), 61);
-    x[7] *= 30.0f;
-    const auto bias = randn(size_t(N), 62);
-    struct Case { const char* name; int bits; int kind; AQuant a; int64_t G; };  // kind 0 int, 1 mxfp4, 2 ovp4
-    const Case cases[] = {{"w8a8", 8, 0, AQuant::Int8, 64},  {"w4a8", 4, 0, AQuant::Int8, 32},
-                          {"w4a4", 4, 0, AQuant::Int4, 192}, {"w8a4", 8, 0, AQuant::Int4, 16},
-                          {"w4amx4", 4, 0, AQuant::Mxfp4, 32}, {"w8amx4", 8, 0, AQuant::Mxfp4, 32},
-                          {"wmx4amx4", 4, 1, AQuant::Mxfp4, 32}, {"wmx4a8", 4, 1, AQuant::Int8, 32},
-                          {"wovp4a8", 4, 2, AQuant::Int8, K},   {"wovp4a4", 4, 2, AQuant::Int4, K}};
+    struct Case { const char* name; int bits; int kind; AQuant a; int64_t G; int64_t K; };  // kind 0 int, 1 mxfp4, 2 ovp4
+    // K = 192: one GEMV iteration; K = 1536: groups of 3 and 48 / 96 units straddle the iterations' 32 lanes
+    const Case cases[] = {{"w8a8", 8, 0, AQuant::Int8, 64, 192},  {"w4a8", 4, 0, AQuant::Int8, 32, 192},
+                          {"w4a4", 4, 0, AQuant::Int4, 192, 192}, {"w8a4", 8, 0, AQuant::Int4, 16, 192},
+                          {"w4amx4", 4, 0, AQuant::Mxfp4, 32, 192}, {"w8amx4", 8, 0, AQuant::Mxfp4, 32, 192},
+                          {"wmx4amx4", 4, 1, AQuant::Mxfp4, 32, 192}, {"wmx4a8", 4, 1, AQuant::Int8, 32, 192},
+                          {"wovp4a8", 4, 2, AQuant::Int8, 192, 192},   {"wovp4a4", 4, 2, AQuant::Int4, 192, 192},
+                          {"w4a8 g96", 4, 0, AQuant::Int8, 96, 1536}, {"w8a8 g48", 8, 0, AQuant::Int8, 48, 1536},
+                          {"w8a8 per-channel", 8, 0, AQuant::Int8, 1536, 1536},
+                          {"wovp4a8 K1536", 4, 2, AQuant::Int8, 1536, 1536}};
     for (const Case& c : cases) {
+        const int64_t N = 75, K = c.K, M = 70;  // two block rows and columns of the tc kernel, ragged
+        auto x = randn(size_t(M * K), 61);
+        x[7] *= 30.0f;
+        const auto bias = randn(size_t(N), 62);
         g_context = std::string("device pipeline emulation ") + c.name;
         const int64_t rb = c.bits == 4 ? K / 2 : K;
         const auto cv = randint(size_t(N * rb), c.bits == 8 ? -127 : 0, c.bits == 8 ? 127 : 255, 63);
@@ -952,6 +1278,20 @@ void test_gemm_hd_pipeline() {
         const int64_t i = first_diff(got, want);
         CHECK(i < 0, "differs from QuantLinear::forward at %lld: %g vs %g", (long long)i, i < 0 ? 0.0 : got[size_t(i)],
               i < 0 ? 0.0 : want[size_t(i)]);
+        if (G % kTileBK == 0) {  // the shared-memory tensor-core kernel, block by block
+            std::vector<uint8_t> wpad(size_t(N * ldw_pad(rb)), 0);
+            for (int64_t n = 0; n < N; ++n) std::memcpy(wpad.data() + n * ldw_pad(rb), ec.data() + n * rb, size_t(rb));
+            const auto tc = emulate_int_tc(kind, q, K, sa, mx ? K / 32 : 1, wpad, ldw_pad(rb), es, bias.data(), M, N, K, G);
+            const int64_t j = first_diff(tc, want);
+            CHECK(j < 0, "tc kernel emulation differs from QuantLinear::forward at %lld", (long long)j);
+        }
+        if (G % (kind == WCode::S8 ? 16 : 32) == 0) {  // the GEMV kernel
+            std::vector<uint8_t> wpad(size_t(N * ldw_pad(rb)), 0);
+            for (int64_t n = 0; n < N; ++n) std::memcpy(wpad.data() + n * ldw_pad(rb), ec.data() + n * rb, size_t(rb));
+            const auto gv = emulate_int_gemv(kind, q, K, sa, mx ? K / 32 : 1, wpad, ldw_pad(rb), es, bias.data(), M, N, K, G);
+            const int64_t j = first_diff(gv, want);
+            CHECK(j < 0, "GEMV kernel emulation differs from QuantLinear::forward at %lld", (long long)j);
+        }
     }
 }
 
@@ -968,7 +1308,9 @@ int main() {
                  {"quantize_rows", test_quantize_rows}, {"matmul_f32", test_matmul},  {"quant_linear", test_quant_linear},
                  {"gpu_runtime_ops", test_gpu_runtime_ops},
                  {"gemm_hd_decode", test_gemm_hd_decode}, {"gemm_hd_quant", test_gemm_hd_quant},
-                 {"gemm_hd_frags", test_gemm_hd_fragments}, {"gemm_hd_pipeline", test_gemm_hd_pipeline}};
+                 {"gemm_hd_frags", test_gemm_hd_fragments}, {"gemm_hd_tiles", test_gemm_hd_tiles},
+                 {"gemm_hd_tiles_h", test_gemm_hd_tiles_h},
+                 {"gemm_hd_h_tc", test_gemm_hd_h_tc}, {"gemm_hd_pipeline", test_gemm_hd_pipeline}};
     for (const auto& t : tests) {
         const int before = g_failures;
         try {
