@@ -16,8 +16,8 @@ GPU (--device cuda): prefill and decode tokens/s at batch 1 and 16 (--batch), de
 breakdown timed with CUDA events (one profiled prefill and decode run, without graphs). With
 --recipes the model is also quantized (e.g. "float,w4a16,w4a8,quarot:gptq=false" for float, W4A16,
 W4A8 and W4A4KV4) and each variant is measured. Without a usable GPU it stops with the reason.
-The lm_head runs with f32 activations (f32 logits; a float head then keeps f32 weights): set
-QUELLM_CUDA_F32_HEAD=0 to run it in the activation dtype (half its bytes per decode step).
+The lm_head runs in the activation dtype (logits widened to f32 afterwards); QUELLM_CUDA_F32_HEAD=1
+runs it with f32 activations and weights instead (f32 logits, twice the head's bytes per step).
 
   python bench/bench_runtime.py --device cuda --model SmolLM2-135M --recipes float,w4a16,w4a8,quarot:gptq=false \
       --mamba-130m

@@ -10,7 +10,8 @@
 //     compute in f32;
 //   * every linear (q/k/v/o/gate/up/down, Mamba's in/x/dt/out, lm_head) is a CudaLinear
 //     (cuda/gemm.cu): float weights uploaded as f16/bf16, quantized ones packed, never expanded;
-//   * the lm_head writes f32 logits when the GEMM supports f32 activations, else act (widened);
+//   * the lm_head writes logits in act, widened to f32 for the host (QUELLM_CUDA_F32_HEAD=1: f32
+//     activations and weights for the head, f32 logits straight from the GEMM);
 //   * the KV cache holds act-dtype keys/values, or packed int8/int4 codes with an f32 (scale,
 //     zero) per (token, KV head) — the semantics of cpp/runtime/kv_quant.h, Hadamard included;
 //   * Mamba conv and SSM states are f32.

@@ -84,21 +84,21 @@ CudaLinearPtr upload_linear(const Linear& l, DType act) {
 }
 
 CudaLinearPtr upload_head(const Linear& l, DType act, DType* head_act) {
-    // QUELLM_CUDA_F32_HEAD=0: keep the lm_head in the activation dtype (half the bytes per decode
-    // step for a float head, logits rounded to f16/bf16 before widening).
+    // QUELLM_CUDA_F32_HEAD=1: run the lm_head with f32 activations (f32 logits straight from the
+    // GEMM; a float head then keeps f32 weights — twice the bytes of the largest matrix of a small
+    // model, read at every decode step). Default: the activation dtype, logits widened after.
     const char* env = std::getenv("QUELLM_CUDA_F32_HEAD");
-    if (env && std::string(env) == "0") {
-        *head_act = act;
-        return upload_linear(l, act);
+    if (act != DType::F32 && env && std::string(env) == "1") {
+        try {
+            CudaLinearPtr p = upload_linear(l, DType::F32);
+            *head_act = DType::F32;
+            return p;
+        } catch (const std::invalid_argument&) {
+            // no f32-activation kernel for this head: use act
+        }
     }
-    try {
-        CudaLinearPtr p = upload_linear(l, DType::F32);
-        *head_act = DType::F32;
-        return p;
-    } catch (const std::invalid_argument&) {
-        *head_act = act;
-        return upload_linear(l, act);
-    }
+    *head_act = act;
+    return upload_linear(l, act);
 }
 
 GpuModel::Impl::~Impl() {

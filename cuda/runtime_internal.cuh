@@ -58,9 +58,9 @@ DevMem upload(const void* host, std::size_t bytes, const char* what);
 DevMem upload_as(const float* host, std::size_t n, DType t, const char* what);
 
 // A runtime Linear (cpp/runtime/llama.h) on the device: its QuantLinear as it is, or float
-// weights wrapped in one (kept as f16/bf16 by the GEMM). upload_head tries f32 activations first
-// (f32 logits straight from the GEMM; float weights then stay f32 on the device) and falls back to
-// act; *head_act says which. QUELLM_CUDA_F32_HEAD=0 skips the f32 attempt.
+// weights wrapped in one (kept in the activation dtype by the GEMM). upload_head is the lm_head:
+// in the activation dtype, or with f32 activations when QUELLM_CUDA_F32_HEAD=1 (and the GEMM has
+// such a kernel); *head_act says which.
 CudaLinearPtr upload_linear(const Linear& l, DType act);
 CudaLinearPtr upload_head(const Linear& l, DType act, DType* head_act);
 
