@@ -4,20 +4,22 @@
 // cpp/tests/cuda_emu_rewrite.py turns `kernel<<<grid, block, smem, stream>>>(args)` into
 // `emu::launch(kernel, emu::Cfg{grid, block, smem}, args)` and `extern __shared__ T name[];` into
 // a pointer to the launch's dynamic shared memory; this header (found before the real one) supplies
-// the rest. Blocks run one after another; each block's threads are real threads, so
-// __syncthreads / __syncwarp / __shfl_xor_sync are barriers, and `__shared__` variables are
-// `static` (shared by the block's threads; blocks never overlap). Only what quellm's runtime
+// the rest. Blocks run one after another; each block's threads are fibers switched at barriers
+// (__syncthreads / __syncwarp / __shfl_xor_sync), and `__shared__` variables are `static` (shared by
+// the block's threads; blocks never overlap). A thread runs until its next barrier, so code between
+// barriers is never interleaved: a missing barrier between a write and another thread's read shows
+// up only when the order of threads matters (they run in index order). Only what quellm's runtime
 // kernels use is emulated; anything else fails to compile.
 #pragma once
 
-#include <condition_variable>
+#include <ucontext.h>
+
 #include <cstddef>
+#include <cstdio>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
-#include <mutex>
-#include <thread>
 #include <vector>
 
 #define __global__
@@ -126,21 +128,19 @@ inline cudaError_t cudaFree(void* p) {
 
 namespace emu {
 
+// Every CUDA thread of a block is a fiber (ucontext) on the calling host thread: a fiber runs until
+// it reaches a barrier, then the next one runs; a barrier opens when all its fibers have arrived.
+// Cheap switches, deterministic order, no locks.
 struct Barrier {
-    std::mutex m;
-    std::condition_variable cv;
     unsigned n = 0, count = 0, gen = 0;
-    void wait() {
-        std::unique_lock<std::mutex> lk(m);
-        const unsigned g = gen;
-        if (++count == n) {
-            count = 0;
-            ++gen;
-            cv.notify_all();
-        } else {
-            cv.wait(lk, [&] { return gen != g; });
-        }
-    }
+};
+
+struct Fiber {
+    ucontext_t ctx;
+    std::vector<unsigned char> stack;
+    Barrier* waiting = nullptr;  // blocked on this barrier until its gen passes wait_gen
+    unsigned wait_gen = 0;
+    bool done = false;
 };
 
 struct Ctx {
@@ -148,9 +148,24 @@ struct Ctx {
     Barrier* block_bar = nullptr;
     Barrier* warp_bar = nullptr;
     float* warp_buf = nullptr;  // 32 floats per warp (shuffles)
+    Fiber* self = nullptr;
 };
-inline thread_local Ctx ctx;
+inline Ctx ctx;                       // the running fiber's view
+inline ucontext_t scheduler_ctx;
 inline std::vector<unsigned char> dyn_smem;
+
+inline void barrier_wait(Barrier* b) {
+    if (++b->count == b->n) {  // last to arrive: open it and go on
+        b->count = 0;
+        ++b->gen;
+        return;
+    }
+    Ctx saved = ctx;
+    saved.self->waiting = b;
+    saved.self->wait_gen = b->gen;
+    swapcontext(&saved.self->ctx, &scheduler_ctx);
+    ctx = saved;
+}
 
 struct Cfg {
     dim3 grid, block;
@@ -158,32 +173,80 @@ struct Cfg {
     cudaStream_t stream = nullptr;
 };
 
+struct FiberStart {
+    std::function<void()> fn;
+    Fiber* f;
+};
+inline void fiber_entry(unsigned lo, unsigned hi) {
+    auto* s = reinterpret_cast<FiberStart*>((uintptr_t(hi) << 32) | uintptr_t(lo));
+    s->fn();
+    s->f->done = true;
+    swapcontext(&s->f->ctx, &scheduler_ctx);
+}
+
+// One block: its fibers set up, then run round robin until all are done.
+template <class F, class... Args>
+__attribute__((noinline)) void run_block(const Cfg& c, dim3 blk, std::vector<Fiber>& fibers, F kernel, Args... args) {
+    const unsigned nt = c.block.x * c.block.y * c.block.z, nw = (nt + 31) / 32;
+    dyn_smem.assign(c.smem + 16, 0xCD);  // garbage, as on a GPU
+    Barrier bb;
+    bb.n = nt;
+    std::vector<Barrier> wb(nw);
+    for (unsigned w = 0; w < nw; ++w) wb[w].n = std::min(32u, nt - 32 * w);
+    std::vector<float> buf(32 * nw);
+    std::vector<Ctx> views(nt);
+    std::vector<FiberStart> starts(nt);
+    for (unsigned t = 0; t < nt; ++t) {
+        Fiber& f = fibers[t];
+        f.done = false;
+        f.waiting = nullptr;
+        Ctx& v = views[t];
+        v.thread = dim3(t % c.block.x, (t / c.block.x) % c.block.y, t / (c.block.x * c.block.y));
+        v.block = blk;
+        v.bdim = c.block;
+        v.gdim = c.grid;
+        v.block_bar = &bb;
+        v.warp_bar = &wb[t / 32];
+        v.warp_buf = buf.data() + 32 * (t / 32);
+        v.self = &f;
+        starts[t].fn = [&views, t, kernel, args...] {
+            ctx = views[t];
+            kernel(args...);
+        };
+        starts[t].f = &f;
+        getcontext(&f.ctx);
+        f.ctx.uc_stack.ss_sp = f.stack.data();
+        f.ctx.uc_stack.ss_size = f.stack.size();
+        f.ctx.uc_link = nullptr;
+        const uintptr_t p = reinterpret_cast<uintptr_t>(&starts[t]);
+        makecontext(&f.ctx, reinterpret_cast<void (*)()>(fiber_entry), 2, unsigned(p & 0xffffffffu), unsigned(p >> 32));
+    }
+    for (;;) {
+        bool all_done = true, progressed = false;
+        for (unsigned t = 0; t < nt; ++t) {
+            Fiber& f = fibers[t];
+            if (f.done) continue;
+            all_done = false;
+            if (f.waiting && f.waiting->gen == f.wait_gen) continue;  // its barrier is still closed
+            f.waiting = nullptr;
+            progressed = true;
+            swapcontext(&scheduler_ctx, &f.ctx);
+        }
+        if (all_done) return;
+        if (!progressed) {
+            std::fprintf(stderr, "cuda emulation: deadlock (threads wait at different barriers)\n");
+            std::abort();
+        }
+    }
+}
+
 template <class F, class... Args>
 void launch(F kernel, Cfg c, Args... args) {
-    const unsigned nt = c.block.x * c.block.y * c.block.z, nw = (nt + 31) / 32;
+    std::vector<Fiber> fibers(c.block.x * c.block.y * c.block.z);
+    for (auto& f : fibers) f.stack.resize(256 * 1024);
     for (unsigned bz = 0; bz < c.grid.z; ++bz)
         for (unsigned by = 0; by < c.grid.y; ++by)
-            for (unsigned bx = 0; bx < c.grid.x; ++bx) {
-                dyn_smem.assign(c.smem + 16, 0xCD);  // garbage, as on a GPU
-                Barrier bb;
-                bb.n = nt;
-                std::vector<Barrier> wb(nw);
-                for (unsigned w = 0; w < nw; ++w) wb[w].n = std::min(32u, nt - 32 * w);
-                std::vector<float> buf(32 * nw);
-                std::vector<std::thread> threads;
-                for (unsigned t = 0; t < nt; ++t)
-                    threads.emplace_back([&, t] {
-                        ctx.thread = dim3(t % c.block.x, (t / c.block.x) % c.block.y, t / (c.block.x * c.block.y));
-                        ctx.block = dim3(bx, by, bz);
-                        ctx.bdim = c.block;
-                        ctx.gdim = c.grid;
-                        ctx.block_bar = &bb;
-                        ctx.warp_bar = &wb[t / 32];
-                        ctx.warp_buf = buf.data() + 32 * (t / 32);
-                        kernel(args...);
-                    });
-                for (auto& th : threads) th.join();
-            }
+            for (unsigned bx = 0; bx < c.grid.x; ++bx) run_block(c, dim3(bx, by, bz), fibers, kernel, args...);
 }
 
 }  // namespace emu
@@ -193,14 +256,15 @@ void launch(F kernel, Cfg c, Args... args) {
 #define blockDim (::emu::ctx.bdim)
 #define gridDim (::emu::ctx.gdim)
 
-inline void __syncthreads() { emu::ctx.block_bar->wait(); }
-inline void __syncwarp(unsigned = 0xffffffffu) { emu::ctx.warp_bar->wait(); }
+inline void __syncthreads() { emu::barrier_wait(emu::ctx.block_bar); }
+inline void __syncwarp(unsigned = 0xffffffffu) { emu::barrier_wait(emu::ctx.warp_bar); }
 inline float __shfl_xor_sync(unsigned, float v, int o) {
     const unsigned lane = (threadIdx.x + threadIdx.y * blockDim.x) % 32;
-    emu::ctx.warp_buf[lane] = v;
-    emu::ctx.warp_bar->wait();
-    const float r = emu::ctx.warp_buf[lane ^ unsigned(o)];
-    emu::ctx.warp_bar->wait();
+    float* buf = emu::ctx.warp_buf;
+    buf[lane] = v;
+    __syncwarp();
+    const float r = buf[lane ^ unsigned(o)];
+    __syncwarp();
     return r;
 }
 template <class T>
