@@ -9,7 +9,7 @@
 //     copy, f32 widening, length advance;
 //   * whole forward passes of cuda/runtime_llama.cu and cuda/runtime_mamba.cu (with mamba.cu's
 //     conv/scan kernels) against llama_forward / mamba_forward on random models: prefill, decode
-//     steps (the graph path falls back to plain launches here), chunks after a past, batches,
+//     steps replayed from (emulated) CUDA graphs or launched plainly, chunks after a past, batches,
 //     f32 and int8/int4 KV caches with Hadamard, sliding window, biases, tied heads, the device
 //     state read back. The linear layers are a stand-in running QuantLinear::forward on the host
 //     (cuda/gemm.cu has its own tests), so this checks the runtime's orchestration: buffer sizes,
@@ -42,11 +42,14 @@ std::size_t cuda_linear_workspace_bytes(const CudaLinear& L, long long M) {
     return std::size_t(M) * std::size_t(L.q.K + L.q.N) * sizeof(float);
 }
 void cuda_linear_forward(const CudaLinear& L, const void* x, long long M, void* y, void* workspace, void*) {
-    float* xf = static_cast<float*>(workspace);
-    float* yf = xf + M * L.q.K;
-    for (long long i = 0; i < M * L.q.K; ++i) xf[i] = load_as_f32(x, i, L.act);
-    L.q.forward(xf, M, yf);
-    for (long long i = 0; i < M * L.q.N; ++i) store_from_f32(y, i, yf[i], L.act);
+    const CudaLinear* lp = &L;
+    emu::enqueue([=] {  // recorded like a kernel while a graph is captured
+        float* xf = static_cast<float*>(workspace);
+        float* yf = xf + M * lp->q.K;
+        for (long long i = 0; i < M * lp->q.K; ++i) xf[i] = load_as_f32(x, i, lp->act);
+        lp->q.forward(xf, M, yf);
+        for (long long i = 0; i < M * lp->q.N; ++i) store_from_f32(y, i, yf[i], lp->act);
+    });
 }
 std::string cuda_linear_kernel(const CudaLinear& L) { return "host:" + L.q.kernel(); }
 std::size_t cuda_linear_nbytes(const CudaLinear& L) { return L.q.nbytes(); }
@@ -344,12 +347,13 @@ struct LlamaCase {
     bool hadamard, bias, tied;
     int64_t window;
     DType act;
+    bool graphs;
 };
 
 void run_llama_case(const LlamaCase& k) {
     const std::string name = std::string("llama kv") + std::to_string(k.bits) + (k.hadamard ? " had" : "") +
                              (k.bias ? " bias" : "") + (k.tied ? " tied" : "") + " win" + std::to_string(k.window) +
-                             (k.act == DType::F32 ? " f32" : " f16");
+                             (k.act == DType::F32 ? " f32" : " f16") + (k.graphs ? " graphs" : "");
     LlamaConfig c;
     c.dim = 32;
     c.hidden_dim = 48;
@@ -383,6 +387,7 @@ void run_llama_case(const LlamaCase& k) {
 
     RuntimeOptions opt;
     opt.act = k.act;
+    opt.graphs = k.graphs;
     auto gm = gpu_llama(c, w, opt);
     const int64_t B = 2, S = 20, V = c.vocab_size;
     auto gs = gm->new_state(B, S);
@@ -432,7 +437,8 @@ void run_llama_case(const LlamaCase& k) {
         }
     auto prof = gm->profile_ms();
     CHECK(prof.size() >= 8, "%s: %zu profiled kernel kinds", name.c_str(), prof.size());
-    CHECK(gm->graph_replays() == 0, "%s: no graph can run in the emulation", name.c_str());
+    // 3 decode steps (one ran with profiling on, so plain): replayed from the graph when enabled.
+    CHECK(gm->graph_replays() == (k.graphs ? 3u : 0u), "%s: %zu graph replays", name.c_str(), gm->graph_replays());
     gs->truncate(2);
     CHECK(gs->len() == 2, "%s: truncate", name.c_str());
 }
@@ -492,6 +498,7 @@ void run_mamba_case(DType act, bool tied, bool conv_bias) {
             CHECK(e <= tol, "%s: T=%lld all=%d: logits max rel err %.3g", name.c_str(), (long long)T, int(all), e);
         }
     }
+    CHECK(gm->graph_replays() == 6u, "%s: %zu graph replays", name.c_str(), gm->graph_replays());
     for (int64_t b = 0; b < B; ++b)
         for (int64_t l = 0; l < c.n_layers; ++l) {
             std::vector<float> conv(size_t(Di * (c.d_conv - 1))), ssm(size_t(Di * Ns));
@@ -507,9 +514,10 @@ void run_mamba_case(DType act, bool tied, bool conv_bias) {
 
 void test_forward() {
     const LlamaCase cases[] = {
-        {0, false, true, false, 0, DType::F32}, {0, false, false, true, 3, DType::F32},
-        {8, true, true, false, 0, DType::F32},  {4, true, false, true, 0, DType::F32},
-        {0, false, true, false, 0, DType::F16}, {4, false, false, false, 4, DType::F16},
+        {0, false, true, false, 0, DType::F32, true},  {0, false, false, true, 3, DType::F32, true},
+        {8, true, true, false, 0, DType::F32, true},   {4, true, false, true, 0, DType::F32, false},
+        {0, false, true, false, 0, DType::F16, true},  {4, false, false, false, 4, DType::F16, true},
+        {0, false, true, false, 0, DType::F32, false},
     };
     for (const LlamaCase& k : cases) run_llama_case(k);
     run_mamba_case(DType::F32, true, true);

@@ -49,12 +49,45 @@ using cudaGraphExec_t = void*;
 enum cudaStreamCaptureMode { cudaStreamCaptureModeThreadLocal = 0 };
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 0 };
 inline cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
-inline cudaError_t cudaGraphExecDestroy(cudaGraphExec_t) { return cudaSuccess; }
-inline cudaError_t cudaGraphDestroy(cudaGraph_t) { return cudaSuccess; }
-inline cudaError_t cudaGraphLaunch(cudaGraphExec_t, cudaStream_t) { return cudaErrorEmulation; }
-inline cudaError_t cudaStreamBeginCapture(cudaStream_t, cudaStreamCaptureMode) { return cudaErrorEmulation; }
-inline cudaError_t cudaStreamEndCapture(cudaStream_t, cudaGraph_t*) { return cudaErrorEmulation; }
-inline cudaError_t cudaGraphInstantiate(cudaGraphExec_t*, cudaGraph_t, unsigned long long = 0) { return cudaErrorEmulation; }
+// Graphs: while a stream is captured, launches (and emu::enqueue'd host work) are recorded as
+// closures with their arguments by value — what a CUDA graph bakes in — and a graph launch replays
+// them. So a value the host passes by argument instead of through device memory replays stale.
+namespace emu {
+struct Graph {
+    std::vector<std::function<void()>> ops;
+};
+inline Graph* capturing = nullptr;
+inline void enqueue(std::function<void()> op) {
+    if (capturing) capturing->ops.push_back(std::move(op));
+    else op();
+}
+}  // namespace emu
+inline cudaError_t cudaStreamBeginCapture(cudaStream_t, cudaStreamCaptureMode) {
+    if (emu::capturing) return cudaErrorEmulation;
+    emu::capturing = new emu::Graph;
+    return cudaSuccess;
+}
+inline cudaError_t cudaStreamEndCapture(cudaStream_t, cudaGraph_t* g) {
+    *g = emu::capturing;
+    emu::capturing = nullptr;
+    return *g ? cudaSuccess : cudaErrorEmulation;
+}
+inline cudaError_t cudaGraphInstantiate(cudaGraphExec_t* e, cudaGraph_t g, unsigned long long = 0) {
+    *e = new emu::Graph(*static_cast<emu::Graph*>(g));
+    return cudaSuccess;
+}
+inline cudaError_t cudaGraphDestroy(cudaGraph_t g) {
+    delete static_cast<emu::Graph*>(g);
+    return cudaSuccess;
+}
+inline cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e) {
+    delete static_cast<emu::Graph*>(e);
+    return cudaSuccess;
+}
+inline cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t) {
+    for (auto& op : static_cast<emu::Graph*>(e)->ops) op();
+    return cudaSuccess;
+}
 template <class F>
 cudaError_t cudaFuncSetAttribute(F, cudaFuncAttribute, int) { return cudaSuccess; }
 // The "device" is host memory; streams run synchronously (launches complete before returning).
@@ -79,6 +112,7 @@ inline cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t, cudaEvent_t) {
     return cudaSuccess;
 }
 inline cudaError_t cudaMemcpy(void* d, const void* s, std::size_t n, cudaMemcpyKind) {
+    if (emu::capturing) return cudaErrorEmulation;  // not captured by this emulation
     if (n) std::memmove(d, s, n);
     return cudaSuccess;
 }
@@ -86,6 +120,7 @@ inline cudaError_t cudaMemcpyAsync(void* d, const void* s, std::size_t n, cudaMe
     return cudaMemcpy(d, s, n, k);
 }
 inline cudaError_t cudaMemset(void* d, int v, std::size_t n) {
+    if (emu::capturing) return cudaErrorEmulation;
     std::memset(d, v, n);
     return cudaSuccess;
 }
@@ -242,11 +277,13 @@ __attribute__((noinline)) void run_block(const Cfg& c, dim3 blk, std::vector<Fib
 
 template <class F, class... Args>
 void launch(F kernel, Cfg c, Args... args) {
-    std::vector<Fiber> fibers(c.block.x * c.block.y * c.block.z);
-    for (auto& f : fibers) f.stack.resize(256 * 1024);
-    for (unsigned bz = 0; bz < c.grid.z; ++bz)
-        for (unsigned by = 0; by < c.grid.y; ++by)
-            for (unsigned bx = 0; bx < c.grid.x; ++bx) run_block(c, dim3(bx, by, bz), fibers, kernel, args...);
+    enqueue([=] {
+        std::vector<Fiber> fibers(c.block.x * c.block.y * c.block.z);
+        for (auto& f : fibers) f.stack.resize(256 * 1024);
+        for (unsigned bz = 0; bz < c.grid.z; ++bz)
+            for (unsigned by = 0; by < c.grid.y; ++by)
+                for (unsigned bx = 0; bx < c.grid.x; ++bx) run_block(c, dim3(bx, by, bz), fibers, kernel, args...);
+    });
 }
 
 }  // namespace emu
