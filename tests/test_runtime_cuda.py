@@ -94,6 +94,17 @@ def test_cli_device_option(capsys):
     assert "no usable CUDA device" in capsys.readouterr().err
 
 
+@no_gpu_only
+def test_bench_without_gpu_stops_with_the_reason():
+    import subprocess
+    import sys
+
+    bench = Path(__file__).parent.parent / "bench" / "bench_runtime.py"
+    r = subprocess.run([sys.executable, str(bench), "--device", "cuda", "--mamba-130m"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and "--device cuda" in r.stderr and "CUDA" in r.stderr
+
+
 # ---- on the GPU -----------------------------------------------------------------------------------
 def ref(name):
     return np.load(FIXTURES / name / "reference.npz")
