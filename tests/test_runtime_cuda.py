@@ -266,7 +266,8 @@ def test_quantized_models_match_cpu(llama3, recipe, dtype, tmp_path):
     cpu = quellm.load(tmp_path / "q")
     gpu = quellm.load(tmp_path / "q", device="cuda", dtype=dtype)
     assert gpu.recipe.to_json() == cpu.recipe.to_json()
-    assert set(gpu.linear_kernels) >= {l.kernel for l in cpu.quant_layers.values()}
+    # the low-bit layers keep their kernel; float layers (with a transform) run in the GPU dtype
+    assert set(gpu.linear_kernels) >= {l.kernel for l in cpu.quant_layers.values()} - {"f32"}
     tol, argmax = quant_tol(recipe, dtype)
     toks = np.random.default_rng(2).integers(0, m.vocab_size, (2, 12))
     close(gpu.forward(toks), cpu.forward(toks), f"{recipe} {dtype}", tol, argmax)
