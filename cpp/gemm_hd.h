@@ -150,6 +150,17 @@ QUELLM_HD QUELLM_INLINE int gemm_wf_code(int bits, const uint8_t* row, int64_t k
     return int(k % 2 ? byte >> 4 : byte & 15u) - z;
 }
 
+// (code − zero) of the elements of one 16-byte weight-only unit as floats: int8 16 elements,
+// int4 32 (element e of word j = e / 8 at bits 4·(e % 8)); the weight-only GEMV's decode.
+template <int WB>
+QUELLM_HD QUELLM_INLINE void gemm_wf_unit(const uint32_t w[4], int z, float c[WB == 8 ? 16 : 32]) {
+    constexpr int E = WB == 8 ? 16 : 32;
+    for (int e = 0; e < E; ++e) {
+        const uint32_t word = w[e / (E / 4)];
+        c[e] = WB == 8 ? float(int8_t(word >> (8 * (e % 4)))) : float(int((word >> (4 * (e % 8))) & 15u) - z);
+    }
+}
+
 // ---- activation quantization (shared with cpp/gemm.cpp) ----------------------------------------
 
 // Per-token symmetric: sa = clip·max|x| / qmax, 1 for an all-zero row.

@@ -97,7 +97,8 @@ void format_decode_cuda_host_planes(const FormatParams& p);
 // f16/bf16, int8/int4/MXFP4/OVP4 codes packed for the device kernels — never dequantized to float
 // in device memory), with its bias, activation quantizer and online Hadamard transform. The
 // forward allocates nothing and does not synchronize, so it can be captured in a CUDA graph: the
-// caller passes a workspace of cuda_linear_workspace_bytes(L, M) bytes (device memory).
+// caller passes a workspace of cuda_linear_workspace_bytes(L, M) bytes (device memory, 256-byte
+// aligned; a workspace sized for M serves every smaller M).
 struct CudaLinear;  // opaque, defined in cuda/gemm.cu
 struct CudaLinearDeleter {
     void operator()(CudaLinear* p) const noexcept;

@@ -14,8 +14,9 @@
 // each group's int32 sum exactly and fold groups in order with y = fma(acc, sa·sw, y), like
 // gemm_int_ref, so with f32 activations and no transform they match the CPU bit for bit.
 //
-// Versions: SIMT references in this file (one thread per output, any shape), tensor-core and
-// GEMV kernels in gemm_mma.cu (taken when the shape fits; see gemm_kernels.cuh).
+// Versions: SIMT references in this file (one thread per output, any shape; cuda_linear_force_simt
+// runs only these), a tiled f32 SIMT GEMM for float / weight-only shapes the others do not take,
+// tensor-core kernels in gemm_mma.cu and GEMV kernels in gemm_gemv.cu (see gemm_kernels.cuh).
 // Non-finite activations: the CPU quantizer throws; the device one cannot (no sync), so a row with
 // NaN/Inf gets a NaN scale and its outputs are NaN. Weight-only and float layers propagate them.
 #include <cmath>
@@ -26,11 +27,10 @@
 #include "common.cuh"
 #include "cuda_api.h"
 #include "gemm_kernels.cuh"
+#include "gemm_layout.h"
 #include "quant_linear.h"
 
 namespace quellm::cuda {
-
-enum class LinearKind { Float, Wf, Int };
 
 struct CudaLinear {
     LinearKind kind = LinearKind::Float;
@@ -161,6 +161,69 @@ __global__ void gemm_float_simt_kernel(GemmArgs a) {
     }
 }
 
+// Tiled SIMT f32 GEMM for float / weight-only layers outside the tensor-core and GEMV kernels
+// (f32 activations with M > 8, odd K, groups that are not a multiple of 16): 64 × 64 block tiles,
+// k-steps of 16 through shared memory, 4 × 4 outputs per thread; weights dequantized to f32 while
+// staging, w = (code − zero)·s as gemm_wf_ref multiplies them. Any K, any G.
+template <int WB>  // 32: float weights (act dtype); 8 / 4: weight-only codes
+__global__ void __launch_bounds__(256) gemm_f32_tiled_kernel(GemmArgs a) {
+    __shared__ float sx[16][65];  // [k][m]
+    __shared__ float sw[16][65];  // [k][n]
+    const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+    const int64_t m0 = int64_t(blockIdx.y) * 64, n0 = int64_t(blockIdx.x) * 64;
+    float acc[4][4] = {};
+    for (int64_t k0 = 0; k0 < a.K; k0 += 16) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int idx = tid + 256 * j, rr = idx / 16, kk = idx % 16;
+            const int64_t k = k0 + kk, m = m0 + rr, n = n0 + rr;
+            sx[kk][rr] = m < a.M && k < a.K ? load_as_f32(a.x, m * a.K + k, a.xt) : 0.0f;
+            float wv = 0.0f;
+            if (n < a.N && k < a.K) {
+                if constexpr (WB == 32) {
+                    wv = load_as_f32(a.w, n * a.ldw + k, a.act);
+                } else {
+                    const int64_t g = k / a.G;
+                    const int z = WB == 4 ? int(a.zeros[n * a.NG + g]) : 0;
+                    wv = float(gemm_wf_code(WB, static_cast<const uint8_t*>(a.w) + n * a.ldw, k, z)) *
+                         a.scales[n * a.NG + g];
+                }
+            }
+            sw[kk][rr] = wv;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < 16; ++kk) {
+            float xr[4], wc[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) xr[i] = sx[kk][ty + 16 * i], wc[i] = sw[kk][tx + 16 * i];
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(xr[i], wc[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int64_t m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
+            if (m < a.M && n < a.N) store_from_f32(a.y, m * a.N + n, gemm_epi_bias(acc[i][j], a.bias, n), a.act);
+        }
+}
+
+void launch_f32_tiled(const GemmArgs& a, LinearKind kind, cudaStream_t stream) {
+    const dim3 grid(unsigned(ceil_div(a.N, 64)), unsigned(ceil_div(a.M, 64)));
+    if (kind == LinearKind::Float)
+        gemm_f32_tiled_kernel<32><<<grid, 256, 0, stream>>>(a);
+    else if (a.wbits == 8)
+        gemm_f32_tiled_kernel<8><<<grid, 256, 0, stream>>>(a);
+    else
+        gemm_f32_tiled_kernel<4><<<grid, 256, 0, stream>>>(a);
+    CUDA_CHECK_LAUNCH();
+}
+
 void launch_simt(const GemmArgs& a, LinearKind kind, cudaStream_t stream) {
     const dim3 grid(unsigned(ceil_div(a.N, 128)), unsigned(std::min<int64_t>(a.M, 65535)));
     if (kind == LinearKind::Int)
@@ -196,81 +259,30 @@ Workspace workspace_layout(const CudaLinear& L, int64_t M) {
     return w;
 }
 
-const char* dtype_str(DType t) { return t == DType::F32 ? "f32" : t == DType::F16 ? "f16" : "bf16"; }
-
 }  // namespace
 
 // ---- upload -----------------------------------------------------------------------------------
 
 CudaLinearPtr cuda_linear_upload(const QuantLinear& q, DType act) {
-    QUELLM_CHECK(act == DType::F32 || act == DType::F16 || act == DType::BF16,
-                 "cuda_linear_upload: act must be F32, F16 or BF16");
-    QUELLM_CHECK(q.N >= 1 && q.K >= 1, "cuda_linear_upload: empty layer");
     CudaLinearPtr L(new CudaLinear);
     L->act = act;
     L->N = q.N;
     L->K = q.K;
     L->aq = q.aq;
     L->a_clip = q.a_clip;
-    const int64_t N = q.N, K = q.K;
+    const int64_t K = q.K;
 
-    // Host images of each device array, then one allocation.
-    std::vector<uint8_t> w_img, zeros_img;
-    std::vector<float> scales_img;
-    if (q.w_bits == 32) {
-        QUELLM_CHECK(q.aq == AQuant::None, "cuda_linear_upload: no device kernel for f32 weights with quantized "
-                     "activations");
-        L->kind = LinearKind::Float;
-        L->G = K;
-        L->NG = 1;
-        L->name = dtype_str(act);
-        const int esz = act == DType::F32 ? 4 : 2;
-        L->ldw = int64_t(align_up(size_t(K), 16 / esz * 2));  // rows 16-byte aligned (32 for f32)
-        w_img.assign(size_t(N * L->ldw * esz), 0);
-        const std::vector<float>& wf = q.f32_weight();
-        for (int64_t n = 0; n < N; ++n)
-            for (int64_t k = 0; k < K; ++k) {
-                const float v = wf[size_t(n * K + k)];
-                uint8_t* dst = w_img.data() + (n * L->ldw + k) * esz;
-                if (act == DType::F32) {
-                    std::memcpy(dst, &v, 4);
-                } else {
-                    const uint16_t h = act == DType::F16 ? f32_to_f16(v) : f32_to_bf16(v);
-                    std::memcpy(dst, &h, 2);
-                }
-            }
-    } else {
-        std::vector<uint8_t> codes;
-        std::vector<float> zeros;
-        q.export_int(codes, scales_img, zeros);
-        L->wbits = q.w_bits;
-        L->G = q.group;
-        QUELLM_CHECK(L->G >= 1 && K % L->G == 0, "cuda_linear_upload: group ", L->G, " does not divide K = ", K);
-        L->NG = K / L->G;
-        L->name = q.kernel();
-        const int64_t rowbytes = q.w_bits == 4 ? K / 2 : K;
-        L->ldw = int64_t(align_up(size_t(rowbytes), 16));
-        const bool asym = !zeros.empty();
-        w_img.assign(size_t(N * L->ldw), q.w_bits == 4 && q.aq == AQuant::None ? 0x88 : 0);
-        for (int64_t n = 0; n < N; ++n) std::memcpy(w_img.data() + n * L->ldw, codes.data() + n * rowbytes, size_t(rowbytes));
-        if (q.aq == AQuant::None) {
-            QUELLM_CHECK(!q.w_mxfp4 && !q.w_ovp4, "cuda_linear_upload: no weight-only MXFP4/OVP4 kernel");
-            L->kind = LinearKind::Wf;
-            if (q.w_bits == 4) {  // unsigned nibbles u and zero points z: w = (u − z)·s
-                zeros_img.resize(scales_img.size());
-                for (size_t i = 0; i < zeros_img.size(); ++i) zeros_img[i] = asym ? uint8_t(zeros[i]) : 8;
-                if (!asym)
-                    for (int64_t n = 0; n < N; ++n)
-                        for (int64_t j = 0; j < rowbytes; ++j) w_img[size_t(n * L->ldw + j)] ^= 0x88;
-            }
-        } else {
-            QUELLM_CHECK(!asym, "cuda_linear_upload: integer-activation kernels need symmetric weights");
-            L->kind = LinearKind::Int;
-            L->wcode = q.w_mxfp4 ? WCode::E2M1 : q.w_ovp4 ? WCode::OVP : q.w_bits == 4 ? WCode::S4 : WCode::S8;
-            QUELLM_CHECK(q.aq != AQuant::Mxfp4 || (L->G == 32 && K % 32 == 0), "cuda_linear_upload: MXFP4 activations "
-                         "need weight groups of 32");
-        }
-    }
+    LinearImage img = linear_image(q, act);
+    L->kind = img.kind;
+    L->G = img.G;
+    L->NG = img.NG;
+    L->ldw = img.ldw;
+    L->wbits = img.wbits;
+    L->wcode = img.wcode;
+    L->name = img.name;
+    const std::vector<uint8_t>& w_img = img.w;
+    const std::vector<float>& scales_img = img.scales;
+    const std::vector<uint8_t>& zeros_img = img.zeros;
     const std::vector<float>& bias = q.bias();
     const HadamardSpec& h = q.hadamard;
     if (h.m) {
@@ -328,6 +340,8 @@ void cuda_linear_forward(const CudaLinear& L, const void* x, long long M, void* 
     const Workspace ws = workspace_layout(L, M);
     QUELLM_CHECK(ws.total == 0 || workspace != nullptr, "cuda_linear_forward: a workspace of ", ws.total,
                  " bytes is required for M = ", M);
+    QUELLM_CHECK(reinterpret_cast<uintptr_t>(workspace) % 256 == 0, "cuda_linear_forward: the workspace must be "
+                 "256-byte aligned (as cudaMalloc returns)");
     cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
     uint8_t* wsp = static_cast<uint8_t*>(workspace);
 
@@ -387,10 +401,15 @@ void cuda_linear_forward(const CudaLinear& L, const void* x, long long M, void* 
         }
         CUDA_CHECK_LAUNCH();
         if (g_force_simt || !gemm_int_fast(a, L.cc_major, stream, &path)) launch_simt(a, L.kind, stream);
-    } else if (L.kind == LinearKind::Wf) {
-        if (g_force_simt || !gemm_wf_fast(a, stream, &path)) launch_simt(a, L.kind, stream);
-    } else {
-        if (g_force_simt || !gemm_float_fast(a, stream, &path)) launch_simt(a, L.kind, stream);
+    } else {  // float or weight-only
+        const bool fast = !g_force_simt && (L.kind == LinearKind::Wf ? gemm_wf_fast(a, stream, &path)
+                                                                     : gemm_float_fast(a, stream, &path));
+        if (!fast) {
+            if (!g_force_simt && ceil_div(M, 64) <= 65535)
+                launch_f32_tiled(a, L.kind, stream);
+            else
+                launch_simt(a, L.kind, stream);
+        }
     }
     (void)path;
 }

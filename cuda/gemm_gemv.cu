@@ -94,12 +94,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemm_wf_gemv_kernel(GemmArgs a) {
         const uint4 wv = *reinterpret_cast<const uint4*>(wrow + u * 16);
         const uint32_t wu[4] = {wv.x, wv.y, wv.z, wv.w};
         float c[E];
-#pragma unroll
-        for (int e = 0; e < E; ++e) {
-            const uint32_t word = wu[e / (E / 4)];
-            const int sh = WB == 8 ? 8 * (e % 4) : 4 * (e % 8);
-            c[e] = WB == 8 ? float(int8_t(word >> sh)) : float(int((word >> sh) & 15u) - z);
-        }
+        gemm_wf_unit<WB>(wu, z, c);
 #pragma unroll
         for (int r = 0; r < MR; ++r)
             if (r < mr) {

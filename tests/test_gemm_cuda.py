@@ -102,7 +102,7 @@ def test_hadamard(w_format, a_format, M):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("M", [1, 3, 512])
+@pytest.mark.parametrize("M", [1, 3, 6, 512])
 @pytest.mark.parametrize("act", ["float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("case", ["f32 odd K", "int8 odd K", "int4 asym", "int4 g8", "int8 g4 a8", "int4 a4 g64",
                                   "int4 a8 per-channel", "int8 a8 big"])

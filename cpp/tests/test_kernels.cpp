@@ -21,6 +21,7 @@
 #include "fwht.h"
 #include "gemm.h"
 #include "gemm_hd.h"
+#include "gemm_layout.h"
 #include "matmul.h"
 #include "quant_linear.h"
 #include "runtime/kv_quant.h"
@@ -621,6 +622,17 @@ void test_gemm_hd_decode() {
     }
     CHECK(gemm_dp4a(gemm_pack_s8x4(-128, 127, 3, -4), gemm_pack_s8x4(-128, -128, 5, 7), 10) ==
               10 + 16384 - 16256 + 15 - 28, "dp4a");
+    {  // weight-only GEMV unit decode = gemm_wf_code element by element
+        uint32_t wu[4];
+        std::memcpy(wu, row.data() + 32, 16);
+        float c4[32], c8[16];
+        gemm_wf_unit<4>(wu, 5, c4);
+        gemm_wf_unit<8>(wu, 0, c8);
+        int wrong = 0;
+        for (int e = 0; e < 32; ++e) wrong += c4[e] != float(gemm_wf_code(4, row.data() + 32, e, 5));
+        for (int e = 0; e < 16; ++e) wrong += c8[e] != float(gemm_wf_code(8, row.data() + 32, e, 0));
+        CHECK(wrong == 0, "wf unit decode: %d wrong", wrong);
+    }
     // weight-only codes: int4 unsigned nibble minus zero point, int8 signed
     const uint8_t wrow[2] = {0x3C, 0xF0};
     CHECK(gemm_wf_code(4, wrow, 0, 8) == 4 && gemm_wf_code(4, wrow, 1, 8) == -5 && gemm_wf_code(4, wrow, 3, 2) == 13,
@@ -1194,6 +1206,116 @@ std::vector<float> emulate_int_gemv(WCode kind, const std::vector<int8_t>& q, in
     return out;
 }
 
+// The device image of cuda_linear_upload (cuda/gemm_layout.h) read the way the SIMT reference
+// kernels read it gives QuantLinear::forward: bit for bit for integer activations, to float
+// rounding (of the weights in the activation dtype) for float and weight-only layers.
+void test_gemm_layout() {
+    using cuda::DType;
+    using cuda::LinearImage;
+    using cuda::LinearKind;
+    const int64_t N = 21, M = 3;
+    struct Case { const char* name; int kind; int bits; int64_t K, G; bool asym; AQuant a; };  // kind 0 f32, 1 int, 2 mx, 3 ovp
+    const Case cases[] = {{"f32 odd K", 0, 32, 77, 0, false, AQuant::None}, {"w8a16 odd K", 1, 8, 77, 77, false, AQuant::None},
+                          {"w4a16 sym", 1, 4, 96, 32, false, AQuant::None}, {"w4a16 asym", 1, 4, 96, 16, true, AQuant::None},
+                          {"w4a16 asym K=34", 1, 4, 34, 34, true, AQuant::None},
+                          {"w4a8", 1, 4, 96, 32, false, AQuant::Int8}, {"w8a4", 1, 8, 96, 48, false, AQuant::Int4},
+                          {"wmx4amx4", 2, 4, 96, 32, false, AQuant::Mxfp4}, {"wovp4a4", 3, 4, 96, 96, false, AQuant::Int4}};
+    for (const Case& c : cases) {
+        const int64_t K = c.K, NG = c.G ? K / c.G : 1;
+        const auto x = randn(size_t(M * K), 101);
+        const auto wf = randn(size_t(N * K), 102);
+        const auto cv = randint(size_t(N * K), c.bits == 8 ? -127 : 0, c.bits == 8 ? 127 : 255, 103);
+        std::vector<uint8_t> codes(cv.size());
+        for (size_t i = 0; i < cv.size(); ++i) codes[i] = uint8_t(cv[i]);
+        const auto sc = randn(size_t(N * NG), 104, 0.05f);
+        const auto zi = randint(size_t(N * NG), 0, 15, 105);
+        const std::vector<float> zf(zi.begin(), zi.end());
+        const auto bias = randn(size_t(N), 106);
+        QuantLinear ql;
+        if (c.kind == 0) {
+            ql = QuantLinear::from_f32(wf.data(), N, K);
+        } else if (c.kind == 2) {
+            const auto e = randint(size_t(N * K / 32), 118, 130, 107);
+            std::vector<uint8_t> e8(e.begin(), e.end());
+            ql = QuantLinear::from_mx4(codes.data(), e8.data(), N, K, c.a);
+        } else if (c.kind == 3) {
+            const auto s = randn(size_t(N), 108, 0.01f);
+            ql = QuantLinear::from_ovp4(codes.data(), s.data(), N, K, c.a, 0.9f);
+        } else {
+            ql = QuantLinear::from_int(c.bits, codes.data(), sc.data(), c.asym ? zf.data() : nullptr, N, K, c.G, c.a, 0.9f);
+        }
+        ql.set_bias(bias.data());
+        std::vector<float> want(size_t(M * N));
+        ql.forward(x.data(), M, want.data());
+        for (DType act : {DType::F32, DType::F16, DType::BF16}) {
+            g_context = std::string("device image ") + c.name + " act " + std::to_string(int(act));
+            const LinearImage img = cuda::linear_image(ql, act);
+            CHECK(img.ldw % (img.kind == LinearKind::Float ? (act == DType::F32 ? 8 : 16) : 16) == 0, "row padding");
+            CHECK(img.name == (c.kind == 0 ? std::string(act == DType::F32 ? "f32" : act == DType::F16 ? "f16" : "bf16")
+                                           : ql.kernel()), "name %s", img.name.c_str());
+            double worst = 0.0;
+            int bad = 0;
+            for (int64_t m = 0; m < M; ++m) {
+                std::vector<int8_t> q(static_cast<size_t>(K));
+                std::vector<float> sa(static_cast<size_t>(K / 32 + 1));
+                if (img.kind == LinearKind::Int) {
+                    const float* r = x.data() + m * K;
+                    if (c.a == AQuant::Mxfp4) {
+                        for (int64_t b = 0; b < K / 32; ++b) {
+                            float amax = 0.0f;
+                            for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(r[b * 32 + i]));
+                            const int sh = gemm_mx4_shared(amax);
+                            sa[size_t(b)] = gemm_mx4_scale(sh);
+                            for (int i = 0; i < 32; ++i) q[size_t(b * 32 + i)] = gemm_mx4_elem(r[b * 32 + i], sh);
+                        }
+                    } else {
+                        const int qmax = c.a == AQuant::Int8 ? 127 : 7;
+                        float amax = 0.0f;
+                        for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(r[k]));
+                        sa[0] = gemm_act_scale(amax, ql.a_clip, qmax);
+                        for (int64_t k = 0; k < K; ++k) q[size_t(k)] = gemm_act_quant(r[k], sa[0], qmax);
+                    }
+                }
+                for (int64_t n = 0; n < N; ++n) {
+                    const uint8_t* row = img.w.data() + n * img.ldw * (img.kind == LinearKind::Float ? (act == DType::F32 ? 4 : 2) : 1);
+                    float y = 0.0f;
+                    double yd = 0.0, size = 0.0;
+                    for (int64_t g = 0; g < img.NG; ++g) {
+                        if (img.kind == LinearKind::Int) {
+                            int32_t acc = 0;
+                            for (int64_t k = g * img.G; k < (g + 1) * img.G; ++k) acc += q[size_t(k)] * gemm_wcode_at(img.wcode, row, k);
+                            y = gemm_epi_group(acc, sa[size_t(c.a == AQuant::Mxfp4 ? g : 0)], img.scales[size_t(n * img.NG + g)], y);
+                        } else {
+                            for (int64_t k = g * img.G; k < (g + 1) * img.G; ++k) {
+                                double wv;
+                                if (img.kind == LinearKind::Float) {
+                                    uint16_t h;
+                                    std::memcpy(&h, row + k * 2, 2);
+                                    float f;
+                                    std::memcpy(&f, row + k * 4, 4);
+                                    wv = act == DType::F32 ? f : act == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
+                                } else {
+                                    const int z = img.wbits == 4 ? img.zeros[size_t(n * img.NG + g)] : 0;
+                                    wv = double(gemm_wf_code(img.wbits, row, k, z)) * img.scales[size_t(n * img.NG + g)];
+                                }
+                                yd += wv * x[size_t(m * K + k)];
+                                size += std::fabs(wv * x[size_t(m * K + k)]);
+                            }
+                        }
+                    }
+                    if (img.kind == LinearKind::Int) {
+                        bad += !same_bits(gemm_epi_bias(y, bias.data(), n), want[size_t(m * N + n)]);
+                    } else {
+                        worst = std::max(worst, std::fabs(yd + bias[size_t(n)] - want[size_t(m * N + n)]) / std::max(size, 1e-30));
+                    }
+                }
+            }
+            const double tol = img.kind == LinearKind::Float && act != DType::F32 ? (act == DType::F16 ? 1e-3 : 8e-3) : 1e-5;
+            CHECK(bad == 0 && worst <= tol, "%d integer outputs differ, worst relative error %g", bad, worst);
+        }
+    }
+}
+
 // The integer device pipeline emulated on the CPU with the helpers the kernels run (canonical
 // codes from export_int, per-token / MX quantization, per-group exact sums folded by
 // gemm_epi_group, bias) equals QuantLinear::forward bit for bit, for every integer pair.
@@ -1310,7 +1432,7 @@ int main() {
                  {"gemm_hd_decode", test_gemm_hd_decode}, {"gemm_hd_quant", test_gemm_hd_quant},
                  {"gemm_hd_frags", test_gemm_hd_fragments}, {"gemm_hd_tiles", test_gemm_hd_tiles},
                  {"gemm_hd_tiles_h", test_gemm_hd_tiles_h},
-                 {"gemm_hd_h_tc", test_gemm_hd_h_tc}, {"gemm_hd_pipeline", test_gemm_hd_pipeline}};
+                 {"gemm_hd_h_tc", test_gemm_hd_h_tc}, {"gemm_layout", test_gemm_layout}, {"gemm_hd_pipeline", test_gemm_hd_pipeline}};
     for (const auto& t : tests) {
         const int before = g_failures;
         try {
