@@ -31,6 +31,7 @@ using namespace quellm;
 // Kernel families bound in their own files (bindings_<family>.cpp).
 void bind_formats(py::module_& m);
 void bind_quant(py::module_& m);
+void bind_runtime_cuda(py::module_& m);  // bindings_runtime_cuda.cpp (empty without CUDA)
 
 namespace {
 
@@ -377,6 +378,23 @@ struct CudaLinearHolder {
 
 }  // namespace
 
+// For bindings_runtime_cuda.cpp: the config and weights behind a runtime model object
+// (_core.LlamaModel / _core.MambaModel), or false for another object.
+bool runtime_llama_of(const py::handle& o, const LlamaConfig** c, const LlamaWeights** w) {
+    if (!py::isinstance<PyLlama>(o)) return false;
+    const PyLlama& m = o.cast<const PyLlama&>();
+    *c = &m.cfg;
+    *w = &m.w;
+    return true;
+}
+bool runtime_mamba_of(const py::handle& o, const MambaConfig** c, const MambaWeights** w) {
+    if (!py::isinstance<PyMamba>(o)) return false;
+    const PyMamba& m = o.cast<const PyMamba&>();
+    *c = &m.cfg;
+    *w = &m.w;
+    return true;
+}
+
 PYBIND11_MODULE(_core, m) {
     m.doc() = "quellm's compiled kernels and runtime (private; use the quellm package)";
     m.attr("__version__") = QUELLM_VERSION;
@@ -405,6 +423,7 @@ PYBIND11_MODULE(_core, m) {
     });
     bind_formats(m);
     bind_quant(m);
+    bind_runtime_cuda(m);
 
     // ---- ISA and threads -------------------------------------------------------------------
     m.def("cpu_features", &cpu_dict, "CPU feature flags found by cpuid/xgetbv.");

@@ -24,6 +24,9 @@
 #include "gemm_layout.h"
 #include "matmul.h"
 #include "quant_linear.h"
+#include "runtime/kv_quant.h"
+#include "runtime/ops.h"
+#include "runtime_ops.h"  // cuda/: the GPU runtime's __host__ __device__ arithmetic
 
 using namespace quellm;
 
@@ -449,6 +452,169 @@ void test_quant_linear() {
     }
 }
 
+
+// ---- GPU runtime arithmetic (cuda/runtime_ops.h) against the CPU runtime's functions ----------
+// The CUDA kernels call exactly these helpers; here they run on the CPU.
+
+// Attention of one query over keys [start, n) the way cuda/runtime_kernels.cu does it: key tiles
+// of `tile` merged with SoftmaxAcc, optionally split into chunks of `chunk` positions whose
+// partials are merged afterwards (decode).
+std::vector<float> attn_emulate(const float* q, const float* K, const float* V, int64_t n, int64_t start, int64_t hd,
+                                int64_t tile, int64_t chunk) {
+    const float scale = 1.0f / std::sqrt(float(hd));
+    struct Part {
+        rt::SoftmaxAcc sa;
+        std::vector<float> acc;
+    };
+    std::vector<Part> parts;
+    for (int64_t c0 = 0; c0 < n; c0 += chunk) {
+        Part pt;
+        pt.acc.assign(static_cast<size_t>(hd), 0.0f);
+        const int64_t lo = std::max(start, c0), hi = std::min(n, c0 + chunk);
+        for (int64_t k0 = lo; k0 < hi; k0 += tile) {
+            std::vector<float> s;
+            float mt = -INFINITY;
+            for (int64_t p = k0; p < std::min(hi, k0 + tile); ++p) {
+                float a = 0.0f;
+                for (int64_t d = 0; d < hd; ++d) a += q[d] * K[p * hd + d];
+                s.push_back(a * scale);
+                mt = std::max(mt, s.back());
+            }
+            float lt = 0.0f;
+            for (float& v : s) lt += (v = std::exp(v - mt));
+            float fa, fb;
+            pt.sa.merge(mt, lt, &fa, &fb);
+            for (int64_t d = 0; d < hd; ++d) {
+                float o = 0.0f;
+                for (size_t j = 0; j < s.size(); ++j) o += s[j] * V[(k0 + int64_t(j)) * hd + d];
+                pt.acc[size_t(d)] = pt.acc[size_t(d)] * fa + o * fb;
+            }
+        }
+        parts.push_back(pt);
+    }
+    std::vector<float> out(static_cast<size_t>(hd));
+    for (int64_t d = 0; d < hd; ++d) {
+        rt::SoftmaxAcc sa;
+        float o = 0.0f;
+        for (const Part& pt : parts) {
+            float fa, fb;
+            sa.merge(pt.sa.m, pt.sa.l, &fa, &fb);
+            o = o * fa + pt.acc[size_t(d)] * fb;
+        }
+        out[size_t(d)] = o / sa.l;
+    }
+    return out;
+}
+
+void test_gpu_runtime_ops() {
+    // RMSNorm scale.
+    for (int64_t d : {1, 7, 64, 576}) {
+        g_context = "rms_inv d=" + std::to_string(d);
+        auto x = randn(static_cast<size_t>(d), uint32_t(d)), w = randn(static_cast<size_t>(d), uint32_t(d + 1));
+        std::vector<float> want(static_cast<size_t>(d));
+        rmsnorm(want.data(), x.data(), w.data(), d, 1e-5f);
+        float ss = 0.0f;
+        for (float v : x) ss += v * v;
+        const float inv = rt::rms_inv(ss, d, 1e-5f);
+        double err = 0;
+        for (int64_t i = 0; i < d; ++i) err = std::max(err, double(std::fabs(x[size_t(i)] * inv * w[size_t(i)] - want[size_t(i)])));
+        CHECK(err < 1e-5, "max err %g", err);
+    }
+    // RoPE pairs vs rope_rotate_half, positions up to 100k.
+    for (int64_t hd : {2, 16, 64, 128}) {
+        g_context = "rope_pair hd=" + std::to_string(hd);
+        std::vector<float> f(static_cast<size_t>(hd / 2));
+        for (int64_t i = 0; i < hd / 2; ++i) f[size_t(i)] = std::pow(10000.0f, -2.0f * float(i) / float(hd));
+        for (int64_t pos : {0, 1, 5, 4095, 100000}) {
+            auto v = randn(static_cast<size_t>(hd), uint32_t(hd + pos)), w = v;
+            rope_rotate_half(v.data(), f.data(), hd, pos);
+            for (int64_t i = 0; i < hd / 2; ++i) rt::rope_pair(&w[size_t(i)], &w[size_t(i + hd / 2)], pos, f[size_t(i)]);
+            double err = 0;
+            for (int64_t i = 0; i < hd; ++i) err = std::max(err, double(std::fabs(v[size_t(i)] - w[size_t(i)])));
+            CHECK(err < 1e-6, "pos %lld: max err %g", (long long)pos, err);
+        }
+    }
+    // In-place head FWHT (butterfly stages, then the scale) vs fwht_ref: bit for bit.
+    for (int64_t n = 2; n <= 512; n *= 2) {
+        g_context = "fwht_butterfly n=" + std::to_string(n);
+        auto x = randn(static_cast<size_t>(n), uint32_t(n)), want = x, got = x;
+        const float sc = float(1.0 / std::sqrt(double(n)));
+        fwht_ref(FwhtParams{x.data(), want.data(), 1, n, n, 1, nullptr, sc});
+        for (int64_t h = 1; h < n; h *= 2)
+            for (int64_t j = 0; j < n / 2; ++j) rt::fwht_butterfly(got.data(), h, j);
+        for (float& v : got) v *= sc;
+        CHECK(first_diff(got, want) < 0, "first differing element %lld", (long long)first_diff(got, want));
+    }
+    // KV quantizer in parts (block min/max → params → one code per thread) vs kv_quant_row.
+    for (int bits : {8, 4}) {
+        for (float clip : {1.0f, 0.9f}) {
+            for (int kind = 0; kind < 5; ++kind) {
+                const int64_t n = 64;
+                g_context = "kv_quant bits=" + std::to_string(bits) + " clip=" + std::to_string(clip) + " kind=" +
+                            std::to_string(kind);
+                auto x = randn(static_cast<size_t>(n), uint32_t(kind * 31 + bits));
+                if (kind == 1) std::fill(x.begin(), x.end(), 0.0f);        // all zero
+                if (kind == 2) x[5] = 300.0f;                              // outlier
+                if (kind == 3) for (float& v : x) v = std::fabs(v);        // one-sided
+                if (kind == 4) std::fill(x.begin(), x.end(), -2.5f);       // constant
+                std::vector<uint8_t> want(static_cast<size_t>(n)), got(static_cast<size_t>(n), 0);
+                float s = 0, z = 0;
+                CHECK(kv_quant_row(x.data(), n, bits, clip, want.data(), &s, &z), "kv_quant_row failed");
+                float mn = 0.0f, mx = 0.0f;
+                for (int64_t i = n - 1; i >= 0; --i) {  // any order
+                    mn = std::fmin(mn, x[size_t(i)]);
+                    mx = std::fmax(mx, x[size_t(i)]);
+                }
+                const rt::KvQParams p = rt::kv_quant_params(mn, mx, bits, clip);
+                CHECK(same_bits(p.s, s) && same_bits(p.z, z), "params (%g, %g) vs (%g, %g)", p.s, p.z, s, z);
+                const int64_t rb = bits == 4 ? n / 2 : n;
+                for (int64_t j = 0; j < rb; ++j)
+                    got[size_t(j)] = bits == 8 ? rt::kv_quant_code(x[size_t(j)], p, 8)
+                                               : uint8_t(rt::kv_quant_code(x[size_t(2 * j)], p, 4) |
+                                                         (rt::kv_quant_code(x[size_t(2 * j + 1)], p, 4) << 4));
+                CHECK(std::memcmp(got.data(), want.data(), size_t(rb)) == 0, "codes differ");
+                std::vector<float> deq(static_cast<size_t>(n));
+                kv_dequant_row(want.data(), n, bits, s, z, deq.data());
+                bool same = true;
+                for (int64_t i = 0; i < n; ++i) same = same && same_bits(rt::kv_dequant(want.data(), i, bits, s, z), deq[size_t(i)]);
+                CHECK(same, "dequantized values differ");
+            }
+        }
+    }
+    // Sliding-window start, as llama.cpp's runtime computes it.
+    g_context = "attn_window_start";
+    for (int64_t pos : {0, 3, 100})
+        for (int64_t w : {0, 1, 4, 200})
+            CHECK(rt::attn_window_start(pos, w) == (w > 0 ? std::max<int64_t>(0, pos - w + 1) : 0), "pos %lld w %lld",
+                  (long long)pos, (long long)w);
+    // Tiled / split online softmax vs the plain softmax of the CPU runtime.
+    for (int64_t n : {1, 5, 33, 100, 300}) {
+        for (int64_t win : {0, 7}) {
+            const int64_t hd = 16, start = rt::attn_window_start(n - 1, win);
+            g_context = "attention n=" + std::to_string(n) + " window=" + std::to_string(win);
+            auto q = randn(static_cast<size_t>(hd), 1), K = randn(static_cast<size_t>(n * hd), 2, 2.0f), V = randn(static_cast<size_t>(n * hd), 3);
+            std::vector<float> sc(static_cast<size_t>(n - start));
+            for (int64_t p = start; p < n; ++p) {
+                float a = 0.0f;
+                for (int64_t d = 0; d < hd; ++d) a += q[size_t(d)] * K[size_t(p * hd + d)];
+                sc[size_t(p - start)] = a * (1.0f / std::sqrt(float(hd)));
+            }
+            softmax(sc.data(), n - start);
+            std::vector<float> want(static_cast<size_t>(hd), 0.0f);
+            for (int64_t p = start; p < n; ++p)
+                for (int64_t d = 0; d < hd; ++d) want[size_t(d)] += sc[size_t(p - start)] * V[size_t(p * hd + d)];
+            for (int64_t chunk : {n, int64_t(64), int64_t(16)}) {
+                auto got = attn_emulate(q.data(), K.data(), V.data(), n, start, hd, 32, chunk);
+                double err = 0;
+                for (int64_t d = 0; d < hd; ++d) err = std::max(err, double(std::fabs(got[size_t(d)] - want[size_t(d)])));
+                CHECK(err < 1e-5, "chunk %lld: max err %g", (long long)chunk, err);
+            }
+        }
+    }
+    g_context = "swiglu";
+    for (float g : {-30.0f, -1.0f, 0.0f, 0.5f, 12.0f})
+        CHECK(std::fabs(rt::swiglu(g, 1.5f) - silu(g) * 1.5f) <= 1e-6f * std::fabs(silu(g) * 1.5f) + 1e-30f, "g %g", g);
+}
 
 // ---- CUDA linear layer arithmetic (gemm_hd.h), run on the CPU -----------------------------------
 //
@@ -1313,6 +1479,7 @@ int main() {
     } tests[] = {{"fwht", test_fwht},           {"int4_packing", test_int4_packing}, {"gemm_int", test_gemm_int},
                  {"gemm_mx8", test_gemm_mx8},
                  {"quantize_rows", test_quantize_rows}, {"matmul_f32", test_matmul},  {"quant_linear", test_quant_linear},
+                 {"gpu_runtime_ops", test_gpu_runtime_ops},
                  {"gemm_hd_decode", test_gemm_hd_decode}, {"gemm_hd_quant", test_gemm_hd_quant},
                  {"gemm_hd_frags", test_gemm_hd_fragments}, {"gemm_hd_tiles", test_gemm_hd_tiles},
                  {"gemm_hd_tiles_h", test_gemm_hd_tiles_h},

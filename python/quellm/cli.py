@@ -11,6 +11,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ._info import format_info
 from .errors import QuellmError
@@ -97,6 +98,20 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
+                   help="where the model runs: cpu (default), cuda (the GPU runtime), auto (GPU if usable)")
+    p.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default="float16",
+                   help="GPU activation dtype (default float16)")
+    p.add_argument("--no-graphs", action="store_true", help="GPU: launch decode steps without CUDA graphs")
+
+
+def _load_on(path: str, args: argparse.Namespace) -> Any:
+    from . import load
+
+    return load(path, device=args.device, dtype=args.dtype, graphs=not args.no_graphs)
+
+
 def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="model directory or .gguf file")
     p.add_argument("--prompt", required=True, help="text to continue")
@@ -106,15 +121,16 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
+    _device_args(p)
 
 
 @command("generate", "continue a prompt, streaming the text; prints tokens/s", _generate_args)
 def _generate(args: argparse.Namespace) -> int:
-    from . import load, set_num_threads
+    from . import set_num_threads
 
     if args.threads:
         set_num_threads(args.threads)
-    model = load(args.path)
+    model = _load_on(args.path, args)
     print(args.prompt, end="", flush=True)
     out = model.generate(args.prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                          top_p=args.top_p, seed=args.seed,
@@ -134,11 +150,12 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-windows", type=int, default=None)
     p.add_argument("--against", default=None, help="reference model directory: also report KL and top-1 agreement")
     p.add_argument("--threads", type=int, default=None)
+    _device_args(p)
 
 
 @command("eval", "perplexity on a text file; with --against, KL divergence and top-1 agreement", _eval_args)
 def _eval(args: argparse.Namespace) -> int:
-    from . import compare, load, perplexity, set_num_threads
+    from . import compare, perplexity, set_num_threads
 
     if args.threads:
         set_num_threads(args.threads)
@@ -146,10 +163,10 @@ def _eval(args: argparse.Namespace) -> int:
         text = open(args.data, encoding="utf-8").read()
     except (OSError, UnicodeDecodeError) as e:
         raise QuellmError(f"{args.data}: cannot read text: {e}") from None
-    model = load(args.path)
+    model = _load_on(args.path, args)
     kw = dict(ctx=args.ctx, stride=args.stride, max_windows=args.max_windows)
     if args.against:
-        c = compare(model, load(args.against), text, **kw)
+        c = compare(model, _load_on(args.against, args), text, **kw)
         print(f"perplexity {c.perplexity_model:.4f} (reference {c.perplexity_reference:.4f}) over {c.tokens} tokens")
         print(f"KL(reference || model) {c.kl:.5f} nats/token, top-1 agreement {100 * c.top1_agreement:.2f} %")
     else:

@@ -9,11 +9,12 @@ from typing import Any
 from ..errors import CheckpointError
 from ..io import LlamaConfig, MambaConfig, load_checkpoint
 from .base import CausalLM, GenerationResult, sample_next
+from .gpu import GpuModel, GpuSeqState
 from .llama import LlamaModel, LlamaState
 from .mamba import MambaModel, MambaSeqState
 from .quantized import is_quantized_checkpoint, load_quantized
 
-__all__ = ["CausalLM", "GenerationResult", "LlamaModel", "LlamaState", "MambaModel", "MambaSeqState", "load", "sample_next"]
+__all__ = ["CausalLM", "GenerationResult", "GpuModel", "GpuSeqState", "LlamaModel", "LlamaState", "MambaModel", "MambaSeqState", "load", "sample_next"]
 
 
 def _tokenizer(path: Path | None) -> Any:
@@ -27,7 +28,7 @@ def _tokenizer(path: Path | None) -> Any:
         raise CheckpointError(f"{path}: cannot load tokenizer: {e}") from None
 
 
-def load(path: str | os.PathLike[str]) -> CausalLM:
+def load(path: str | os.PathLike[str], device: str = "cpu", *, dtype: str = "float16", graphs: bool = True) -> CausalLM:
     """Load a model: a Hugging Face directory (config.json + safetensors + optional
     tokenizer.json) or a ``.gguf`` file (llama/qwen2 architectures; dequantized to float32 in
     memory — ``quellm convert`` writes it out once instead).
@@ -38,9 +39,27 @@ def load(path: str | os.PathLike[str]) -> CausalLM:
     Supported: ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``,
     ``MambaForCausalLM``.
 
+    ``device``: ``"cpu"`` (default), ``"cuda"`` (the GPU runtime; ``dtype`` and ``graphs`` as in
+    :meth:`CausalLM.to`) or ``"auto"`` (the GPU when one is usable, else the CPU with a message).
+
     Raises:
         CheckpointError: anything wrong with the files, or an architecture quellm cannot run.
+        QuellmError: ``device="cuda"`` without a usable GPU or CUDA build, or out of GPU memory.
     """
+    from .gpu import _check_device, resolve_device
+
+    dev = _check_device(device)
+    if dev == "cuda":
+        from .gpu import require_gpu
+
+        require_gpu()  # fail before reading the checkpoint
+    model = _load_cpu(path)
+    if dev == "cpu" or (dev == "auto" and resolve_device("auto") == "cpu"):
+        return model
+    return model.to("cuda" if dev == "cuda" else "auto", dtype=dtype, graphs=graphs)
+
+
+def _load_cpu(path: str | os.PathLike[str]) -> CausalLM:
     p = Path(path)
     if p.suffix.lower() == ".gguf" and p.is_file():
         from tokenizers import Tokenizer

@@ -96,6 +96,8 @@ class CausalLM:
     """
 
     family = "base"
+    #: Where the forward pass runs: "cpu" (this class) or "cuda" (:class:`quellm.models.gpu.GpuModel`).
+    device = "cpu"
     embedding_name = ""
     #: The recipe a quantized model was made with (None: float model).
     recipe: Any = None
@@ -107,6 +109,24 @@ class CausalLM:
         self.config = config
         self.tokenizer = tokenizer
         self.path = Path(path) if path is not None else None
+
+    # ---- device --------------------------------------------------------------------------------
+    def to(self, device: str = "cuda", *, dtype: str = "float16", graphs: bool = True) -> "CausalLM":
+        """This model on ``device``: ``"cpu"`` (itself), ``"cuda"`` (a new GPU model with the same
+        API; weights uploaded once — float layers as ``dtype``, quantized layers packed as they
+        are) or ``"auto"`` (the GPU when one is usable, else the CPU with a message on stderr).
+
+        ``dtype``: the GPU activation dtype, "float16" (default), "bfloat16" or "float32" (float
+        weights then stay float32 too). ``graphs``: replay
+        decode steps from CUDA graphs (also disabled by ``QUELLM_CUDA_GRAPHS=0``).
+
+        Raises:
+            QuellmError: ``"cuda"`` without CUDA in this build, without a usable GPU (missing,
+                compute capability below 8.0), or out of device memory.
+        """
+        from .gpu import to_device
+
+        return to_device(self, device, dtype=dtype, graphs=graphs)
 
     # ---- quantized models ----------------------------------------------------------------------
     def with_quantized(self, tensors: dict[str, np.ndarray], quant: dict[str, Any], recipe: Any) -> "CausalLM":
