@@ -110,7 +110,7 @@ def test_gptq_recipe(tmp_path):
         err[name] = float(np.abs(q.forward(toks) - ref).mean())
     q.save(tmp_path / "g")
     np.testing.assert_array_equal(quellm.load(tmp_path / "g").forward(toks), q.forward(toks))
-    assert q.recipe.linear.w_method == "gptq" and q.recipe.name.endswith("gptq")
+    assert q.recipe.linear.w_method == "gptq" and q.recipe.name.endswith("gptq-clip")
     assert err["gptq:group=16,sym=true"] < err["w4a16:group=16,sym=true,w_clip=1.0"], err
 
 

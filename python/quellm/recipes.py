@@ -219,10 +219,11 @@ def ovp4(a_bits: int | str = 8, a_clip: float = 1.0, hadamard: bool = False) -> 
 
 
 def gptq(w_bits: int = 4, a_bits: int = 16, group: int | None = 128, sym: bool | None = None, damp: float = 0.01,
-         a_clip: float = 1.0, hadamard: bool = False, act_order: bool = False, w_clip: float | str = 1.0) -> Recipe:
+         a_clip: float = 1.0, hadamard: bool = False, act_order: bool = False, w_clip: float | str = "search") -> Recipe:
     """GPTQ weights (§8; Hessians XᵀX layer by layer with ``quantize(data=...)``, or from one float
     calibration pass with ``xtx=True``), ``a_bits`` activations. Asymmetric int4 for weight-only,
-    else symmetric. ``w_clip="search"``: QuaRot's clip-ratio search for each group's grid."""
+    else symmetric. ``w_clip="search"`` (default): QuaRot's clip-ratio search for each group's grid
+    (SmolLM2-135M W4A16 g128, layer by layer: perplexity 66.4 vs 70.2 with the full range)."""
     sym = (a_bits != 16 or w_bits != 4) if sym is None else sym
     r = rtn(w_bits, a_bits, group, sym, 1.0, a_clip, hadamard)
     spec = dataclasses.replace(r.linear, w_method="gptq", damp=float(damp), act_order=bool(act_order), w_clip=w_clip)
