@@ -1364,6 +1364,21 @@ void test_gemm_layout() {
             CHECK(bad == 0 && worst <= tol, "%d integer outputs differ, worst relative error %g", bad, worst);
         }
     }
+    // Activation formats the device kernels do not have yet are refused at upload, not run wrong.
+    g_context = "device image refuses CPU-only activations";
+    for (AQuant a : {AQuant::Mxfp8, AQuant::Ovp4}) {
+        const auto codes = randint(size_t(16 * 32), 0, 255, 109);
+        std::vector<uint8_t> c8(codes.begin(), codes.end());
+        const auto sc = randn(size_t(16), 110, 0.05f);
+        const QuantLinear ql = QuantLinear::from_int(4, c8.data(), sc.data(), nullptr, 16, 64, 32, a, 1.0f);
+        bool threw = false;
+        try {
+            (void)cuda::linear_image(ql, cuda::DType::F16);
+        } catch (const std::invalid_argument&) {
+            threw = true;
+        }
+        CHECK(threw, "linear_image accepted activation format %d", int(a));
+    }
 }
 
 // The integer device pipeline emulated on the CPU with the helpers the kernels run (canonical
