@@ -198,7 +198,7 @@ def main() -> None:
             quellm.set_num_threads(th)
             pre, dec = measure(m, args.prefill, args.decode)
             rows.append([name, th, pre, dec])
-    table(["model", "threads", f"prefill{args.prefill} tok/s", f"decode tok/s"], rows, [22, 7, 18, 12])
+    table(["model", "threads", f"prefill{args.prefill} tok/s", "decode tok/s"], rows, [22, 7, 18, 12])
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ few KB each so mutations stay cheap. Deterministic: running it again rewrites th
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import tempfile

@@ -58,7 +58,7 @@ def check(ql, x, act, simt, transform):
     lin, got = run_device(ql, x, act, simt)
     xr = x.astype(NP_DT[act]).astype(np.float32)  # what the device reads
     want = ql(xr)
-    w_format, a_format = ql.spec.w_format, ql.spec.a_format
+    a_format = ql.spec.a_format
     assert got.shape == want.shape and got.dtype == NP_DT[act]
     got = got.astype(np.float32)
     if a_format != "none" and transform is None:
