@@ -167,9 +167,8 @@ float ovp_search_scale(FormatType type, const float* x, int64_t n, const int* ks
 // ovp_search_scale on each of `rows` rows of x (rows, K), OpenMP over rows: s (rows), mse (rows).
 void ovp_search_scales(FormatType type, const float* x, int64_t rows, int64_t K, const int* ks, int nk,
                        bool keep_larger, float* s, double* mse);
-// The k grid of the reference search (75, 77, ..., 249) and the short one of the runtime OVP4
-// activation quantizer (quantize_rows_ovp4).
-extern const int kOvpSearchK[88];
+// The k grid of the runtime OVP4 activation quantizer (quantize_rows_ovp4); the reference search
+// walks k = 75, 77, ..., 249 (formats.OVP_SEARCH_K).
 extern const int kOvpActSearchK[8];
 
 }  // namespace quellm

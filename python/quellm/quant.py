@@ -77,7 +77,9 @@ class LinearSpec:
         w_sym: symmetric weights (``False``: asymmetric int4 with zero points, weight-only).
         w_clip: weight clip ratio in (0, 1], or ``"search"``: per output channel, the ratio of
             :data:`CLIP_GRID` that minimises the layer's output error on calibration statistics.
-        a_format: ``"none"`` (float activations), ``"int8"`` or ``"int4"`` (dynamic per token).
+        a_format: ``"none"`` (float activations), ``"int8"`` or ``"int4"`` (dynamic per token),
+            ``"mxfp4"`` / ``"mxfp8"`` (OCP MX E2M1 / E4M3 blocks of 32) or ``"ovp4"`` (OliVe pairs
+            per token); :func:`supported_pairs` lists the weight × activation pairs.
         a_clip: activation clip ratio in (0, 1] (QuaRot uses 0.9 at 4 bits).
         transform: ``None`` or ``"hadamard"`` (rotate the input by H/√n online, the weights offline).
         w_method: ``"rtn"`` (round to nearest) or ``"gptq"`` (GPTQ, needs the input XᵀX).
