@@ -131,17 +131,24 @@ IntPacked gemm_ovp4_repack(const uint8_t* codes, const float* scales, int64_t N,
     return w;
 }
 
+namespace {
+// max |x| of one MX block of 32 activations (row m, first column col0); a NaN/Inf throws, naming it.
+float mx_block_absmax(const float* xb, const char* what, int64_t m, int64_t col0) {
+    float amax = 0.0f;
+    for (int i = 0; i < 32; ++i) {
+        QUELLM_CHECK(std::isfinite(xb[i]), what, ": non-finite activation ", xb[i], " in row ", m, ", column ", col0 + i);
+        amax = std::max(amax, std::fabs(xb[i]));
+    }
+    return amax;
+}
+}  // namespace
+
 void quantize_rows_mxfp4(const float* x, int64_t M, int64_t K, int8_t* q, float* sa) {
     QUELLM_CHECK(K % 32 == 0, "quantize_rows_mxfp4: K = ", K, " is not a multiple of the MX block (32)");
     for (int64_t m = 0; m < M; ++m)
         for (int64_t b = 0; b < K / 32; ++b) {
             const float* xb = x + m * K + b * 32;
-            float amax = 0.0f;
-            for (int i = 0; i < 32; ++i) {
-                QUELLM_CHECK(std::isfinite(xb[i]), "quantize_rows_mxfp4: non-finite activation ", xb[i], " in row ", m,
-                             ", column ", b * 32 + i);
-                amax = std::max(amax, std::fabs(xb[i]));
-            }
+            const float amax = mx_block_absmax(xb, "quantize_rows_mxfp4", m, b * 32);
             // The MX encoder's element arithmetic (formats_elem.h): shared exponent, E2M1 codes (RNE).
             // (gemm_hd.h, shared with the CUDA quantizer).
             const int shared = gemm_mx4_shared(amax);
@@ -155,12 +162,7 @@ void quantize_rows_mxfp8(const float* x, int64_t M, int64_t K, int32_t* q, float
     for (int64_t m = 0; m < M; ++m)
         for (int64_t b = 0; b < K / 32; ++b) {
             const float* xb = x + m * K + b * 32;
-            float amax = 0.0f;
-            for (int i = 0; i < 32; ++i) {
-                QUELLM_CHECK(std::isfinite(xb[i]), "quantize_rows_mxfp8: non-finite activation ", xb[i], " in row ", m,
-                             ", column ", b * 32 + i);
-                amax = std::max(amax, std::fabs(xb[i]));
-            }
+            const float amax = mx_block_absmax(xb, "quantize_rows_mxfp8", m, b * 32);
             const int shared = mx_shared(f32_to_bits(amax), 8);  // emax(E4M3) = 8
             sa[m * (K / 32) + b] = std::ldexp(1.0f, shared - 9);
             for (int i = 0; i < 32; ++i) {
