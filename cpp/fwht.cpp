@@ -63,12 +63,24 @@ void fwht(const FwhtParams& p) {
     if (p.rows == 0) return;
     Isa isa = active_isa();
     if (p.p < 16) isa = Isa::SCALAR;  // sub-rows shorter than a vector: the scalar loop is fine
-    std::vector<float> hT;  // H_mᵀ as floats: hT[c·m + a] = H[a, c]
+    std::vector<uint8_t> codes;  // see FwhtMix
+    std::vector<float> signs;
     if (p.m > 1) {
-        hT.resize(size_t(p.m) * p.m);
-        for (int a = 0; a < p.m; ++a)
-            for (int c = 0; c < p.m; ++c) hT[size_t(c) * p.m + a] = float(p.hm[a * p.m + c]);
+        const int ng = fwht_groups(p.m);
+        codes.resize(size_t(p.m) * ng);
+        signs.assign(size_t(p.m) * ng * kFwhtGroup, 0.0f);
+        for (int a = 0; a < p.m; ++a) {
+            const int8_t* h = p.hm + a * p.m;
+            for (int k = 0; k < ng; ++k) {
+                const int c0 = k * kFwhtGroup, g = std::min(kFwhtGroup, p.m - c0);
+                codes[size_t(a) * ng + k] = uint8_t(fwht_group_code(h, c0, g));
+                float* sg = &signs[(size_t(a) * ng + k) * kFwhtGroup];
+                sg[0] = float(h[c0]);
+                for (int i = 1; i < g; ++i) sg[i] = float(h[c0 + i] * h[c0]);
+            }
+        }
     }
+    const FwhtMix mx{codes.data(), signs.data()};
     // With m > 1 and short sub-rows, rows are transformed in groups so the mixing sees 4 lane
     // vectors at once (one vector of 16 lanes per row when p = 16).
     const int64_t group = (p.m > 1 && p.p < 64) ? std::max<int64_t>(1, 64 / p.p) : 1;
@@ -76,7 +88,7 @@ void fwht(const FwhtParams& p) {
     const int nt = int(std::min<int64_t>(num_threads(), n_groups));
 #pragma omp parallel num_threads(nt)
     {
-        std::vector<float> tmp(size_t(p.m) * 64 + 16);
+        std::vector<float> tmp(size_t(std::max<int64_t>(fwht_scratch_floats(p.m), p.m)));
 #pragma omp for schedule(static)
         for (int64_t gi = 0; gi < n_groups; ++gi) {
             const int64_t r0 = gi * group, nr = std::min(group, p.rows - r0);
@@ -85,10 +97,10 @@ void fwht(const FwhtParams& p) {
             switch (isa) {
 #if defined(QUELLM_X86_PATHS)
                 case Isa::AVX512:
-                    x86::fwht_rows_avx512(src, dst, nr, p.p, p.m, hT.data(), p.scale, tmp.data());
+                    x86::fwht_rows_avx512(src, dst, nr, p.p, p.m, mx, p.scale, tmp.data());
                     break;
                 case Isa::AVX2:
-                    x86::fwht_rows_avx2(src, dst, nr, p.p, p.m, hT.data(), p.scale, tmp.data());
+                    x86::fwht_rows_avx2(src, dst, nr, p.p, p.m, mx, p.scale, tmp.data());
                     break;
 #endif
                 default:

@@ -128,14 +128,17 @@ void test_fwht() {
         }
     CHECK(orthogonal, "Paley(11) is not a Hadamard matrix");
 
+    // m = 12 takes the dense mixing in the SIMD kernels, m >= 28 the table lookup (fwht_simd.h)
     struct Case { int m; int64_t p; };
-    for (Case c : {Case{1, 1}, Case{1, 2}, Case{1, 8}, Case{1, 64}, Case{12, 1}, Case{12, 4}, Case{12, 32}}) {
+    for (Case c : {Case{1, 1}, Case{1, 2}, Case{1, 8}, Case{1, 64}, Case{12, 1}, Case{12, 4}, Case{12, 32},
+                   Case{20, 16}, Case{44, 8}, Case{44, 16}, Case{60, 32}, Case{108, 64}}) {
         const int64_t n = c.m * c.p, rows = 5;
+        const auto hmc = c.m > 1 ? paley(c.m - 1) : std::vector<int8_t>();
         g_context = "fwht m=" + std::to_string(c.m) + " p=" + std::to_string(c.p);
         const auto x = randn(size_t(rows * n), uint32_t(n));
         const float scale = 1.0f / std::sqrt(float(n));
         std::vector<float> ref(x.size());
-        FwhtParams p{x.data(), ref.data(), rows, n, c.p, c.m, c.m > 1 ? hm.data() : nullptr, scale};
+        FwhtParams p{x.data(), ref.data(), rows, n, c.p, c.m, c.m > 1 ? hmc.data() : nullptr, scale};
         fwht_ref(p);
         // dense H_n = H_m ⊗ H_p, index i = a·p + b, Sylvester H_p[b][d] = (-1)^popcount(b & d)
         double worst = 0.0;
@@ -144,7 +147,7 @@ void test_fwht() {
                 double acc = 0.0, size = 0.0;
                 for (int64_t j = 0; j < n; ++j) {
                     const int64_t a = i / c.p, b = i % c.p, cc = j / c.p, d = j % c.p;
-                    const int hmv = c.m > 1 ? hm[size_t(a * c.m + cc)] : 1;
+                    const int hmv = c.m > 1 ? hmc[size_t(a * c.m + cc)] : 1;
                     const int hpv = __builtin_popcountll(uint64_t(b & d)) % 2 ? -1 : 1;
                     acc += double(hmv * hpv) * x[size_t(r * n + j)];
                     size += std::fabs(x[size_t(r * n + j)]);

@@ -7,7 +7,8 @@ namespace {
 struct V8 {
     using reg = __m256;
     static constexpr int G = 3;  // 16 registers: radix-8 passes
-    static constexpr int MIX_MR = 2;  // H rows per mixing tile: MR x 4 accumulators
+    static constexpr int MIX_MR = 6;  // H rows per table-mixing tile: MR x 2 accumulators
+    static constexpr int MIX_DENSE_MR = 2;  // H rows per dense-mixing tile
     static constexpr int W = 8;
     static reg load(const float* p) { return _mm256_loadu_ps(p); }
     static void store(float* p, reg v) { _mm256_storeu_ps(p, v); }
@@ -32,8 +33,8 @@ struct V8 {
 #include "fwht_simd.h"
 
 namespace quellm::x86 {
-void fwht_rows_avx2(const float* src, float* dst, int64_t nrows, int64_t p, int m, const float* hT, float scale,
+void fwht_rows_avx2(const float* src, float* dst, int64_t nrows, int64_t p, int m, const FwhtMix& mx, float scale,
                      float* tmp) {
-    fwht_rows<V8>(src, dst, nrows, p, m, hT, scale, tmp);
+    fwht_rows<V8>(src, dst, nrows, p, m, mx, scale, tmp);
 }
 }  // namespace quellm::x86

@@ -7,7 +7,8 @@ namespace {
 struct V16 {
     using reg = __m512;
     static constexpr int G = 4;  // 32 registers: radix-16 passes
-    static constexpr int MIX_MR = 6;  // H rows per mixing tile: MR x 4 accumulators
+    static constexpr int MIX_MR = 12;  // H rows per table-mixing tile: MR x 2 accumulators
+    static constexpr int MIX_DENSE_MR = 8;  // H rows per dense-mixing tile
     static constexpr int W = 16;
     static reg load(const float* p) { return _mm512_loadu_ps(p); }
     static void store(float* p, reg v) { _mm512_storeu_ps(p, v); }
@@ -35,8 +36,8 @@ struct V16 {
 #include "fwht_simd.h"
 
 namespace quellm::x86 {
-void fwht_rows_avx512(const float* src, float* dst, int64_t nrows, int64_t p, int m, const float* hT, float scale,
+void fwht_rows_avx512(const float* src, float* dst, int64_t nrows, int64_t p, int m, const FwhtMix& mx, float scale,
                      float* tmp) {
-    fwht_rows<V16>(src, dst, nrows, p, m, hT, scale, tmp);
+    fwht_rows<V16>(src, dst, nrows, p, m, mx, scale, tmp);
 }
 }  // namespace quellm::x86

@@ -8,20 +8,26 @@
 // in_vector(reg) — the log2(W) butterfly stages inside one register.
 //
 // Row plan for dst = scale · (H_m ⊗ H_p) · src, p >= W (see fwht.h):
-//   1. m > 1: mix the m sub-rows by H_m as a small GEMM over 4 lane vectors at a time (from one
-//      row, or from several rows when p is short), MR output sub-rows per register tile,
-//      through `tmp` (reads src, writes dst).
+//   1. m > 1: mix the m sub-rows by H_m with per-group sign-pattern tables (mix_lookup), two
+//      lane vectors at a time (from one row, or from several rows when p is short), MR output
+//      sub-rows per register tile (reads src, writes dst).
 //   2. H_p on each sub-row: pass A = in-vector stages + up to G cross-vector stages on 2^G
 //      consecutive registers; pass B = G more stages (stride 2^G registers) on the same
 //      block of 4^G·W floats while it is in L1; then radix-2^G (or smaller) passes over the
 //      whole sub-row for the remaining strides. The last pass applies `scale`.
-// Every butterfly happens in the same order as fwht_ref, and the mixing sums c = 0..m-1 with
-// exact ±1 products, so the result is bit-identical to the scalar reference.
+// Every butterfly happens in the same order as fwht_ref, and the mixing follows fwht_mix_dot's
+// grouped order, so the result is bit-identical to the scalar reference.
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
+
+#include "fwht.h"
 
 namespace {
+
+using quellm::fwht_groups;
+using quellm::kFwhtGroup;
 
 template <class V, int R>
 inline void bfly_regs(typename V::reg* v) {
@@ -116,84 +122,188 @@ void fwht_subrow(const float* src, float* dst, int64_t p, float scale) {
     }
 }
 
-// H_m mixing on NV "lane vectors" at once: vector j starts at xs[j] (sub-row 0 of some row, at
-// some lane offset) and its sub-row c lies at xs[j] + c·p. For every output sub-row a:
-//     ys[j] + a·p  =  Σ_c H[a, c] · (xs[j] + c·p)       (summed c = 0..m-1, exact ±1 products)
-// The vectors may come from one row (p ≥ NV·W) or from several rows (short p), so the MR×NV
-// register tile stays full: per c, NV loads and MR broadcasts feed MR·NV FMAs. Results go
-// through tmp (m·NV·W floats) so xs may equal ys. hT is H transposed: hT[c·m + a] = H[a, c].
+// ---- H_m mixing by table lookup -------------------------------------------------------------
 //
-// When p == W each lane vector is a whole sub-row, so H_p (the in-register stages) and the
-// scale are applied here on the way out (`whole_subrow`), saving a pass per sub-row.
-template <class V, int MR, int NV>
-void mix_vectors(const float* const* xs, float* const* ys, int64_t p, int m, const float* hT, float* tmp,
-                 bool whole_subrow, float scale) {
+// Each output sub-row is y_a = Σ_k ±(x_c0 ± x_c0+1 ± x_c0+2 ± x_c0+3) over the column groups k
+// (fwht.h gives the exact order). A group's signed sum takes one of 16 values (8 sign patterns
+// and their negations), so the kernel builds those 16 lane vectors once per group and each
+// output then costs one load-and-add per group: about m²/4 adds per lane vector instead of m²
+// multiply-adds, plus 22 operations per group to build its table.
+//
+// NV lane vectors are mixed together (they share the code loads): vector j starts at xs[j] (sub-row
+// 0 of some row, at some lane offset) and its sub-row c lies at xs[j] + c·p. Tables cover KB
+// groups at a time so they stay in L1; outputs accumulate in `part` between group blocks and go
+// to ys[j] + a·p after the last one (xs may equal ys: every input is read before the first
+// output is written). When p == W a lane vector is a whole sub-row, so H_p and the scale are
+// applied on the way out (`whole_subrow`).
+constexpr int kMixKB = 8;  // groups per table block: 8·16·NV·W floats (16 KiB for NV = 2, W = 16)
+
+template <class V, int R, int NV>
+inline void mix_accumulate(const float* tab, float* part, float* const* ys, int64_t p, int a0, int ng, int kb0,
+                           int kn, const uint8_t* codes, bool first, bool last, bool whole_subrow, float scale) {
     constexpr int W = V::W;
     using reg = typename V::reg;
-    int a0 = 0;
-    for (; a0 + MR <= m; a0 += MR) {
-        reg acc[MR][NV];
-        for (int r = 0; r < MR; ++r)
-            for (int j = 0; j < NV; ++j) acc[r][j] = V::zero();
-        for (int c = 0; c < m; ++c) {
-            reg xv[NV];
-            for (int j = 0; j < NV; ++j) xv[j] = V::load(xs[j] + c * p);
-            const float* hc = hT + c * m + a0;
-            for (int r = 0; r < MR; ++r) {
-                const reg h = V::set1(hc[r]);
-                for (int j = 0; j < NV; ++j) acc[r][j] = V::fmadd(h, xv[j], acc[r][j]);
-            }
+    reg acc[R][NV];
+    for (int r = 0; r < R; ++r)
+        for (int j = 0; j < NV; ++j) acc[r][j] = first ? V::zero() : V::load(part + ((a0 + r) * NV + j) * W);
+    const uint8_t* cd = codes + int64_t(a0) * ng + kb0;
+    for (int k = 0; k < kn; ++k) {
+        const float* tk = tab + k * 16 * NV * W;
+        for (int r = 0; r < R; ++r) {
+            const float* t = tk + int(cd[r * ng + k]) * NV * W;
+            for (int j = 0; j < NV; ++j) acc[r][j] = V::add(acc[r][j], V::load(t + j * W));
         }
-        for (int r = 0; r < MR; ++r)
-            for (int j = 0; j < NV; ++j) V::store(tmp + ((a0 + r) * NV + j) * W, acc[r][j]);
     }
-    for (; a0 < m; ++a0) {  // tail rows of H, one at a time
-        reg acc[NV];
-        for (int j = 0; j < NV; ++j) acc[j] = V::zero();
-        for (int c = 0; c < m; ++c) {
-            const reg h = V::set1(hT[c * m + a0]);
-            for (int j = 0; j < NV; ++j) acc[j] = V::fmadd(h, V::load(xs[j] + c * p), acc[j]);
-        }
-        for (int j = 0; j < NV; ++j) V::store(tmp + (a0 * NV + j) * W, acc[j]);
-    }
-    if (whole_subrow) {
-        const reg sc = V::set1(scale);
-        for (int a = 0; a < m; ++a)
-            for (int j = 0; j < NV; ++j) {
-                const reg v = V::in_vector(V::load(tmp + (a * NV + j) * W));
-                V::store(ys[j] + a * p, scale == 1.0f ? v : V::mul(v, sc));
-            }
+    if (!last) {
+        for (int r = 0; r < R; ++r)
+            for (int j = 0; j < NV; ++j) V::store(part + ((a0 + r) * NV + j) * W, acc[r][j]);
         return;
     }
+    const reg sc = V::set1(scale);
+    for (int r = 0; r < R; ++r)
+        for (int j = 0; j < NV; ++j) {
+            reg v = acc[r][j];
+            if (whole_subrow) {
+                v = V::in_vector(v);
+                if (scale != 1.0f) v = V::mul(v, sc);
+            }
+            V::store(ys[j] + (a0 + r) * p, v);
+        }
+}
+
+template <class V, int NV>
+void mix_lookup(const float* const* xs, float* const* ys, int64_t p, int m, const uint8_t* codes, float* tmp,
+                bool whole_subrow, float scale) {
+    constexpr int W = V::W, MR = V::MIX_MR;
+    using reg = typename V::reg;
+    const int ng = fwht_groups(m);
+    // 64-byte aligned scratch: part (m·NV·W) then the tables (kMixKB·16·NV·W)
+    float* part = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(tmp) + 63) & ~uintptr_t(63));
+    float* tab = part + int64_t(m) * NV * W;
+    const reg zero = V::zero();
+    for (int kb0 = 0; kb0 < ng; kb0 += kMixKB) {
+        const int kn = ng - kb0 < kMixKB ? ng - kb0 : kMixKB;
+        for (int k = 0; k < kn; ++k) {
+            const int c0 = (kb0 + k) * kFwhtGroup, g = m - c0 < kFwhtGroup ? m - c0 : kFwhtGroup;
+            float* tk = tab + k * 16 * NV * W;
+            for (int j = 0; j < NV; ++j) {
+                // e[q]: x_c0 then ± each further column, bit i-1 of q choosing '-' for column c0+i
+                reg e[8];
+                e[0] = V::load(xs[j] + c0 * p);
+                for (int i = 1; i < g; ++i) {
+                    const reg x = V::load(xs[j] + (c0 + i) * p);
+                    const int half = 1 << (i - 1);
+                    for (int q = 0; q < half; ++q) {
+                        e[q + half] = V::sub(e[q], x);
+                        e[q] = V::add(e[q], x);
+                    }
+                }
+                // acc - t is acc + (0 - t) bit for bit (acc is never -0), NaN payloads aside
+                for (int q = 0; q < (1 << (g - 1)); ++q) {
+                    V::store(tk + (q * NV + j) * W, e[q]);
+                    V::store(tk + ((8 + q) * NV + j) * W, V::sub(zero, e[q]));
+                }
+            }
+        }
+        const bool first = kb0 == 0, last = kb0 + kn == ng;
+        int a0 = 0;
+        for (; a0 + MR <= m; a0 += MR)
+            mix_accumulate<V, MR, NV>(tab, part, ys, p, a0, ng, kb0, kn, codes, first, last, whole_subrow, scale);
+        for (; a0 + 4 <= m; a0 += 4)
+            mix_accumulate<V, 4, NV>(tab, part, ys, p, a0, ng, kb0, kn, codes, first, last, whole_subrow, scale);
+        for (; a0 < m; ++a0)
+            mix_accumulate<V, 1, NV>(tab, part, ys, p, a0, ng, kb0, kn, codes, first, last, whole_subrow, scale);
+    }
+}
+
+// The same mixing without tables, for small m where building 16 entries per group costs more
+// than it saves: per output and group, t = x_c0 ± ... by fused multiply-adds with ±1 (exact
+// products, one rounding each: the same bits as fwht_mix_dot's t + v / t - v), then acc ± t.
+// signs[(a·groups + k)·4 + i] is H[a, c0] for i = 0 and H[a, c0+i]·H[a, c0] for i = 1..3. NV lane
+// vectors per call as in mix_lookup; results go through `tmp` so xs may equal ys.
+template <class V, int MR, int NV>
+void mix_dense(const float* const* xs, float* const* ys, int64_t p, int m, const float* signs, float* tmp,
+               bool whole_subrow, float scale) {
+    constexpr int W = V::W;
+    using reg = typename V::reg;
+    const int ng = fwht_groups(m);
+    auto tile = [&](auto rows_c, int a0) {
+        constexpr int R = decltype(rows_c)::value;
+        reg acc[R][NV];
+        for (int r = 0; r < R; ++r)
+            for (int j = 0; j < NV; ++j) acc[r][j] = V::zero();
+        for (int k = 0; k < ng; ++k) {
+            const int c0 = k * kFwhtGroup, g = m - c0 < kFwhtGroup ? m - c0 : kFwhtGroup;
+            reg xv[kFwhtGroup][NV];  // the group's columns, loaded once for the R outputs
+            for (int i = 0; i < g; ++i)
+                for (int j = 0; j < NV; ++j) xv[i][j] = V::load(xs[j] + (c0 + i) * p);
+            for (int r = 0; r < R; ++r) {
+                const float* sg = signs + (int64_t(a0 + r) * ng + k) * kFwhtGroup;
+                reg t[NV];
+                for (int j = 0; j < NV; ++j) t[j] = xv[0][j];
+                for (int i = 1; i < g; ++i) {
+                    const reg s = V::set1(sg[i]);
+                    for (int j = 0; j < NV; ++j) t[j] = V::fmadd(s, xv[i][j], t[j]);
+                }
+                const reg s0 = V::set1(sg[0]);
+                for (int j = 0; j < NV; ++j) acc[r][j] = V::fmadd(s0, t[j], acc[r][j]);
+            }
+        }
+        for (int r = 0; r < R; ++r)
+            for (int j = 0; j < NV; ++j) V::store(tmp + ((a0 + r) * NV + j) * W, acc[r][j]);
+    };
+    int a0 = 0;
+    for (; a0 + MR <= m; a0 += MR) tile(std::integral_constant<int, MR>{}, a0);
+    for (; a0 < m; ++a0) tile(std::integral_constant<int, 1>{}, a0);
+    const reg sc = V::set1(scale);
     for (int a = 0; a < m; ++a)
-        for (int j = 0; j < NV; ++j) V::store(ys[j] + a * p, V::load(tmp + (a * NV + j) * W));
+        for (int j = 0; j < NV; ++j) {
+            reg v = V::load(tmp + (a * NV + j) * W);
+            if (whole_subrow) {
+                v = V::in_vector(v);
+                if (scale != 1.0f) v = V::mul(v, sc);
+            }
+            V::store(ys[j] + a * p, v);
+        }
+}
+
+// Tables pay off from about m = 20 (an order-m dense group costs 4m multiply-adds, a table 42
+// operations plus m adds).
+constexpr int kMixLookupMinM = 28;
+
+template <class V, int NV>
+void mix(const float* const* xs, float* const* ys, int64_t p, int m, const quellm::FwhtMix& mx, float* tmp,
+         bool whole_subrow, float scale) {
+    if (m >= kMixLookupMinM) mix_lookup<V, NV>(xs, ys, p, m, mx.codes, tmp, whole_subrow, scale);
+    else mix_dense<V, V::MIX_DENSE_MR, NV>(xs, ys, p, m, mx.signs, tmp, whole_subrow, scale);
 }
 
 // nrows consecutive rows (row stride n = m·p) of dst = scale · (H_m ⊗ H_p) · src. Requires
-// p ≥ W; tmp holds m·4·W floats.
+// p ≥ W; tmp holds fwht_scratch_floats(m) floats.
 template <class V>
-void fwht_rows(const float* src, float* dst, int64_t nrows, int64_t p, int m, const float* hT, float scale, float* tmp) {
+void fwht_rows(const float* src, float* dst, int64_t nrows, int64_t p, int m, const quellm::FwhtMix& mx, float scale,
+               float* tmp) {
     constexpr int W = V::W;
     const int64_t n = int64_t(m) * p;
     if (m > 1) {
-        // Enumerate the (row, lane chunk) vectors of the group and mix them four at a time.
+        // Enumerate the (row, lane chunk) vectors of the group and mix them two at a time.
         const int64_t per_row = p / W, total = nrows * per_row;
         int64_t v = 0;
-        for (; v + 4 <= total; v += 4) {
-            const float* xs[4];
-            float* ys[4];
-            for (int j = 0; j < 4; ++j) {
+        for (; v + 2 <= total; v += 2) {
+            const float* xs[2];
+            float* ys[2];
+            for (int j = 0; j < 2; ++j) {
                 const int64_t r = (v + j) / per_row, off = ((v + j) % per_row) * W;
                 xs[j] = src + r * n + off;
                 ys[j] = dst + r * n + off;
             }
-            mix_vectors<V, V::MIX_MR, 4>(xs, ys, p, m, hT, tmp, p == W, scale);
+            mix<V, 2>(xs, ys, p, m, mx, tmp, p == W, scale);
         }
         for (; v < total; ++v) {
             const int64_t r = v / per_row, off = (v % per_row) * W;
             const float* xs[1] = {src + r * n + off};
             float* ys[1] = {dst + r * n + off};
-            mix_vectors<V, V::MIX_MR, 1>(xs, ys, p, m, hT, tmp, p == W, scale);
+            mix<V, 1>(xs, ys, p, m, mx, tmp, p == W, scale);
         }
         if (p == W) return;  // H_p and the scale were applied by the mixing
         for (int64_t r = 0; r < nrows; ++r)
