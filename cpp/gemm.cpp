@@ -269,9 +269,22 @@ void quantize_rows(const float* x, int64_t M, int64_t K, int qmax, float clip, i
     QUELLM_CHECK(clip > 0.0f && clip <= 1.0f, "quantize_rows: clip ratio must lie in (0, 1]");
     std::atomic<int64_t> bad{-1};
     const int nt = M * K >= (int64_t(1) << 15) ? int(std::min<int64_t>(num_threads(), M)) : 1;
+    using Row = bool (*)(const float*, int64_t, int, float, int8_t*, float*);
+    Row row = nullptr;
+#if defined(QUELLM_X86_PATHS)
+    if (active_isa() == Isa::AVX512) row = x86::quantize_row_avx512;
+    else if (active_isa() == Isa::AVX2) row = x86::quantize_row_avx2;
+#endif
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t m = 0; m < M; ++m) {
         const float* r = x + m * K;
+        if (row) {
+            if (!row(r, K, qmax, clip, q + m * K, sa + m)) {
+                int64_t expected = -1;
+                bad.compare_exchange_strong(expected, m);
+            }
+            continue;
+        }
         float amax = 0.0f;
         bool finite = true;
         for (int64_t k = 0; k < K; ++k) {

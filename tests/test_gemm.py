@@ -8,9 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import assert_bit_exact
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import quellm
 from quellm import _core
 
 
@@ -114,6 +115,38 @@ def test_quantize_rows():
     for bad in (dict(qmax=0), dict(qmax=128), dict(clip=0.0), dict(clip=1.5)):
         with pytest.raises(ValueError):
             _core.quantize_rows(x, **bad)
+
+
+@pytest.mark.parametrize("qmax, clip", [(127, 1.0), (7, 1.0), (7, 0.8)])
+@given(K=st.integers(1, 70), seed=st.integers(0, 2**31 - 1),
+       special=st.lists(st.sampled_from([0.0, -0.0, 1e-45, 3e38, -3e38, 0.5, -0.5, 2.5, -1.5]), max_size=6))
+@settings(deadline=None)
+def test_quantize_rows_matches_numpy(qmax, clip, K, seed, special):
+    """The SIMD row quantizers (vector bodies and tails) give the scalar definition's bits at every ISA:
+    s = clip·max|x| / qmax (1 where that is 0), q = clamp(rint(x / s), ±qmax)."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((3, K)) * rng.choice([1e-3, 1.0, 1e4], (3, 1))).astype(np.float32)
+    x[1] = 0.0
+    for i, v in enumerate(special[:K]):
+        x[2, i] = v
+    x[0, : K // 2] = np.round(x[0, : K // 2])  # integers: ties of x / s when s is a power of two
+    amax = np.abs(x).max(axis=1)
+    s = ((np.float32(clip) * amax) / np.float32(qmax)).astype(np.float32)
+    s[s == 0] = 1  # a zero row, or one whose scale underflows
+    want = np.clip(np.rint(x / s[:, None]), -qmax, qmax).astype(np.int8)
+    before = quellm.info()["isa"]["active"]
+    try:
+        for level in quellm.isa_levels():
+            quellm.set_isa(level)
+            q, got_s = _core.quantize_rows(x, qmax=qmax, clip=clip)
+            assert_bit_exact(got_s, s, f"scales {level}")
+            assert_bit_exact(q, want, f"codes {level}")
+            bad = x.copy()
+            bad[2, K - 1] = np.nan
+            with pytest.raises(ValueError, match=f"row 2, column {K - 1}"):
+                _core.quantize_rows(bad, qmax=qmax, clip=clip)
+    finally:
+        quellm.set_isa(before)
 
 
 @pytest.mark.parametrize("M", [1, 2, 3, 8, 9, 17])

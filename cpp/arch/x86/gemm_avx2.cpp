@@ -11,7 +11,10 @@
 //   takes the activations shifted to u8 (+128); the shift is removed with 128·Σqw.
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "gemm.h"
+#include "gemm_hd.h"
 #include "gemm_wf_simd.h"
 
 namespace {
@@ -241,6 +244,40 @@ void gemm_mx8_tile_avx2(const GemmMx8Params& p, int64_t t, int64_t m0, int mr) {
         mx8_tile_any<kE2M1>(p, t, m0, mr);
     else
         mx8_tile_any<kInt4>(p, t, m0, mr);
+}
+bool quantize_row_avx2(const float* x, int64_t K, int qmax, float clip, int8_t* q, float* sa) {
+    // max |x| as the largest sign-cleared bit pattern: NaN and Inf sort above every finite value
+    const __m256i absm = _mm256_set1_epi32(0x7fffffff);
+    __m256i mx = _mm256_setzero_si256();
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8)
+        mx = _mm256_max_epu32(mx, _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + k)), absm));
+    uint32_t lanes[8];
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(lanes), mx);
+    uint32_t amb = 0;
+    for (uint32_t l : lanes) amb = l > amb ? l : amb;
+    for (int64_t j = k; j < K; ++j) {
+        uint32_t b;
+        std::memcpy(&b, x + j, 4);
+        b &= 0x7fffffffu;
+        amb = b > amb ? b : amb;
+    }
+    if (amb >= 0x7f800000u) return false;
+    float amax;
+    std::memcpy(&amax, &amb, 4);
+    const float s = quellm::gemm_act_scale(amax, clip, qmax);
+    *sa = s;
+    // gemm_act_quant: the same division, RNE and clamp, 8 at a time
+    const __m256 vs = _mm256_set1_ps(s), hi = _mm256_set1_ps(float(qmax)), lo = _mm256_set1_ps(-float(qmax));
+    for (k = 0; k + 8 <= K; k += 8) {
+        __m256 v = _mm256_div_ps(_mm256_loadu_ps(x + k), vs);
+        v = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        const __m256i i = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, lo), hi));
+        const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(q + k), _mm_packs_epi16(w, w));
+    }
+    for (; k < K; ++k) q[k] = quellm::gemm_act_quant(x[k], s, qmax);
+    return true;
 }
 void gemm_wf_rows_avx2(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr) {
     wf_rows<V256>(p, n0, n1, m0, mr);

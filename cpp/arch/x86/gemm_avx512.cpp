@@ -10,7 +10,10 @@
 // correction 8·Σqa (int4) or 128·Σqw (int8, E2M1).
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "gemm.h"
+#include "gemm_hd.h"
 #include "gemm_wf_simd.h"
 
 namespace {
@@ -205,5 +208,30 @@ void gemm_mx8_tile_avx512(const GemmMx8Params& p, int64_t t, int64_t m0, int mr)
 }
 void gemm_wf_rows_avx512(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr) {
     wf_rows<V512>(p, n0, n1, m0, mr);
+}
+bool quantize_row_avx512(const float* x, int64_t K, int qmax, float clip, int8_t* q, float* sa) {
+    // max |x| as the largest sign-cleared bit pattern: NaN and Inf sort above every finite value
+    const __m512i absm = _mm512_set1_epi32(0x7fffffff);
+    __m512i mx = _mm512_setzero_si512();
+    for (int64_t k = 0; k < K; k += 16) {
+        const __mmask16 m = K - k >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (K - k)) - 1);
+        mx = _mm512_max_epu32(mx, _mm512_and_si512(_mm512_maskz_loadu_epi32(m, x + k), absm));
+    }
+    const uint32_t amb = uint32_t(_mm512_reduce_max_epu32(mx));
+    if (amb >= 0x7f800000u) return false;
+    float amax;
+    std::memcpy(&amax, &amb, 4);
+    const float s = gemm_act_scale(amax, clip, qmax);
+    *sa = s;
+    // gemm_act_quant: the same division, RNE and clamp, 16 at a time
+    const __m512 vs = _mm512_set1_ps(s), hi = _mm512_set1_ps(float(qmax)), lo = _mm512_set1_ps(-float(qmax));
+    for (int64_t k = 0; k < K; k += 16) {
+        const __mmask16 m = K - k >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (K - k)) - 1);
+        __m512 v = _mm512_div_ps(_mm512_maskz_loadu_ps(m, x + k), vs);
+        v = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+        _mm512_mask_cvtsepi32_storeu_epi8(q + k, m, _mm512_cvtps_epi32(v));
+    }
+    return true;
 }
 }  // namespace quellm::x86
