@@ -27,43 +27,62 @@ void int_tile(const quellm::GemmIntParams& p, int64_t t, int64_t m0, const int32
     const quellm::IntPacked& w = *p.w;
     const int64_t K = w.K, KQ = K / 4, G = w.G, NG = K / G;
     const uint8_t* wt = w.codes.data() + t * KQ * (MODE == kInt8 ? 64 : 32);
-    const __m512i lo4 = _mm512_set1_epi16(0x000f), hi4 = _mm512_set1_epi16(0x0f00);
+    const __m512i nib = _mm512_set1_epi16(0x0f0f);
     const __m512i lut = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12));
     const __m512i ovp_n = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 0, -7, -6, -5, -4, -3, -2, -1));
     const __m512i ovp_o = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 12, 16, 24, 32, 48, 64, 96, 0, -12, -16, -24, -32, -48, -64, -96));
     const __m512i ident = _mm512_set1_epi8(8);
     __m512 y[MR];
     for (int r = 0; r < MR; ++r) y[r] = _mm512_setzero_ps();
+    // vpdpbusd has a 5-cycle latency: with few activation rows, U partial sums per row (k-steps
+    // taken in turn) keep enough chains in flight. Integer sums: the same total in any order.
+    constexpr int U = MR == 1 ? 4 : MR == 2 ? 2 : 1;
+    auto decode = [&](int64_t kq) -> __m512i {
+        __m512i wv;
+        if constexpr (MODE == kInt8) {
+            wv = _mm512_loadu_si512(wt + kq * 64);
+        } else {
+            // 16 rows × 2 bytes -> 16 rows × 4 bytes: each byte 0xba (zero-extended to u16) becomes
+            // bytes (a, b), low nibble first, matching k order: (x | x << 4) & 0x0f0f, one vpternlogd.
+            const __m512i b16 = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt + kq * 32)));
+            wv = _mm512_ternarylogic_epi32(b16, _mm512_slli_epi16(b16, 4), nib, 0xA8);  // (A | B) & C
+            if constexpr (MODE == kE2M1) wv = _mm512_shuffle_epi8(lut, wv);
+            if constexpr (MODE == kOvp4) {
+                // Pairs are adjacent bytes (k0,k1), (k2,k3): a byte's partner bit is its
+                // neighbour's in the identifier mask.
+                const uint64_t id = _mm512_cmpeq_epi8_mask(wv, ident);
+                const uint64_t partner = ((id >> 1) & 0x5555555555555555ull) | ((id << 1) & 0xAAAAAAAAAAAAAAAAull);
+                const __m512i v = _mm512_mask_blend_epi8(partner, _mm512_shuffle_epi8(ovp_n, wv), _mm512_shuffle_epi8(ovp_o, wv));
+                wv = _mm512_maskz_mov_epi8(~id, v);
+            }
+        }
+        return wv;
+    };
+    auto dot = [&](__m512i acc, __m512i wv, int r, int64_t kq) -> __m512i {
+        int32_t a4;
+        __builtin_memcpy(&a4, p.qa + (m0 + r) * K + kq * 4, 4);
+        if constexpr (MODE == kInt4) return _mm512_dpbusd_epi32(acc, wv, _mm512_set1_epi32(a4));
+        else return _mm512_dpbusd_epi32(acc, _mm512_set1_epi32(a4 ^ int32_t(0x80808080)), wv);
+    };
     for (int64_t g = 0; g < NG; ++g) {
+        __m512i accu[MR][U];
+        for (int r = 0; r < MR; ++r)
+            for (int u = 0; u < U; ++u) accu[r][u] = _mm512_setzero_si512();
+        const int64_t kq1 = (g + 1) * G / 4;
+        int64_t kq = g * G / 4;
+        for (; kq + U <= kq1; kq += U)
+            for (int u = 0; u < U; ++u) {
+                const __m512i wv = decode(kq + u);
+                for (int r = 0; r < MR; ++r) accu[r][u] = dot(accu[r][u], wv, r, kq + u);
+            }
+        for (; kq < kq1; ++kq) {  // G/4 not a multiple of U
+            const __m512i wv = decode(kq);
+            for (int r = 0; r < MR; ++r) accu[r][0] = dot(accu[r][0], wv, r, kq);
+        }
         __m512i acc[MR];
-        for (int r = 0; r < MR; ++r) acc[r] = _mm512_setzero_si512();
-        for (int64_t kq = g * G / 4; kq < (g + 1) * G / 4; ++kq) {
-            __m512i wv;
-            if constexpr (MODE == kInt8) {
-                wv = _mm512_loadu_si512(wt + kq * 64);
-            } else {
-                // 16 rows × 2 bytes -> 16 rows × 4 bytes: each u16 0xHL (nibbles b a, d c) becomes
-                // bytes (a, b) then (c, d): low nibble first, matching k order.
-                const __m512i b16 = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt + kq * 32)));
-                wv = _mm512_or_si512(_mm512_and_si512(b16, lo4), _mm512_and_si512(_mm512_slli_epi16(b16, 4), hi4));
-                if constexpr (MODE == kE2M1) wv = _mm512_shuffle_epi8(lut, wv);
-                if constexpr (MODE == kOvp4) {
-                    // Pairs are adjacent bytes (k0,k1), (k2,k3): a byte's partner bit is its
-                    // neighbour's in the identifier mask.
-                    const uint64_t id = _mm512_cmpeq_epi8_mask(wv, ident);
-                    const uint64_t partner = ((id >> 1) & 0x5555555555555555ull) | ((id << 1) & 0xAAAAAAAAAAAAAAAAull);
-                    const __m512i v = _mm512_mask_blend_epi8(partner, _mm512_shuffle_epi8(ovp_n, wv), _mm512_shuffle_epi8(ovp_o, wv));
-                    wv = _mm512_maskz_mov_epi8(~id, v);
-                }
-            }
-            for (int r = 0; r < MR; ++r) {
-                int32_t a4;
-                __builtin_memcpy(&a4, p.qa + (m0 + r) * K + kq * 4, 4);
-                if constexpr (MODE == kInt4)
-                    acc[r] = _mm512_dpbusd_epi32(acc[r], wv, _mm512_set1_epi32(a4));
-                else
-                    acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_set1_epi32(a4 ^ int32_t(0x80808080)), wv);
-            }
+        for (int r = 0; r < MR; ++r) {
+            acc[r] = accu[r][0];
+            for (int u = 1; u < U; ++u) acc[r] = _mm512_add_epi32(acc[r], accu[r][u]);
         }
         const __m512 sw = _mm512_loadu_ps(w.scales.data() + (t * NG + g) * 16);
         __m512i wcorr = _mm512_setzero_si512();
