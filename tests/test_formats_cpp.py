@@ -234,6 +234,19 @@ def test_cpp_nvfp4_rows(cfg, x, ts):
     check_all_paths(f, x, **({} if ts is None else {"tensor_scale": np.float32(ts)}))
 
 
+@pytest.mark.parametrize("cfg", NV_CONFIGS, ids=lambda c: "-".join([c[0], *c[1].values()]))
+def test_cpp_nvfp4_ties(cfg):
+    """Every element on an E2M1 rounding edge or tie (x / d exact: block max 6·2^e, tensor scale
+    1, so d = 2^e), in rows long enough for the vector loops, ±0 included."""
+    f = fmt_of(*cfg)
+    rng = np.random.default_rng(11)
+    v = rng.integers(-40, 41, (3, 37, 16)) / 4.0
+    v[:, :, 0] = 6.0
+    v[:, ::5, 1] = -0.0
+    x = (v * 2.0 ** rng.integers(-9, 9, (3, 37, 1))).astype(np.float32).reshape(3, -1)
+    check_all_paths(f, x, tensor_scale=np.float32(1.0))
+
+
 OVP_ROW_CONFIGS = [c for c in CONFIGS if c[0].startswith("ovp")]
 
 

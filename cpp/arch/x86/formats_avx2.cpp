@@ -93,6 +93,10 @@ struct V8 {
     static iv srai1(iv v) { return _mm256_srai_epi32(v, 1); }
     static mk fcmple(fv a, fv b) { return _mm256_castps_si256(_mm256_cmp_ps(a, b, _CMP_LE_OQ)); }
     static bool mall(mk m) { return _mm256_movemask_ps(_mm256_castsi256_ps(m)) == 0xFF; }
+    static bool none(iv v) { return _mm256_testz_si256(v, v); }
+    static iv slli(iv v, int n) { return _mm256_slli_epi32(v, n); }
+    static constexpr bool kLut32 = false;
+    static iv lut32(const int32_t*, iv idx) { return idx; }  // unused (kLut32)
     // Codes c[0..7] (< 16) as 4 bytes c[2j] | c[2j+1] << 4.
     static void store_nib(uint8_t* p, iv c) {
         const __m256i y = _mm256_or_si256(c, _mm256_srli_epi64(c, 28));  // byte 0 of each 64-bit lane

@@ -66,6 +66,12 @@ struct V16 {
     static iv srai1(iv v) { return _mm512_srai_epi32(v, 1); }
     static mk fcmple(fv a, fv b) { return _mm512_cmp_ps_mask(a, b, _CMP_LE_OQ); }
     static bool mall(mk m) { return m == 0xFFFF; }
+    static bool none(iv v) { return _mm512_test_epi32_mask(v, v) == 0; }
+    static iv slli(iv v, int n) { return _mm512_slli_epi32(v, n); }
+    static constexpr bool kLut32 = true;
+    static iv lut32(const int32_t* t, iv idx) {  // t[idx], idx in [0, 32)
+        return _mm512_permutex2var_epi32(_mm512_load_si512(t), idx, _mm512_load_si512(t + 16));
+    }
     // Codes c[0..15] (< 16) as 8 bytes c[2j] | c[2j+1] << 4.
     static void store_nib(uint8_t* p, iv c) {
         const __m128i b = _mm512_cvtepi64_epi8(_mm512_or_si512(c, _mm512_srli_epi64(c, 28)));

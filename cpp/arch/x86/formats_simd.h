@@ -167,7 +167,9 @@ struct FmtSimd {
         const iv ti = V::add(V::cvtt(V::min_ps(V::max_ps(t2, k.nlim), k.lim)), k.ilim);
         const iv e = V::gather_i(k.cell, V::sub(V::add(ti, ti), edge));
         const iv code = V::and_(e, V::set1i(0xFF));
-        const iv o = V::fmask(V::nonzero(V::and_(e, V::set1i(0x100))));
+        const iv ob = V::and_(e, V::set1i(0x100));
+        if (V::none(ob)) return code;  // no outlier: the pair rule keeps every code
+        const iv o = V::fmask(V::nonzero(ob));
         const fv av = V::abs_ps(v), avp = V::swap_pairs_f(av);
         const iv op = V::swap_pairs_i(o);
         const iv o_lo = V::blendv(k.even, o, op), o_hi = V::blendv(k.even, op, o);
@@ -211,6 +213,31 @@ struct FmtSimd {
     // scale codes with elem_code and NaN → 0x7F as elem_encode_f32, d = value(sb)·ts from the E4M3
     // table (non-finite blocks: sb = 0x7F, d = NaN, so zero codes as d = 0), then per block the
     // E2M1 codes of x / d packed on the fly.
+    // E2M1 codes of y (finite or ±Inf) as elem_code(bits(y), spec_e2m1(), 0, rna), by table where
+    // V has 32-entry lookups (V::kLut32): every E2M1 rounding threshold is a multiple of 1/4, so
+    // the code of |y| depends only on the cell floor(4|y|) (clamped to 31, where all codes are 7)
+    // and on whether |y| is its lower edge (a tie there: the tables hold elem_encode's answer).
+    struct E2m1Tables {
+        alignas(64) int32_t inside[32], edge[2][32];  // edge[rna]
+        E2m1Tables() {
+            for (int i = 0; i < 32; ++i) {
+                inside[i] = int32_t(elem_encode(f32_to_bits((float(i) + 0.5f) / 4.0f), spec_e2m1(), 0, false));
+                for (int r = 0; r < 2; ++r)
+                    edge[r][i] = int32_t(elem_encode(f32_to_bits(float(i) / 4.0f), spec_e2m1(), 0, r == 1));
+            }
+        }
+    };
+    static iv e2m1_code(fv y, const E2m1Tables& tb, bool rna) {
+        if constexpr (V::kLut32) {
+            const fv a4 = V::mul_ps(V::abs_ps(y), V::set1(4.0f)), fl = V::floor(a4);
+            const iv idx = V::cvtt(V::min_ps(fl, V::set1(31.0f)));
+            const iv mag = V::sel(V::fcmpeq(fl, a4), V::lut32(tb.edge[rna], idx), V::lut32(tb.inside, idx));
+            return V::or_(mag, V::slli(V::srli(V::castfi(y), 31), 3));
+        } else {
+            return elem_code(V::castfi(y), spec_e2m1(), 0, rna);
+        }
+    }
+
     static void nvfp4_row(const float* x, int64_t K, float ts, bool rna, uint8_t* sc, uint8_t* codes) {
         constexpr int B = QK_NVFP4;
         static_assert(B % W == 0, "a block is whole vectors");
@@ -221,6 +248,7 @@ struct FmtSimd {
             }
         };
         static const E4m3 lut;
+        static const E2m1Tables e2m1;
         const int64_t nbr = K / B;
         const fv vts = V::set1(ts), six = V::set1(6.0f);
         const iv inf = V::set1i(0x7F800000), nan_code = V::set1i(0x7F);
@@ -241,8 +269,7 @@ struct FmtSimd {
                 if (dv[b] > 0.0f) {
                     const fv vd = V::set1(dv[b]);
                     for (int h = 0; h < B; h += W)
-                        V::store_nib(out + h / 2, elem_code(V::castfi(V::div_ps(V::load(xg + b * B + h), vd)),
-                                                            spec_e2m1(), 0, rna));
+                        V::store_nib(out + h / 2, e2m1_code(V::div_ps(V::load(xg + b * B + h), vd), e2m1, rna));
                 } else {
                     std::fill(out, out + B / 2, uint8_t(0));
                 }
