@@ -1,7 +1,7 @@
 // formats_fast.cpp — the dispatched encoders/decoders: OpenMP over rows, element work through the
 // FormatKernels table of the active ISA (scalar here; AVX2 / AVX-512 in arch/x86/formats_*.cpp).
-// Same results, bit for bit, as the references in formats_int.cpp / formats_mx.cpp; OVP runs
-// its scalar pair helpers per row (threads only).
+// Same results, bit for bit, as the references in formats_int.cpp / formats_mx.cpp. NVFP4 and
+// OVP encode whole rows in one kernel call (nvfp4_row, ovp_row: scales, codes and packing fused).
 #include <omp.h>
 
 #include <algorithm>
@@ -65,8 +65,20 @@ void unpack4_s(const uint8_t* in, int64_t n, uint8_t* c) {
     }
 }
 
-const FormatKernels kScalar = {absmax_bits_s, minmax_s, int_quant_s, elem_quant_s, fixed_quant_s,
-                               lut_decode_s, ovp_quant_s, pack4_s, unpack4_s};
+void ovp_row_s(const float* x, int64_t n, float s, const OvpSnap& t, bool keep_larger, uint8_t* out) {
+    for (int64_t j = 0; j < n; j += 2) {
+        uint8_t c[2];
+        ovp_quant_pair(x + j, s, t, keep_larger, c);
+        if (t.bits == 4) out[j / 2] = uint8_t(c[0] | (c[1] << 4));
+        else std::copy(c, c + 2, out + j);
+    }
+}
+void nvfp4_row_s(const float* x, int64_t K, float ts, bool rna, uint8_t* sc, uint8_t* codes) {
+    for (int64_t j = 0; j < K / QK_NVFP4; ++j) nvfp4_block(x + j * QK_NVFP4, ts, rna, sc + j, codes + j * (QK_NVFP4 / 2));
+}
+
+const FormatKernels kScalar = {absmax_bits_s, minmax_s, int_quant_s, elem_quant_s, fixed_quant_s, lut_decode_s,
+                               ovp_quant_s, ovp_row_s, nvfp4_row_s, pack4_s, unpack4_s};
 
 OvpSnap make_ovp_snap(FormatType type) {
     const OvpTables& t = ovp_tables(type);
@@ -81,6 +93,26 @@ OvpSnap make_ovp_snap(FormatType type) {
     }
     f.grid.assign(t.grid, t.grid + t.n);
     f.codes.assign(t.codes, t.codes + t.n);
+    const auto entry = [&](int i) { return f.codes[size_t(i)] | (std::fabs(f.grid[size_t(i)]) > f.normal_max ? 0x100 : 0); };
+    for (size_t c = 0; c < f.inside.size(); ++c) {
+        f.cell.push_back(entry(f.inside[c]));
+        f.cell.push_back(entry(f.edge[c]));
+    }
+    if (t.uniform_lo >= 0) {  // integer normals: the widest cell range around 0 where the arithmetic holds
+        f.code_mask = (1 << f.bits) - 1;
+        const int nm = int(f.normal_max);
+        const auto arith_ok = [&](int c) {
+            const int k = std::min(std::max((c + 1) >> 1, -nm), nm);
+            for (int e = 0; e < 2; ++e)
+                if (f.cell[size_t(2 * (c + f.lim) + e)] != (k & f.code_mask)) return false;  // also: not an outlier
+            return true;
+        };
+        f.fast_lo = 0;
+        f.fast_hi = -1;
+        while (f.fast_hi + 1 <= f.lim && arith_ok(f.fast_hi + 1)) ++f.fast_hi;
+        while (f.fast_lo - 1 >= -f.lim && arith_ok(f.fast_lo - 1)) --f.fast_lo;
+        if (f.fast_hi < 0) f.fast_lo = 1;
+    }
     return f;
 }
 
@@ -278,21 +310,14 @@ void ovp_encode(const FormatParams& p) {
     const bool per_tensor = p.gran == ScaleGran::TENSOR;
     const FormatKernels& kn = kernels();
     RowError err;
-#pragma omp parallel num_threads(threads_for(p.rows))
-    {
-        std::vector<uint8_t> tmp(size_t(p.K));
-#pragma omp for schedule(static)
-        for (int64_t r = 0; r < p.rows; ++r) {
-            const float* x = p.x + r * p.K;
-            if (!f32_bits_finite(kn.absmax_bits(x, p.K))) {
-                err.set(r, 1);
-                continue;
-            }
-            uint8_t* out = p.codes + r * (p.K * t.bits / 8);
-            uint8_t* c = t.bits == 8 ? out : tmp.data();
-            kn.ovp_quant(x, p.K, s[per_tensor ? 0 : r], t, p.keep_larger, c);
-            if (t.bits == 4) kn.pack4(c, p.K, out);
+#pragma omp parallel for num_threads(threads_for(p.rows)) schedule(static)
+    for (int64_t r = 0; r < p.rows; ++r) {
+        const float* x = p.x + r * p.K;
+        if (!f32_bits_finite(kn.absmax_bits(x, p.K))) {  // (also brings the row into L1 for ovp_row)
+            err.set(r, 1);
+            continue;
         }
+        kn.ovp_row(x, p.K, s[per_tensor ? 0 : r], t, p.keep_larger, p.codes + r * (p.K * t.bits / 8));
     }
     QUELLM_CHECK(err.kind.load() == 0, nm, ": input contains NaN or Inf, which this format cannot encode (row ",
                  err.row.load(), ")");
@@ -438,48 +463,35 @@ void mx_decode(const FormatParams& p) {
 
 // ---- NVFP4 ----------------------------------------------------------------------------------
 
+// Tensor scale (when not given) from the maximum |x| over the finite blocks: per row one absmax,
+// block by block only for a row holding a NaN/Inf. Then per row kn.nvfp4_row: block scales
+// sb = e4m3((amax_b / 6) / ts), d = value(sb)·ts, codes e2m1(x / d) (0 when !(d > 0)); a block
+// with a NaN/Inf gets 0x7F and zero codes.
 void nvfp4_encode(const FormatParams& p) {
     const FormatKernels& kn = kernels();
     const int64_t nbr = p.K / QK_NVFP4;
     const int nt = threads_for(p.rows);
     float ts = p.tensor_scale_given ? p.tensor_scale[0] : 0.0f;
     if (!p.tensor_scale_given) {
-        float amax = 0.0f;
+        uint32_t amax = 0;
 #pragma omp parallel for num_threads(nt) schedule(static) reduction(max : amax)
-        for (int64_t r = 0; r < p.rows; ++r)
-            for (int64_t j = 0; j < nbr; ++j) {
-                const uint32_t am = kn.absmax_bits(p.x + r * p.K + j * QK_NVFP4, QK_NVFP4);
-                if (f32_bits_finite(am)) amax = std::max(amax, bits_to_f32(am));
-            }
-        ts = nvfp4_tensor_scale(amax);
+        for (int64_t r = 0; r < p.rows; ++r) {
+            const float* x = p.x + r * p.K;
+            const uint32_t am = kn.absmax_bits(x, p.K);
+            if (f32_bits_finite(am)) amax = std::max(amax, am);
+            else
+                for (int64_t j = 0; j < nbr; ++j) {
+                    const uint32_t ab = kn.absmax_bits(x + j * QK_NVFP4, QK_NVFP4);
+                    if (f32_bits_finite(ab)) amax = std::max(amax, ab);
+                }
+        }
+        ts = nvfp4_tensor_scale(bits_to_f32(amax));
         p.tensor_scale[0] = ts;
     }
     uint8_t* sc = static_cast<uint8_t*>(p.scales);
-#pragma omp parallel num_threads(nt)
-    {
-        std::vector<uint8_t> tmp(size_t(p.K));
-        std::vector<float> dv(static_cast<size_t>(nbr));
-#pragma omp for schedule(static)
-        for (int64_t r = 0; r < p.rows; ++r) {
-            // Block scales of the row first (independent blocks: no long dependency chain), then codes.
-            for (int64_t j = 0; j < nbr; ++j) {
-                const uint32_t am = kn.absmax_bits(p.x + r * p.K + j * QK_NVFP4, QK_NVFP4);
-                if (!f32_bits_finite(am)) {
-                    sc[r * nbr + j] = 0x7F;
-                    dv[size_t(j)] = 0.0f;
-                    continue;
-                }
-                sc[r * nbr + j] = uint8_t(nvfp4_block_scale(bits_to_f32(am), ts, &dv[size_t(j)]));
-            }
-            for (int64_t j = 0; j < nbr; ++j) {
-                uint8_t* c = tmp.data() + j * QK_NVFP4;
-                if (dv[size_t(j)] > 0.0f)
-                    kn.elem_quant(p.x + r * p.K + j * QK_NVFP4, QK_NVFP4, dv[size_t(j)], spec_e2m1(), 0, p.rna, c);
-                else std::fill(c, c + QK_NVFP4, uint8_t(0));
-            }
-            kn.pack4(tmp.data(), p.K, p.codes + r * (p.K / 2));
-        }
-    }
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t r = 0; r < p.rows; ++r)
+        kn.nvfp4_row(p.x + r * p.K, p.K, ts, p.rna, sc + r * nbr, p.codes + r * (p.K / 2));
 }
 
 void nvfp4_decode(const FormatParams& p) {

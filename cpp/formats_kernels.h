@@ -17,12 +17,20 @@ namespace quellm {
 // OVP snapping by table (formats._OvpType.snap): every midpoint is a multiple of 1/2, so the
 // nearest grid point of v depends only on the cell t = floor(2v) (clamped to [-lim, lim]) and on
 // whether v = t/2 exactly. Built from ovp_snap (formats_fast.cpp); host only.
+//
+// For the SIMD kernels the same snap is also tabulated as cell[2·(t + lim) + edge] = code |
+// outlier << 8 (one gather instead of four), and, for the integer normal grids (int4, int8),
+// as arithmetic: in the cells fast_lo <= t <= fast_hi the nearest point is a normal and its code
+// is clamp((t + 1) >> 1, ±normal_max) & code_mask (checked against the table when built; empty
+// range, fast_lo > fast_hi, for flint4).
 struct OvpSnap {
     int lim = 0, ident = 0, bits = 0;
     float normal_max = 0.0f;
     std::vector<int32_t> inside, edge;  // (2·lim + 1) grid indices
     std::vector<float> grid;            // grid values
     std::vector<int32_t> codes;         // grid codes
+    std::vector<int32_t> cell;          // 2·(2·lim + 1) entries: code | outlier << 8
+    int fast_lo = 1, fast_hi = 0, code_mask = 0;
 };
 const OvpSnap& ovp_snap_table(FormatType t);
 
@@ -50,6 +58,11 @@ struct FormatKernels {
     void (*lut_decode)(const uint8_t* c, int64_t n, const float* lut, float z, float s1, float s2, float* y);
     // OVP codes of the pairs (x[2j], x[2j+1]) at scale s, one byte per element (n even).
     void (*ovp_quant)(const float* x, int64_t n, float s, const OvpSnap& t, bool keep_larger, uint8_t* out);
+    // ovp_quant written straight into the row's storage: bits-bit codes (4: packed as pack4).
+    void (*ovp_row)(const float* x, int64_t n, float s, const OvpSnap& t, bool keep_larger, uint8_t* out);
+    // One NVFP4 row (K a multiple of 16) at tensor scale ts: the K/16 block scale codes sc and
+    // the packed E2M1 codes (K/2 bytes), as nvfp4_encode in formats_fast.cpp describes.
+    void (*nvfp4_row)(const float* x, int64_t K, float ts, bool rna, uint8_t* sc, uint8_t* codes);
     // 4-bit packing: out[j] = c[2j] | c[2j+1] << 4 (n even), and its inverse.
     void (*pack4)(const uint8_t* c, int64_t n, uint8_t* out);
     void (*unpack4)(const uint8_t* in, int64_t n, uint8_t* c);
@@ -83,5 +96,18 @@ QUELLM_INLINE void ovp_quant_pair(const float* x, float s, const OvpSnap& t, boo
                   uint32_t(t.codes[size_t(i1)]), t.normal_max, uint32_t(t.ident), keep_larger, &c0, &c1);
     out[0] = uint8_t(c0);
     out[1] = uint8_t(c1);
+}
+}  // namespace quellm
+
+namespace quellm {
+// Scalar body of nvfp4_row for one block of 16 (also the SIMD tails): scale code *sc, 8 packed bytes.
+QUELLM_INLINE void nvfp4_block(const float* x, float ts, bool rna, uint8_t* sc, uint8_t* out) {
+    uint32_t am = 0;
+    for (int i = 0; i < QK_NVFP4; ++i) am = am > (f32_to_bits(x[i]) & 0x7FFFFFFFu) ? am : (f32_to_bits(x[i]) & 0x7FFFFFFFu);
+    float d = 0.0f;
+    if (!f32_bits_finite(am)) *sc = 0x7F;
+    else *sc = uint8_t(nvfp4_block_scale(bits_to_f32(am), ts, &d));
+    for (int i = 0; i < QK_NVFP4 / 2; ++i)
+        out[i] = uint8_t(nvfp4_encode(x[2 * i], d, rna) | (nvfp4_encode(x[2 * i + 1], d, rna) << 4));
 }
 }  // namespace quellm

@@ -189,6 +189,99 @@ def test_cpp_matches_numpy(cfg, data):
     check_all_paths(f, x, **kw)
 
 
+# ---- property: the SIMD row kernels (nvfp4_row, ovp_row) on rows long enough for their vector
+# loops, lengths that leave tails of every size, and blocks / cells at their boundaries ------------
+
+NV_CONFIGS = [("nvfp4", {}), ("nvfp4", {"rounding": "rna"})]
+
+
+@st.composite
+def nvfp4_rows(draw):
+    """(rows, 16·nb) float32 with nb up to 40 (AVX-512 groups of 16 blocks, AVX2 of 8, plus tails);
+    each block gaussian at its own power-of-two scale, all zeros, E2M1 ties at a power-of-two
+    block maximum, subnormal, or special values; some blocks carry a NaN / Inf."""
+    rows, nb = draw(st.integers(1, 3)), draw(st.integers(1, 40))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x = np.empty((rows, nb, 16), np.float32)
+    for r in range(rows):
+        for b in range(nb):
+            kind = draw(st.sampled_from(["gauss", "gauss", "zeros", "ties", "subnormal", "special"]))
+            e = np.float32(2.0) ** draw(st.integers(-40, 40))
+            if kind == "gauss":
+                v = rng.standard_normal(16) * e
+            elif kind == "zeros":
+                v = np.zeros(16) * (-1.0 if rng.random() < 0.3 else 1.0)
+            elif kind == "ties":  # multiples of 1/4 of a block max of 6 (then scaled exactly)
+                v = rng.integers(-24, 25, 16) / 4.0
+                v[rng.integers(16)] = 6.0
+                v = v * e
+            elif kind == "subnormal":
+                v = rng.standard_normal(16) * 1e-40
+            else:
+                v = rng.choice(np.array(SPECIAL, np.float64), 16)
+            with np.errstate(over="ignore", under="ignore"):
+                x[r, b] = np.asarray(v, np.float64).astype(np.float32)
+            if draw(st.integers(0, 9)) == 0:
+                x[r, b, rng.integers(16)] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+    return x.reshape(rows, nb * 16)
+
+
+@pytest.mark.parametrize("cfg", NV_CONFIGS, ids=lambda c: "-".join([c[0], *c[1].values()]))
+@settings(max_examples=15)
+@given(x=nvfp4_rows(), ts=st.sampled_from([None, None, 1.0, 0.003, 1e-40, 1e-30, 3e30]))
+def test_cpp_nvfp4_rows(cfg, x, ts):
+    f = fmt_of(*cfg)
+    check_all_paths(f, x, **({} if ts is None else {"tensor_scale": np.float32(ts)}))
+
+
+@pytest.mark.parametrize("cfg", NV_CONFIGS, ids=lambda c: "-".join([c[0], *c[1].values()]))
+def test_cpp_nvfp4_ties(cfg):
+    """Every element on an E2M1 rounding edge or tie (x / d exact: block max 6·2^e, tensor scale
+    1, so d = 2^e), in rows long enough for the vector loops, ±0 included."""
+    f = fmt_of(*cfg)
+    rng = np.random.default_rng(11)
+    v = rng.integers(-40, 41, (3, 37, 16)) / 4.0
+    v[:, :, 0] = 6.0
+    v[:, ::5, 1] = -0.0
+    x = (v * 2.0 ** rng.integers(-9, 9, (3, 37, 1))).astype(np.float32).reshape(3, -1)
+    check_all_paths(f, x, tensor_scale=np.float32(1.0))
+
+
+OVP_ROW_CONFIGS = [c for c in CONFIGS if c[0].startswith("ovp")]
+
+
+@st.composite
+def ovp_rows(draw, f):
+    """(rows, K) float32, K even up to 160, and a scale: values at random, on the half-unit cell
+    edges and near them (every snap cell, the arithmetic range of int4 / int8 and its ends), or
+    gaussian; power-of-two scales keep x / s exact, so edges and ties are hit."""
+    rows, k = draw(st.integers(1, 3)), 2 * draw(st.integers(1, 80))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    lim = int(2 * f.t.grid[-1]) + 2
+    mode = draw(st.sampled_from(["cells", "normals", "gauss"]))
+    if mode == "gauss":
+        v = rng.standard_normal((rows, k)) * f.t.normal_max / 3
+    else:
+        top = lim if mode == "cells" else int(2 * f.t.normal_max) + 8
+        v = rng.integers(-top, top + 1, (rows, k)) / 2.0
+        nudge = rng.choice([0.0, 0.0, 1e-3, -1e-3, 0.25], (rows, k))
+        v = v + nudge
+    exact = draw(st.booleans())
+    s = np.float32(2.0) ** draw(st.integers(-20, 20)) if exact else np.float32(draw(st.floats(1e-3, 1e3)))
+    with np.errstate(over="ignore"):
+        x = (v * np.float64(s)).astype(np.float32)
+    return x, s
+
+
+@pytest.mark.parametrize("cfg", OVP_ROW_CONFIGS, ids=lambda c: "-".join([c[0], *c[1].values()]))
+@settings(max_examples=15)
+@given(data=st.data())
+def test_cpp_ovp_rows(cfg, data):
+    f = fmt_of(*cfg)
+    x, s = data.draw(ovp_rows(f))
+    check_all_paths(f, x, scale=s)
+
+
 # ---- explicit edge cases ----------------------------------------------------------------------
 
 def edge_inputs(f):

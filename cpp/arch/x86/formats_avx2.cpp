@@ -2,6 +2,8 @@
 // formats_simd.h. Masks are all-ones lanes.
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "formats_simd.h"
 
 namespace {
@@ -87,6 +89,42 @@ struct V8 {
     static iv swap_pairs_i(iv v) { return _mm256_shuffle_epi32(v, 0xB1); }
     static fv swap_pairs_f(fv v) { return _mm256_permute_ps(v, 0xB1); }
     static iv even_lanes() { return _mm256_set1_epi64x(0x00000000FFFFFFFFll); }
+    static fv castif(iv v) { return _mm256_castsi256_ps(v); }
+    static iv srai1(iv v) { return _mm256_srai_epi32(v, 1); }
+    static mk fcmple(fv a, fv b) { return _mm256_castps_si256(_mm256_cmp_ps(a, b, _CMP_LE_OQ)); }
+    static bool mall(mk m) { return _mm256_movemask_ps(_mm256_castsi256_ps(m)) == 0xFF; }
+    static bool none(iv v) { return _mm256_testz_si256(v, v); }
+    static iv slli(iv v, int n) { return _mm256_slli_epi32(v, n); }
+    static constexpr bool kLut32 = false;
+    static iv lut32(const int32_t*, iv idx) { return idx; }  // unused (kLut32)
+    // Codes c[0..7] (< 16) as 4 bytes c[2j] | c[2j+1] << 4.
+    static void store_nib(uint8_t* p, iv c) {
+        const __m256i y = _mm256_or_si256(c, _mm256_srli_epi64(c, 28));  // byte 0 of each 64-bit lane
+        const __m256i pick = _mm256_setr_epi8(0, 8, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                              0, 8, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+        const __m256i s = _mm256_shuffle_epi8(y, pick);
+        const __m128i b = _mm_unpacklo_epi16(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        const uint32_t w = uint32_t(_mm_cvtsi128_si32(b));
+        std::memcpy(p, &w, 4);
+    }
+    // Lane b: max over the 16 floats of x[16b .. 16b+15] of bits & 0x7FFFFFFF (8 blocks).
+    static iv absmax16(const float* x) {
+        const __m256i m = _mm256_set1_epi32(0x7FFFFFFF);
+        const auto ld = [&](int i) { return _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 8 * i)), m); };
+        __m256i v[8], a[4], e[2];
+        for (int b = 0; b < 8; ++b) v[b] = _mm256_max_epu32(ld(2 * b), ld(2 * b + 1));
+        for (int i = 0; i < 4; ++i)  // [blk 2i: 4 | blk 2i+1: 4]
+            a[i] = _mm256_max_epu32(_mm256_permute2x128_si256(v[2 * i], v[2 * i + 1], 0x20),
+                                    _mm256_permute2x128_si256(v[2 * i], v[2 * i + 1], 0x31));
+        for (int i = 0; i < 2; ++i)  // half h: [blk 4i+h x2, blk 4i+2+h x2]
+            e[i] = _mm256_max_epu32(_mm256_unpacklo_epi64(a[2 * i], a[2 * i + 1]),
+                                    _mm256_unpackhi_epi64(a[2 * i], a[2 * i + 1]));
+        const __m256 e0 = _mm256_castsi256_ps(e[0]), e1 = _mm256_castsi256_ps(e[1]);
+        // half h, lane l: blk 2l + h
+        const __m256i f = _mm256_max_epu32(_mm256_castps_si256(_mm256_shuffle_ps(e0, e1, 0x88)),
+                                           _mm256_castps_si256(_mm256_shuffle_ps(e0, e1, 0xDD)));
+        return _mm256_permutevar8x32_epi32(f, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    }
 };
 }  // namespace
 

@@ -62,6 +62,44 @@ struct V16 {
     static iv swap_pairs_i(iv v) { return _mm512_shuffle_epi32(v, _MM_PERM_CDAB); }
     static fv swap_pairs_f(fv v) { return _mm512_permute_ps(v, 0xB1); }
     static iv even_lanes() { return _mm512_set1_epi64(0x00000000FFFFFFFFll); }
+    static fv castif(iv v) { return _mm512_castsi512_ps(v); }
+    static iv srai1(iv v) { return _mm512_srai_epi32(v, 1); }
+    static mk fcmple(fv a, fv b) { return _mm512_cmp_ps_mask(a, b, _CMP_LE_OQ); }
+    static bool mall(mk m) { return m == 0xFFFF; }
+    static bool none(iv v) { return _mm512_test_epi32_mask(v, v) == 0; }
+    static iv slli(iv v, int n) { return _mm512_slli_epi32(v, n); }
+    static constexpr bool kLut32 = true;
+    static iv lut32(const int32_t* t, iv idx) {  // t[idx], idx in [0, 32)
+        return _mm512_permutex2var_epi32(_mm512_load_si512(t), idx, _mm512_load_si512(t + 16));
+    }
+    // Codes c[0..15] (< 16) as 8 bytes c[2j] | c[2j+1] << 4.
+    static void store_nib(uint8_t* p, iv c) {
+        const __m128i b = _mm512_cvtepi64_epi8(_mm512_or_si512(c, _mm512_srli_epi64(c, 28)));
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(p), b);
+    }
+    // Lane b: max over the 16 floats of x[16b .. 16b+15] of bits & 0x7FFFFFFF (16 blocks).
+    // A transposing reduction: each step halves the lanes per block and pairs up the vectors.
+    static iv absmax16(const float* x) {
+        const __m512i m = _mm512_set1_epi32(0x7FFFFFFF);
+        __m512i v[16];
+        for (int b = 0; b < 16; ++b) v[b] = _mm512_and_si512(_mm512_loadu_si512(x + 16 * b), m);
+        __m512i a[8], c[4], e[2];
+        for (int i = 0; i < 8; ++i)  // [blk 2i: 8 | blk 2i+1: 8]
+            a[i] = _mm512_max_epu32(_mm512_shuffle_i32x4(v[2 * i], v[2 * i + 1], 0x44),
+                                    _mm512_shuffle_i32x4(v[2 * i], v[2 * i + 1], 0xEE));
+        for (int i = 0; i < 4; ++i)  // quarter q: blk 4i + q, 4 lanes
+            c[i] = _mm512_max_epu32(_mm512_shuffle_i32x4(a[2 * i], a[2 * i + 1], 0x88),
+                                    _mm512_shuffle_i32x4(a[2 * i], a[2 * i + 1], 0xDD));
+        for (int i = 0; i < 2; ++i)  // quarter q: [blk 8i+q x2, blk 8i+4+q x2]
+            e[i] = _mm512_max_epu32(_mm512_unpacklo_epi64(c[2 * i], c[2 * i + 1]),
+                                    _mm512_unpackhi_epi64(c[2 * i], c[2 * i + 1]));
+        const __m512 e0 = _mm512_castsi512_ps(e[0]), e1 = _mm512_castsi512_ps(e[1]);
+        // quarter q, lane l: blk 4l + q
+        const __m512i f = _mm512_max_epu32(_mm512_castps_si512(_mm512_shuffle_ps(e0, e1, 0x88)),
+                                           _mm512_castps_si512(_mm512_shuffle_ps(e0, e1, 0xDD)));
+        const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        return _mm512_permutexvar_epi32(idx, f);
+    }
 };
 }  // namespace
 
