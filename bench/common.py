@@ -14,8 +14,14 @@ from collections.abc import Callable, Sequence
 import quellm
 
 
-def timeit(fn: Callable[[], object], *, min_time: float = 0.2, min_reps: int = 5, warmup: int = 2) -> tuple[float, float]:
-    """(median, min) seconds per call over at least ``min_reps`` calls and ``min_time`` seconds."""
+def timeit(fn: Callable[[], object], *, min_time: float = 0.2, min_reps: int = 5, warmup: int = 2,
+           settle: float = 0.15) -> tuple[float, float]:
+    """(median, min) seconds per call over at least ``min_reps`` calls and ``min_time`` seconds.
+
+    Sleeps ``settle`` seconds first: the worker threads of whatever ran before (OpenBLAS behind
+    numpy, quellm's OpenMP pool) spin for a while after their last job, and on a small machine
+    they would take cores from the function being timed."""
+    time.sleep(settle)
     for _ in range(warmup):
         fn()
     times: list[float] = []

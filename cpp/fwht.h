@@ -20,14 +20,17 @@
 
 namespace quellm {
 
-// The H_m mixing sums the m columns in groups of four (Hadamard orders above 2 are multiples of
-// 4), which lets the SIMD kernels look each group's signed sum up in a table of its 16 sign
-// patterns instead of doing m multiply-adds per output (see arch/x86/fwht_simd.h). The order
-// of the float operations, which every path follows exactly:
+// The H_m mixing: for m < kFwhtGroupedMinM every path sums c = 0..m-1 in order (acc += ±x_c,
+// register-tiled multiply-adds in the SIMD kernels). From kFwhtGroupedMinM on, the columns are
+// summed in groups of four (Hadamard orders above 2 are multiples of 4), which lets the SIMD
+// kernels look each group's signed sum up in a table of its 16 sign patterns instead of doing
+// m multiply-adds per output (arch/x86/fwht_simd.h). The grouped order, which every path
+// follows exactly:
 //     for each group c0 = 0, 4, 8, ... (g = min(4, m - c0) columns):
 //         t   = x[c0] ± x[c0+1] ± ... ± x[c0+g-1]   left to right, '+' where H[a, c0+i] == H[a, c0]
 //         acc = acc + t   if H[a, c0] > 0,   acc - t   otherwise          (acc starts at +0)
 constexpr int kFwhtGroup = 4;
+constexpr int kFwhtGroupedMinM = 60;
 QUELLM_HD QUELLM_INLINE int fwht_groups(int m) { return (m + kFwhtGroup - 1) / kFwhtGroup; }
 
 // Table index of H row `hm_row`'s group at c0 (g columns): bit i-1 set when column c0+i has the
@@ -39,10 +42,14 @@ QUELLM_HD QUELLM_INLINE int fwht_group_code(const int8_t* hm_row, int c0, int g)
     return code;
 }
 
-// One output of the H_m mixing: Σ_c hm_row[c] · col[c · stride] in the grouped order above.
+// One output of the H_m mixing: Σ_c hm_row[c] · col[c · stride] in the order above for m.
 // Shared by the CPU reference and the CUDA kernel.
 QUELLM_HD QUELLM_INLINE float fwht_mix_dot(const int8_t* hm_row, const float* col, int64_t stride, int m) {
     float acc = 0.0f;
+    if (m < kFwhtGroupedMinM) {
+        for (int c = 0; c < m; ++c) acc += float(hm_row[c]) * col[c * stride];
+        return acc;
+    }
     for (int c0 = 0; c0 < m; c0 += kFwhtGroup) {
         const int g = m - c0 < kFwhtGroup ? m - c0 : kFwhtGroup;
         float t = col[c0 * stride];
@@ -79,17 +86,17 @@ void fwht_check(const FwhtParams& p);
 void fwht_ref(const FwhtParams& p);  // scalar, single thread
 void fwht(const FwhtParams& p);      // fastest path for active_isa(), OpenMP over rows
 
-// H_m prepared for the SIMD kernels, per row a of H_m and column group k (fwht_groups(m) of them):
-//   codes[a·groups + k]            fwht_group_code (table-lookup mixing)
-//   signs[(a·groups + k)·4 + i]    H[a, c0] (i = 0), H[a, c0+i]·H[a, c0] (i = 1..3)  (dense mixing)
+// H_m prepared for the SIMD kernels:
+//   m < kFwhtGroupedMinM:  hT[c·m + a] = H[a, c] as floats (register-tiled mixing)
+//   otherwise:             codes[a·groups + k] = fwht_group_code of row a, group k (table mixing)
 struct FwhtMix {
+    const float* hT;
     const uint8_t* codes;
-    const float* signs;
 };
 
 // Kernels of each ISA for nrows consecutive rows: dst = scale · H_n · src per row (src may equal
 // dst); tmp is scratch of at least fwht_scratch_floats(m) floats. Require p >= 16.
-inline int64_t fwht_scratch_floats(int m) { return int64_t(m) * 32 + 8 * 16 * 32 + 16; }
+inline int64_t fwht_scratch_floats(int m) { return int64_t(m) * 64 + 8 * 16 * 32 + 16; }
 namespace x86 {
 void fwht_rows_avx2(const float* src, float* dst, int64_t nrows, int64_t p, int m, const FwhtMix& mx, float scale,
                     float* tmp);

@@ -8,7 +8,7 @@ struct V8 {
     using reg = __m256;
     static constexpr int G = 3;  // 16 registers: radix-8 passes
     static constexpr int MIX_MR = 6;  // H rows per table-mixing tile: MR x 2 accumulators
-    static constexpr int MIX_DENSE_MR = 2;  // H rows per dense-mixing tile
+    static constexpr int MIX_DENSE_MR = 2;  // H rows per small-m mixing tile: MR x 4 accumulators
     static constexpr int W = 8;
     static reg load(const float* p) { return _mm256_loadu_ps(p); }
     static void store(float* p, reg v) { _mm256_storeu_ps(p, v); }

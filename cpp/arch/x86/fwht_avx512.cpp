@@ -8,7 +8,7 @@ struct V16 {
     using reg = __m512;
     static constexpr int G = 4;  // 32 registers: radix-16 passes
     static constexpr int MIX_MR = 12;  // H rows per table-mixing tile: MR x 2 accumulators
-    static constexpr int MIX_DENSE_MR = 8;  // H rows per dense-mixing tile
+    static constexpr int MIX_DENSE_MR = 6;  // H rows per small-m mixing tile: MR x 4 accumulators
     static constexpr int W = 16;
     static reg load(const float* p) { return _mm512_loadu_ps(p); }
     static void store(float* p, reg v) { _mm512_storeu_ps(p, v); }

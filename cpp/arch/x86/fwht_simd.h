@@ -8,15 +8,15 @@
 // in_vector(reg) — the log2(W) butterfly stages inside one register.
 //
 // Row plan for dst = scale · (H_m ⊗ H_p) · src, p >= W (see fwht.h):
-//   1. m > 1: mix the m sub-rows by H_m with per-group sign-pattern tables (mix_lookup), two
-//      lane vectors at a time (from one row, or from several rows when p is short), MR output
-//      sub-rows per register tile (reads src, writes dst).
+//   1. m > 1: mix the m sub-rows by H_m, several lane vectors at a time (from one row, or from
+//      several rows when p is short): for small m a register-tiled GEMM over 4 lane vectors
+//      (mix_vectors), from m = kFwhtGroupedMinM per-group sign-pattern tables (mix_lookup).
 //   2. H_p on each sub-row: pass A = in-vector stages + up to G cross-vector stages on 2^G
 //      consecutive registers; pass B = G more stages (stride 2^G registers) on the same
 //      block of 4^G·W floats while it is in L1; then radix-2^G (or smaller) passes over the
 //      whole sub-row for the remaining strides. The last pass applies `scale`.
 // Every butterfly happens in the same order as fwht_ref, and the mixing follows fwht_mix_dot's
-// grouped order, so the result is bit-identical to the scalar reference.
+// order for its m, so the result is bit-identical to the scalar reference.
 #pragma once
 
 #include <cstdint>
@@ -216,66 +216,58 @@ void mix_lookup(const float* const* xs, float* const* ys, int64_t p, int m, cons
     }
 }
 
-// The same mixing without tables, for small m where building 16 entries per group costs more
-// than it saves: per output and group, t = x_c0 ± ... by fused multiply-adds with ±1 (exact
-// products, one rounding each: the same bits as fwht_mix_dot's t + v / t - v), then acc ± t.
-// signs[(a·groups + k)·4 + i] is H[a, c0] for i = 0 and H[a, c0+i]·H[a, c0] for i = 1..3. NV lane
-// vectors per call as in mix_lookup; results go through `tmp` so xs may equal ys.
+// H_m mixing for small m (below kFwhtGroupedMinM), NV "lane vectors" at once: vector j starts at xs[j] (sub-row 0 of some row, at
+// some lane offset) and its sub-row c lies at xs[j] + c·p. For every output sub-row a:
+//     ys[j] + a·p  =  Σ_c H[a, c] · (xs[j] + c·p)       (summed c = 0..m-1, exact ±1 products:
+//                                                        fwht_mix_dot's order for m < kFwhtGroupedMinM)
+// The vectors may come from one row (p ≥ NV·W) or from several rows (short p), so the MR×NV
+// register tile stays full: per c, NV loads and MR broadcasts feed MR·NV FMAs. Results go
+// through tmp (m·NV·W floats) so xs may equal ys. hT is H transposed: hT[c·m + a] = H[a, c].
+//
+// When p == W each lane vector is a whole sub-row, so H_p (the in-register stages) and the
+// scale are applied here on the way out (`whole_subrow`), saving a pass per sub-row.
 template <class V, int MR, int NV>
-void mix_dense(const float* const* xs, float* const* ys, int64_t p, int m, const float* signs, float* tmp,
-               bool whole_subrow, float scale) {
+void mix_vectors(const float* const* xs, float* const* ys, int64_t p, int m, const float* hT, float* tmp,
+                 bool whole_subrow, float scale) {
     constexpr int W = V::W;
     using reg = typename V::reg;
-    const int ng = fwht_groups(m);
-    auto tile = [&](auto rows_c, int a0) {
-        constexpr int R = decltype(rows_c)::value;
-        reg acc[R][NV];
-        for (int r = 0; r < R; ++r)
-            for (int j = 0; j < NV; ++j) acc[r][j] = V::zero();
-        for (int k = 0; k < ng; ++k) {
-            const int c0 = k * kFwhtGroup, g = m - c0 < kFwhtGroup ? m - c0 : kFwhtGroup;
-            reg xv[kFwhtGroup][NV];  // the group's columns, loaded once for the R outputs
-            for (int i = 0; i < g; ++i)
-                for (int j = 0; j < NV; ++j) xv[i][j] = V::load(xs[j] + (c0 + i) * p);
-            for (int r = 0; r < R; ++r) {
-                const float* sg = signs + (int64_t(a0 + r) * ng + k) * kFwhtGroup;
-                reg t[NV];
-                for (int j = 0; j < NV; ++j) t[j] = xv[0][j];
-                for (int i = 1; i < g; ++i) {
-                    const reg s = V::set1(sg[i]);
-                    for (int j = 0; j < NV; ++j) t[j] = V::fmadd(s, xv[i][j], t[j]);
-                }
-                const reg s0 = V::set1(sg[0]);
-                for (int j = 0; j < NV; ++j) acc[r][j] = V::fmadd(s0, t[j], acc[r][j]);
-            }
-        }
-        for (int r = 0; r < R; ++r)
-            for (int j = 0; j < NV; ++j) V::store(tmp + ((a0 + r) * NV + j) * W, acc[r][j]);
-    };
     int a0 = 0;
-    for (; a0 + MR <= m; a0 += MR) tile(std::integral_constant<int, MR>{}, a0);
-    for (; a0 < m; ++a0) tile(std::integral_constant<int, 1>{}, a0);
-    const reg sc = V::set1(scale);
-    for (int a = 0; a < m; ++a)
-        for (int j = 0; j < NV; ++j) {
-            reg v = V::load(tmp + (a * NV + j) * W);
-            if (whole_subrow) {
-                v = V::in_vector(v);
-                if (scale != 1.0f) v = V::mul(v, sc);
+    for (; a0 + MR <= m; a0 += MR) {
+        reg acc[MR][NV];
+        for (int r = 0; r < MR; ++r)
+            for (int j = 0; j < NV; ++j) acc[r][j] = V::zero();
+        for (int c = 0; c < m; ++c) {
+            reg xv[NV];
+            for (int j = 0; j < NV; ++j) xv[j] = V::load(xs[j] + c * p);
+            const float* hc = hT + c * m + a0;
+            for (int r = 0; r < MR; ++r) {
+                const reg h = V::set1(hc[r]);
+                for (int j = 0; j < NV; ++j) acc[r][j] = V::fmadd(h, xv[j], acc[r][j]);
             }
-            V::store(ys[j] + a * p, v);
         }
-}
-
-// Tables pay off from about m = 20 (an order-m dense group costs 4m multiply-adds, a table 42
-// operations plus m adds).
-constexpr int kMixLookupMinM = 28;
-
-template <class V, int NV>
-void mix(const float* const* xs, float* const* ys, int64_t p, int m, const quellm::FwhtMix& mx, float* tmp,
-         bool whole_subrow, float scale) {
-    if (m >= kMixLookupMinM) mix_lookup<V, NV>(xs, ys, p, m, mx.codes, tmp, whole_subrow, scale);
-    else mix_dense<V, V::MIX_DENSE_MR, NV>(xs, ys, p, m, mx.signs, tmp, whole_subrow, scale);
+        for (int r = 0; r < MR; ++r)
+            for (int j = 0; j < NV; ++j) V::store(tmp + ((a0 + r) * NV + j) * W, acc[r][j]);
+    }
+    for (; a0 < m; ++a0) {  // tail rows of H, one at a time
+        reg acc[NV];
+        for (int j = 0; j < NV; ++j) acc[j] = V::zero();
+        for (int c = 0; c < m; ++c) {
+            const reg h = V::set1(hT[c * m + a0]);
+            for (int j = 0; j < NV; ++j) acc[j] = V::fmadd(h, V::load(xs[j] + c * p), acc[j]);
+        }
+        for (int j = 0; j < NV; ++j) V::store(tmp + (a0 * NV + j) * W, acc[j]);
+    }
+    if (whole_subrow) {
+        const reg sc = V::set1(scale);
+        for (int a = 0; a < m; ++a)
+            for (int j = 0; j < NV; ++j) {
+                const reg v = V::in_vector(V::load(tmp + (a * NV + j) * W));
+                V::store(ys[j] + a * p, scale == 1.0f ? v : V::mul(v, sc));
+            }
+        return;
+    }
+    for (int a = 0; a < m; ++a)
+        for (int j = 0; j < NV; ++j) V::store(ys[j] + a * p, V::load(tmp + (a * NV + j) * W));
 }
 
 // nrows consecutive rows (row stride n = m·p) of dst = scale · (H_m ⊗ H_p) · src. Requires
@@ -286,24 +278,41 @@ void fwht_rows(const float* src, float* dst, int64_t nrows, int64_t p, int m, co
     constexpr int W = V::W;
     const int64_t n = int64_t(m) * p;
     if (m > 1) {
-        // Enumerate the (row, lane chunk) vectors of the group and mix them two at a time.
+        // Enumerate the (row, lane chunk) vectors of the group and mix NV at a time: 4 for the
+        // register-tiled small-m kernel, 2 for the tables.
         const int64_t per_row = p / W, total = nrows * per_row;
-        int64_t v = 0;
-        for (; v + 2 <= total; v += 2) {
-            const float* xs[2];
-            float* ys[2];
-            for (int j = 0; j < 2; ++j) {
-                const int64_t r = (v + j) / per_row, off = ((v + j) % per_row) * W;
-                xs[j] = src + r * n + off;
-                ys[j] = dst + r * n + off;
-            }
-            mix<V, 2>(xs, ys, p, m, mx, tmp, p == W, scale);
-        }
-        for (; v < total; ++v) {
+        auto lane = [&](int64_t v, const float*& x, float*& y) {
             const int64_t r = v / per_row, off = (v % per_row) * W;
-            const float* xs[1] = {src + r * n + off};
-            float* ys[1] = {dst + r * n + off};
-            mix<V, 1>(xs, ys, p, m, mx, tmp, p == W, scale);
+            x = src + r * n + off;
+            y = dst + r * n + off;
+        };
+        int64_t v = 0;
+        if (m < quellm::kFwhtGroupedMinM) {
+            for (; v + 4 <= total; v += 4) {
+                const float* xs[4];
+                float* ys[4];
+                for (int j = 0; j < 4; ++j) lane(v + j, xs[j], ys[j]);
+                mix_vectors<V, V::MIX_DENSE_MR, 4>(xs, ys, p, m, mx.hT, tmp, p == W, scale);
+            }
+            for (; v < total; ++v) {
+                const float* xs[1];
+                float* ys[1];
+                lane(v, xs[0], ys[0]);
+                mix_vectors<V, V::MIX_DENSE_MR, 1>(xs, ys, p, m, mx.hT, tmp, p == W, scale);
+            }
+        } else {
+            for (; v + 2 <= total; v += 2) {
+                const float* xs[2];
+                float* ys[2];
+                for (int j = 0; j < 2; ++j) lane(v + j, xs[j], ys[j]);
+                mix_lookup<V, 2>(xs, ys, p, m, mx.codes, tmp, p == W, scale);
+            }
+            for (; v < total; ++v) {
+                const float* xs[1];
+                float* ys[1];
+                lane(v, xs[0], ys[0]);
+                mix_lookup<V, 1>(xs, ys, p, m, mx.codes, tmp, p == W, scale);
+            }
         }
         if (p == W) return;  // H_p and the scale were applied by the mixing
         for (int64_t r = 0; r < nrows; ++r)
