@@ -34,10 +34,66 @@ IntPacked packed_shell(int bits, int64_t N, int64_t K, int64_t G) {
     return w;
 }
 
-// Index of weight (row j of tile t, k-quad kq) in the packed codes; bytes per quad: bits / 2.
-inline size_t quad_at(const IntPacked& w, int64_t t, int64_t kq, int64_t j) {
-    return size_t(((t * (w.K / 4) + kq) * 16 + j) * (w.bits / 2));
+// Index of the first byte of k-quad kq's 16 rows in tile t: quads keep their place in every
+// layout (bits / 2 bytes per row and quad); bits 8: row j's 4 codes at quad_at + 4j.
+inline size_t quad_at(const IntPacked& w, int64_t t, int64_t kq) {
+    return size_t((t * (w.K / 4) + kq) * 16 * (w.bits / 2));
 }
+
+// bits 4 (gemm.h): byte index and nibble shift (0 or 4) of weight (n, k). Within each group the
+// k-quads pair into octs (64 bytes: row j's byte i at 4j + i = k_i | k_{i+4} << 4); a group's last
+// quad when G/4 is odd stays in the quad form (row j's bytes at 2j, 2j + 1: k0|k1<<4, k2|k3<<4).
+inline size_t nib_at(const IntPacked& w, int64_t n, int64_t k, int* shift) {
+    const int64_t t = n / 16, j = n % 16, GQ = w.G / 4, kq = k / 4, g = k / w.G, l = kq - g * GQ;
+    if (l < (GQ & ~int64_t(1))) {
+        *shift = int(l & 1) * 4;
+        return quad_at(w, t, g * GQ + (l & ~int64_t(1))) + size_t(4 * j + k % 4);
+    }
+    *shift = int(k % 2) * 4;
+    return quad_at(w, t, kq) + size_t(2 * j + (k % 4) / 2);
+}
+inline int nib_get(const IntPacked& w, int64_t n, int64_t k) {
+    int sh;
+    const size_t i = nib_at(w, n, k, &sh);
+    return (w.codes[i] >> sh) & 15;
+}
+// Canonical int4 codes (N, K/2) <-> packed nibbles, a quad (2 canonical bytes) at a time; x: 0x88
+// for offset int4 (q + 8), 0 for E2M1 / OVP codes. Packing fills every nibble of the real rows.
+template <bool PACK>
+void move_nibbles(const IntPacked& w, uint8_t* codes, uint8_t x) {
+    uint8_t* wc = const_cast<uint8_t*>(w.codes.data());  // written only when PACK (w non-const there)
+    const int64_t GQ = w.G / 4, NG = w.K / w.G;
+    for (int64_t n = 0; n < w.N; ++n) {
+        const int64_t t = n / 16, j = n % 16;
+        uint8_t* row = codes + n * (w.K / 2);
+        for (int64_t g = 0; g < NG; ++g)
+            for (int64_t l = 0; l < GQ; ++l) {
+                const int64_t kq = g * GQ + l;
+                uint8_t* c = row + 2 * kq;
+                if (l < (GQ & ~int64_t(1))) {
+                    uint8_t* o = wc + quad_at(w, t, kq - (l & 1)) + 4 * j;
+                    const int sh = int(l & 1) * 4;
+                    uint8_t nb[4];
+                    if (PACK) {
+                        const uint8_t b0 = c[0] ^ x, b1 = c[1] ^ x;
+                        nb[0] = b0 & 15, nb[1] = b0 >> 4, nb[2] = b1 & 15, nb[3] = b1 >> 4;
+                        for (int i = 0; i < 4; ++i) o[i] = uint8_t((o[i] & (0xF0 >> sh)) | nb[i] << sh);
+                    } else {
+                        for (int i = 0; i < 4; ++i) nb[i] = (o[i] >> sh) & 15;
+                        c[0] = uint8_t((nb[0] | nb[1] << 4) ^ x);
+                        c[1] = uint8_t((nb[2] | nb[3] << 4) ^ x);
+                    }
+                } else {
+                    uint8_t* o = wc + quad_at(w, t, kq) + 2 * j;
+                    for (int b = 0; b < 2; ++b) {
+                        if (PACK) o[b] = c[b] ^ x;
+                        else c[b] = o[b] ^ x;
+                    }
+                }
+            }
+    }
+}
+void pack_nibbles(IntPacked& w, const uint8_t* codes, uint8_t x) { move_nibbles<true>(w, const_cast<uint8_t*>(codes), x); }
 
 // 2 × the value of each E2M1 code (sign-magnitude: 0, .5, 1, 1.5, 2, 3, 4, 6).
 constexpr int8_t kE2M1x2[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
@@ -47,12 +103,10 @@ constexpr int8_t kOvpNormal[16] = {0, 1, 2, 3, 4, 5, 6, 7, 0, -7, -6, -5, -4, -3
 constexpr int8_t kOvpOutlier[16] = {0, 12, 16, 24, 32, 48, 64, 96, 0, -12, -16, -24, -32, -48, -64, -96};
 
 inline int qw_at(const IntPacked& w, int64_t n, int64_t k) {
-    const size_t q = quad_at(w, n / 16, k / 4, n % 16);
-    if (w.bits == 8) return int(int8_t(w.codes[q + size_t(k % 4)]));
-    const uint8_t byte = w.codes[q + size_t(k % 4) / 2];
-    const int nib = k % 2 ? byte >> 4 : byte & 15;
-    if (w.ovp) {
-        const int partner = k % 2 ? byte & 15 : byte >> 4;
+    if (w.bits == 8) return int(int8_t(w.codes[quad_at(w, n / 16, k / 4) + size_t(4 * (n % 16) + k % 4)]));
+    const int nib = nib_get(w, n, k);
+    if (w.ovp) {  // pairs (k0, k1), (k2, k3)
+        const int partner = nib_get(w, n, k ^ 1);
         return nib == 8 ? 0 : partner == 8 ? kOvpOutlier[nib] : kOvpNormal[nib];
     }
     return w.e2m1 ? kE2M1x2[nib] : nib - 8;
@@ -64,10 +118,9 @@ IntPacked gemm_w4_repack(const uint8_t* codes, const float* scales, int64_t N, i
     IntPacked w = packed_shell(4, N, K, G);
     const int64_t KQ = K / 4, NG = K / G;
     w.codes.assign(size_t(w.tiles * KQ * 32), 0x88);  // padding rows: q = 0
+    pack_nibbles(w, codes, 0x88);
     for (int64_t n = 0; n < N; ++n) {
         const int64_t t = n / 16, j = n % 16;
-        for (int64_t kq = 0; kq < KQ; ++kq)
-            for (int b = 0; b < 2; ++b) w.codes[quad_at(w, t, kq, j) + b] = codes[n * (K / 2) + kq * 2 + b] ^ 0x88;
         for (int64_t g = 0; g < NG; ++g) w.scales[size_t((t * NG + g) * 16 + j)] = scales[n * NG + g];
     }
     return w;
@@ -81,7 +134,7 @@ IntPacked gemm_w8_repack(const int8_t* codes, const float* scales, int64_t N, in
     for (int64_t n = 0; n < N; ++n) {
         const int64_t t = n / 16, j = n % 16;
         for (int64_t k = 0; k < K; ++k) {
-            w.codes[quad_at(w, t, k / 4, j) + size_t(k % 4)] = uint8_t(codes[n * K + k]);
+            w.codes[quad_at(w, t, k / 4) + size_t(4 * j + k % 4)] = uint8_t(codes[n * K + k]);
             w.wsum[size_t((t * NG + k / G) * 16 + j)] += codes[n * K + k];
         }
         for (int64_t g = 0; g < NG; ++g) w.scales[size_t((t * NG + g) * 16 + j)] = scales[n * NG + g];
@@ -101,10 +154,9 @@ IntPacked gemm_mx4_repack(const uint8_t* codes, const uint8_t* scale_codes, int6
     const int64_t KQ = K / 4, NG = K / 32;
     w.codes.assign(size_t(w.tiles * KQ * 32), 0);  // padding rows: code 0 = +0
     w.wsum.assign(w.scales.size(), 0);
+    pack_nibbles(w, codes, 0);
     for (int64_t n = 0; n < N; ++n) {
         const int64_t t = n / 16, j = n % 16;
-        for (int64_t kq = 0; kq < KQ; ++kq)
-            for (int b = 0; b < 2; ++b) w.codes[quad_at(w, t, kq, j) + b] = codes[n * (K / 2) + kq * 2 + b];
         for (int64_t g = 0; g < NG; ++g) {
             w.scales[size_t((t * NG + g) * 16 + j)] = scales[size_t(n * NG + g)];
             for (int64_t k = g * 32; k < (g + 1) * 32; ++k) w.wsum[size_t((t * NG + g) * 16 + j)] += qw_at(w, n, k);
@@ -120,11 +172,10 @@ IntPacked gemm_ovp4_repack(const uint8_t* codes, const float* scales, int64_t N,
     const int64_t KQ = K / 4;
     w.codes.assign(size_t(w.tiles * KQ * 32), 0);  // padding rows: 0
     w.wsum.assign(w.scales.size(), 0);
+    pack_nibbles(w, codes, 0);
     for (int64_t n = 0; n < N; ++n) {
         QUELLM_CHECK(std::isfinite(scales[n]), "gemm_ovp4_repack: non-finite scale in row ", n);
         const int64_t t = n / 16, j = n % 16;
-        for (int64_t kq = 0; kq < KQ; ++kq)
-            for (int b = 0; b < 2; ++b) w.codes[quad_at(w, t, kq, j) + b] = codes[n * (K / 2) + kq * 2 + b];
         w.scales[size_t(t * 16 + j)] = scales[n];
         for (int64_t k = 0; k < K; ++k) w.wsum[size_t(t * 16 + j)] += qw_at(w, n, k);
     }
@@ -252,14 +303,11 @@ void gemm_mx8(const GemmMx8Params& p) {
 
 void gemm_int_unpack(const IntPacked& w, uint8_t* codes, float* scales) {
     const int64_t NG = w.K / w.G;
+    if (w.bits == 4) move_nibbles<false>(w, codes, w.e2m1 || w.ovp ? 0 : 0x88);
     for (int64_t n = 0; n < w.N; ++n) {
         const int64_t t = n / 16, j = n % 16;
         if (w.bits == 8)
             for (int64_t k = 0; k < w.K; ++k) codes[n * w.K + k] = uint8_t(qw_at(w, n, k));
-        else
-            for (int64_t kq = 0; kq < w.K / 4; ++kq)
-                for (int b = 0; b < 2; ++b)
-                    codes[n * (w.K / 2) + kq * 2 + b] = w.codes[quad_at(w, t, kq, j) + b] ^ (w.e2m1 || w.ovp ? 0 : 0x88);
         for (int64_t g = 0; g < NG; ++g) scales[n * NG + g] = w.scales[size_t((t * NG + g) * 16 + j)];
     }
 }

@@ -15,7 +15,13 @@
 // element 2i of a row in the low nibble of byte i; int8 codes (N, K) int8; scales (N, K/G) f32.
 //
 // Integer kernels use a repacked copy (gemm_w4_repack / gemm_w8_repack): rows in tiles of 16, and
-// for each group of 4 k-steps the 16 rows' 4 codes side by side (one 64-byte VNNI operand).
+// for each group of 4 k-steps (a k-quad) the 16 rows' 4 codes side by side (one 64-byte VNNI
+// operand). int8: 64 bytes per quad, row j's codes k0..k3 at bytes 4j..4j+3. int4: within each
+// weight group the quads pair into k-octs of 64 bytes, row j's byte 4j + i = k_i | k_{i+4} << 4
+// (i = 0..3), so one load gives both quads' operands with no shuffle: v & 0x0F (k0..k3, the
+// activations' byte order) and (v >> 4) & 0x0F (k4..k7). When G/4 is odd, the last quad of each
+// group stays in the quad form (32 bytes, row j's bytes 2j, 2j + 1 = k0|k1<<4, k2|k3<<4). Either
+// way quad kq of tile t starts at byte 32·(t·K/4 + kq); codes are 64-byte aligned.
 // int4 is stored offset-binary (q + 8, 0..15) so an unpacked byte is the u8 operand of VNNI's
 // vpdpbusd; the +8 is removed with 8·Σ qa per group. int8 weights are the s8 operand and the
 // activations are shifted to u8 (qa + 128); the shift is removed with 128·Σ qw per group
@@ -32,9 +38,26 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <new>
 #include <vector>
 
 namespace quellm {
+
+// Allocator on 64-byte (cache-line) boundaries: the integer kernels load whole 64-byte operands,
+// and an operand split across two lines halves the rate at which they stream from L2.
+template <class T>
+struct CacheAligned {
+    using value_type = T;
+    CacheAligned() = default;
+    template <class U>
+    CacheAligned(const CacheAligned<U>&) {}
+    T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
+    void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
+    template <class U>
+    bool operator==(const CacheAligned<U>&) const { return true; }
+    template <class U>
+    bool operator!=(const CacheAligned<U>&) const { return false; }
+};
 
 // ---- integer kernels --------------------------------------------------------------------------
 
@@ -44,7 +67,9 @@ struct IntPacked {
     bool ovp = false;                  // bits 4: codes are OliVe OVP4 pairs (int4 normal, abfloat outlier)
     int64_t N = 0, K = 0, G = 0;       // K % G == 0, G % 4 == 0
     int64_t tiles = 0;                 // ceil(N / 16)
-    std::vector<uint8_t> codes;        // bits 4: (tiles, K/4, 16, 2): nibbles q+8, k0|k1<<4, k2|k3<<4
+    std::vector<uint8_t, CacheAligned<uint8_t>> codes;
+                                       // bits 4: (tiles, K/8, 16, 4) nibbles q+8 in k-octs (k_i | k_{i+4} << 4),
+                                       //   per group; the last quad of a group with G/4 odd (16, 2) (see above)
                                        // bits 8: (tiles, K/4, 16, 4): int8 q
     std::vector<float> scales;         // (tiles, K/G, 16)
     std::vector<int32_t> wsum;         // bits 8 / e2m1: (tiles, K/G, 16) Σ q over the group; int4: empty

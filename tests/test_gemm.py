@@ -89,6 +89,41 @@ def test_random_shapes(M, N, kq, bits, a4, seed, data):
     assert_bit_exact(_core.gemm_int(qa, sa, w), want)
 
 
+# int4 layout (gemm.h): a group's k-quads pair into octs; with G/4 odd the last quad of every
+# group keeps the quad form. Every row count of the tile kernels (1..8 per call, then more).
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("K, G", [(24, 12), (40, 20), (48, 4), (96, 96), (96, 32), (120, 40), (8, 8)])
+@pytest.mark.parametrize("M", [1, 2, 3, 8, 11])
+def test_odd_quads_per_group(M, K, G, bits, isa, threads):
+    N = 35
+    qw, sw, w = make(N, K, G, M * 1000 + K + G, bits)
+    codes, scales = w.unpack()
+    assert_bit_exact(codes, pack_int4(qw) if bits == 4 else qw)
+    assert_bit_exact(scales, sw)
+    rng = np.random.default_rng(K + G)
+    qa = rng.integers(-128, 128, (M, K)).astype(np.int8)
+    sa = rng.uniform(0.01, 1.0, M).astype(np.float32)
+    bias = rng.standard_normal(N).astype(np.float32)
+    want, _ = epilogue(qa, sa, qw, sw, G, bias)
+    assert_bit_exact(_core.gemm_int(qa, sa, w, bias, ref=True), want, "ref")
+    assert_bit_exact(_core.gemm_int(qa, sa, w, bias), want, f"{isa} t={threads}")
+
+
+# The AVX-512 int4 kernel for 1-2 rows sums the high nibbles of an oct as 16·u, exact while
+# 16·15·128·G/2 < 2^31 (G <= 2^17), and shifts them otherwise: both sides of that bound.
+@pytest.mark.parametrize("K", [1 << 17, 1 << 18])
+def test_int4_large_group_exact(K, isa):
+    N = 16
+    qw = np.full((N, K), 7, np.int8)
+    qw[:, 1::2] = -8
+    w = _core.gemm_w4_repack(pack_int4(qw), np.ones((N, 1), np.float32))
+    for M in (1, 2, 3):
+        qa = np.full((M, K), -128, np.int8)
+        qa[:, 1::2] = 127
+        y = _core.gemm_int(qa, np.ones(M, np.float32), w)
+        assert np.all(y == np.float32(K // 2 * (7 * -128 + -8 * 127)))
+
+
 @pytest.mark.parametrize("bits, wq, aq", [(4, -8, -127), (8, -128, -127), (8, -128, 127), (8, 127, 127)])
 def test_extreme_values_exact(bits, wq, aq, isa):
     N, K, G = 16, 4096, 4096

@@ -1,13 +1,15 @@
 // gemm_avx2.cpp — integer and weight-only kernels for AVX2 (no VNNI), see gemm.h.
 //
 // Integer tile: same layout and epilogue as the AVX-512 kernel, in two halves of 8 rows.
-//   int4: per 4 k-steps the 16 bytes of a half-tile's nibbles widen to 32 u8 weights; vpmaddubsw
-//   multiplies them by the broadcast int8 activations (u8 × s8 → pairs summed to s16: at most
-//   2·15·127 = 3810, never saturating) and vpmaddwd with ones widens the pairs to 8 int32 lane sums.
+//   int4: per k-oct (gemm.h) 32 bytes of a half-tile's nibbles split (v & 0x0F, (v >> 4) & 0x0F)
+//   into the 32 u8 weights of each of two quads; vpmaddubsw multiplies them by the broadcast int8
+//   activations (u8 × s8 → pairs summed to s16: at most 2·15·128 = 3840, never saturating), the
+//   two quads' pair sums add in s16, and vpmaddwd with ones widens them to 8 int32 lane sums. A
+//   group's odd last quad (G/4 odd) widens its 16 bytes with vpmovzxbw.
 //   int8: the 32 weight bytes of a half-tile widen to two s16 vectors (rows 0-3, rows 4-7) and
 //   vpmaddwd with the broadcast activations (s16 × s16, exact) gives per-row pair sums; the pairs
 //   are folded with one vphaddd + permute at each group end. No shift, so no correction.
-//   E2M1 (MXFP4): nibbles widen as for int4, vpshufb maps codes to 2·value (s8), and vpmaddubsw
+//   E2M1 (MXFP4): nibbles split as for int4, vpshufb maps codes to 2·value (s8), and vpmaddubsw
 //   takes the activations shifted to u8 (+128); the shift is removed with 128·Σqw.
 #include <immintrin.h>
 
@@ -25,8 +27,9 @@ template <int MODE, int MR>
 void int_tile(const quellm::GemmIntParams& p, int64_t t, int64_t m0, const int32_t* asum) {
     constexpr int BITS = MODE == kInt8 ? 8 : 4;
     const quellm::IntPacked& w = *p.w;
-    const int64_t K = w.K, KQ = K / 4, G = w.G, NG = K / G;
+    const int64_t K = w.K, KQ = K / 4, G = w.G, NG = K / G, GQ = G / 4;
     const uint8_t* wt = w.codes.data() + t * KQ * 8 * BITS;
+    const __m256i nib = _mm256_set1_epi8(0x0f);
     const __m256i lo4 = _mm256_set1_epi16(0x000f), hi4 = _mm256_set1_epi16(0x0f00), ones = _mm256_set1_epi16(1);
     const __m256i lut = _mm256_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12,
                                          0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
@@ -43,36 +46,51 @@ void int_tile(const quellm::GemmIntParams& p, int64_t t, int64_t m0, const int32
         for (int64_t g = 0; g < NG; ++g) {
             __m256i acc[MR], acc2[MR];
             for (int r = 0; r < MR; ++r) acc[r] = acc2[r] = _mm256_setzero_si256();
-            for (int64_t kq = g * G / 4; kq < (g + 1) * G / 4; ++kq) {
-                if constexpr (BITS == 4) {
-                    const __m256i b16 = _mm256_cvtepu8_epi16(
-                        _mm_loadu_si128(reinterpret_cast<const __m128i*>(wt + kq * 32 + half * 16)));
-                    const __m256i wv = _mm256_or_si256(_mm256_and_si256(b16, lo4), _mm256_and_si256(_mm256_slli_epi16(b16, 4), hi4));
-                    for (int r = 0; r < MR; ++r) {
-                        int32_t a4;
-                        __builtin_memcpy(&a4, p.qa + (m0 + r) * K + kq * 4, 4);
-                        // int4: u8 weights × s8 activations; E2M1: u8 activations (+128) × s8 2·values
-                        // (|pair sum| <= 2·255·12, no saturation).
-                        __m256i prod;
-                        if constexpr (MODE == kInt4) {
-                            prod = _mm256_maddubs_epi16(wv, _mm256_set1_epi32(a4));
-                        } else {
-                            __m256i sv;  // s8 weight values
-                            if constexpr (MODE == kE2M1) {
-                                sv = _mm256_shuffle_epi8(lut, wv);
-                            } else {  // OVP4: 0 for the identifier, outlier if the partner is one
-                                const __m256i id = _mm256_cmpeq_epi8(wv, _mm256_set1_epi8(8));
-                                const __m256i v = _mm256_blendv_epi8(_mm256_shuffle_epi8(ovp_n, wv), _mm256_shuffle_epi8(ovp_o, wv),
-                                                                     _mm256_shuffle_epi8(id, swap));
-                                sv = _mm256_andnot_si256(id, v);
-                            }
-                            // u8 activations (+128) × s8 values: a pair sum is at most 2·255·12 (E2M1)
-                            // or 255·96 (an OVP outlier's partner is 0): no saturation
-                            prod = _mm256_maddubs_epi16(_mm256_set1_epi32(a4 ^ int32_t(0x80808080)), sv);
-                        }
-                        acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(prod, ones));
+            const int64_t kq0 = g * GQ, kqo = kq0 + (GQ & ~int64_t(1));
+            if constexpr (BITS == 4) {
+                // s8 weight values of 32 nibble codes (E2M1, OVP4); int4 keeps the u8 codes.
+                auto values = [&](__m256i c) -> __m256i {
+                    if constexpr (MODE == kE2M1) return _mm256_shuffle_epi8(lut, c);
+                    if constexpr (MODE == kOvp4) {  // 0 for the identifier, outlier if the partner is one
+                        const __m256i id = _mm256_cmpeq_epi8(c, _mm256_set1_epi8(8));
+                        const __m256i v = _mm256_blendv_epi8(_mm256_shuffle_epi8(ovp_n, c), _mm256_shuffle_epi8(ovp_o, c),
+                                                             _mm256_shuffle_epi8(id, swap));
+                        return _mm256_andnot_si256(id, v);
                     }
-                } else {
+                    return c;
+                };
+                // int4: u8 weights × s8 activations; E2M1 / OVP4: u8 activations (+128) × s8 values.
+                // A pair sum is at most 2·15·128 (int4), 2·255·12 (E2M1) or 255·96 (an OVP outlier's
+                // partner is 0): no saturation; int4 and E2M1 add two of them in s16 (< 2^15).
+                auto prod = [&](__m256i wv, int r, int64_t k) -> __m256i {
+                    int32_t a4;
+                    __builtin_memcpy(&a4, p.qa + (m0 + r) * K + k, 4);
+                    return MODE == kInt4 ? _mm256_maddubs_epi16(wv, _mm256_set1_epi32(a4))
+                                         : _mm256_maddubs_epi16(_mm256_set1_epi32(a4 ^ int32_t(0x80808080)), wv);
+                };
+                // Octs: the half's 8 rows × 4 bytes k_i | k_{i+4} << 4, split into low and high nibbles.
+                for (int64_t kq = kq0; kq < kqo; kq += 2) {
+                    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt + kq * 32 + half * 32));
+                    const __m256i lo = values(_mm256_and_si256(v, nib));
+                    const __m256i hi = values(_mm256_and_si256(_mm256_srli_epi16(v, 4), nib));
+                    for (int r = 0; r < MR; ++r) {
+                        if constexpr (MODE == kOvp4) {
+                            acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(prod(lo, r, kq * 4), ones));
+                            acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(prod(hi, r, kq * 4 + 4), ones));
+                        } else {
+                            const __m256i s16 = _mm256_add_epi16(prod(lo, r, kq * 4), prod(hi, r, kq * 4 + 4));
+                            acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(s16, ones));
+                        }
+                    }
+                }
+                if (GQ & 1) {  // the group's last quad in the quad form: 16 bytes widen to the half's 32 codes
+                    const int64_t kq = kqo;
+                    const __m256i b16 = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wt + kq * 32 + half * 16)));
+                    const __m256i wv = values(_mm256_or_si256(_mm256_and_si256(b16, lo4), _mm256_and_si256(_mm256_slli_epi16(b16, 4), hi4)));
+                    for (int r = 0; r < MR; ++r) acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(prod(wv, r, kq * 4), ones));
+                }
+            } else {
+                for (int64_t kq = kq0; kq < kq0 + GQ; ++kq) {
                     const uint8_t* src = wt + kq * 64 + half * 32;
                     const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
                     const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 16)));
@@ -134,7 +152,6 @@ void mx8_tile(const quellm::GemmMx8Params& p, int64_t t, int64_t m0) {
     const uint8_t* wt = w.codes.data() + t * KQ * (MODE == kInt8 ? 64 : 32);
     const __m256i lut_lo = MODE == kE2M1 ? _mm256_setr_epi32(0, 1, 2, 3, 4, 6, 8, 12) : _mm256_setr_epi32(-8, -7, -6, -5, -4, -3, -2, -1);
     const __m256i lut_hi = MODE == kE2M1 ? _mm256_setr_epi32(0, -1, -2, -3, -4, -6, -8, -12) : _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256i m4 = _mm256_set1_epi32(15);
     auto lookup = [&](__m256i nib) {
         const __m256 lo = _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(lut_lo, nib));
         const __m256 hi = _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(lut_hi, nib));
@@ -148,24 +165,23 @@ void mx8_tile(const quellm::GemmMx8Params& p, int64_t t, int64_t m0) {
         for (int64_t b = 0; b < NB; ++b) {
             __m256i acc[MR];
             for (int r = 0; r < MR; ++r) acc[r] = _mm256_setzero_si256();
-            for (int64_t kq = b * 8; kq < b * 8 + 8; ++kq) {
-                __m256i wk[4];
+            for (int64_t kq = b * 8; kq < b * 8 + 8; kq += 2) {  // G = 32: whole octs
+                __m256i wk[8];
                 if constexpr (MODE == kInt8) {
-                    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt + kq * 64 + half * 32));
-                    wk[0] = _mm256_srai_epi32(_mm256_slli_epi32(v, 24), 24);
-                    wk[1] = _mm256_srai_epi32(_mm256_slli_epi32(v, 16), 24);
-                    wk[2] = _mm256_srai_epi32(_mm256_slli_epi32(v, 8), 24);
-                    wk[3] = _mm256_srai_epi32(v, 24);
-                } else {
-                    const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wt + kq * 32 + half * 16)));
-                    wk[0] = lookup(_mm256_and_si256(v, m4));
-                    wk[1] = lookup(_mm256_and_si256(_mm256_srli_epi32(v, 4), m4));
-                    wk[2] = lookup(_mm256_and_si256(_mm256_srli_epi32(v, 8), m4));
-                    wk[3] = lookup(_mm256_srli_epi32(v, 12));
+                    for (int h = 0; h < 2; ++h) {
+                        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt + (kq + h) * 64 + half * 32));
+                        wk[4 * h + 0] = _mm256_srai_epi32(_mm256_slli_epi32(v, 24), 24);
+                        wk[4 * h + 1] = _mm256_srai_epi32(_mm256_slli_epi32(v, 16), 24);
+                        wk[4 * h + 2] = _mm256_srai_epi32(_mm256_slli_epi32(v, 8), 24);
+                        wk[4 * h + 3] = _mm256_srai_epi32(v, 24);
+                    }
+                } else {  // lane j: byte i = k_i | k_{i+4} << 4; lookup reads index bits 0..3 only
+                    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt + kq * 32 + half * 32));
+                    for (int i = 0; i < 8; ++i) wk[i] = lookup(_mm256_srli_epi32(v, 8 * (i % 4) + 4 * (i / 4)));
                 }
                 for (int r = 0; r < MR; ++r) {
                     const int32_t* a = p.qa + (m0 + r) * K + kq * 4;
-                    for (int i = 0; i < 4; ++i)
+                    for (int i = 0; i < 8; ++i)
                         acc[r] = _mm256_add_epi32(acc[r], _mm256_mullo_epi32(wk[i], _mm256_set1_epi32(a[i])));
                 }
             }

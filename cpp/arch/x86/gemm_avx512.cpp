@@ -3,9 +3,12 @@
 // Integer tile: rows m0..m0+mr-1 (mr <= 8) of the int8 activations against one 16-row weight
 // tile; one 64-byte operand per 4 k-steps (16 lanes × 4 weights) and one vpdpbusd per activation
 // row, its 4 activations broadcast to every lane.
-//   int4: 32 bytes of nibbles widen to 64 u8 weights (0..15); activations are the s8 operand.
+//   int4: one 64-byte load per k-oct (gemm.h) gives the operands of 8 k-steps: v & 0x0F and
+//   (v >> 4) & 0x0F, u8 weights (0..15); activations are the s8 operand. A group's odd last quad
+//   (G/4 odd) widens its 32 bytes with vpmovzxbw.
 //   int8: the 64 weight bytes are the s8 operand; activations shifted to u8 (qa ^ 0x80 = qa + 128).
-//   E2M1 (MXFP4): nibbles widen as for int4, then vpshufb maps each code to 2·value (s8); as int8.
+//   E2M1 (MXFP4): nibbles split as for int4, then vpshufb maps each code to 2·value (s8); as int8.
+//   OVP4: nibbles split as for int4, decoded in pairs of adjacent bytes (see int_tile).
 // At each group end: y += float(acc − correction) · (sa · sw), the same fma as the reference, with
 // correction 8·Σqa (int4) or 128·Σqw (int8, E2M1).
 #include <immintrin.h>
@@ -22,67 +25,91 @@ namespace {
 // by vpshufb to 2·value in [-12, 12], the s8 operand).
 enum Mode { kInt4, kInt8, kE2M1, kOvp4 };
 
-template <int MODE, int MR>
+// SPLIT (int4, few rows): the high nibbles of an oct enter vpdpbusd unshifted (v & 0xF0, 16·u)
+// into their own partial sums, divided by 16 (exact) at the group end: one op per operand instead
+// of shift + and. Needs 16·15·128·G/2 < 2^31 (G <= 2^17); the dispatcher checks.
+template <int MODE, int MR, bool SPLIT = false>
 void int_tile(const quellm::GemmIntParams& p, int64_t t, int64_t m0, const int32_t* asum) {
     const quellm::IntPacked& w = *p.w;
-    const int64_t K = w.K, KQ = K / 4, G = w.G, NG = K / G;
+    const int64_t K = w.K, KQ = K / 4, G = w.G, NG = K / G, GQ = G / 4, GO = GQ / 2;
     const uint8_t* wt = w.codes.data() + t * KQ * (MODE == kInt8 ? 64 : 32);
-    const __m512i nib = _mm512_set1_epi16(0x0f0f);
+    const __m512i nib = _mm512_set1_epi16(0x0f0f), nib_hi = _mm512_set1_epi16(int16_t(0xf0f0));
     const __m512i lut = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12));
     const __m512i ovp_n = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 0, -7, -6, -5, -4, -3, -2, -1));
     const __m512i ovp_o = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 12, 16, 24, 32, 48, 64, 96, 0, -12, -16, -24, -32, -48, -64, -96));
     const __m512i ident = _mm512_set1_epi8(8);
     __m512 y[MR];
     for (int r = 0; r < MR; ++r) y[r] = _mm512_setzero_ps();
-    // vpdpbusd has a 5-cycle latency: with few activation rows, U partial sums per row (k-steps
+    // vpdpbusd has a 5-cycle latency: with few activation rows, U partial sums per row (octs
     // taken in turn) keep enough chains in flight. Integer sums: the same total in any order.
     constexpr int U = MR == 1 ? 4 : MR == 2 ? 2 : 1;
-    auto decode = [&](int64_t kq) -> __m512i {
-        __m512i wv;
-        if constexpr (MODE == kInt8) {
-            wv = _mm512_loadu_si512(wt + kq * 64);
-        } else {
-            // 16 rows × 2 bytes -> 16 rows × 4 bytes: each byte 0xba (zero-extended to u16) becomes
-            // bytes (a, b), low nibble first, matching k order: (x | x << 4) & 0x0f0f, one vpternlogd.
-            const __m512i b16 = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt + kq * 32)));
-            wv = _mm512_ternarylogic_epi32(b16, _mm512_slli_epi16(b16, 4), nib, 0xA8);  // (A | B) & C
-            if constexpr (MODE == kE2M1) wv = _mm512_shuffle_epi8(lut, wv);
-            if constexpr (MODE == kOvp4) {
-                // Pairs are adjacent bytes (k0,k1), (k2,k3): a byte's partner bit is its
-                // neighbour's in the identifier mask.
-                const uint64_t id = _mm512_cmpeq_epi8_mask(wv, ident);
-                const uint64_t partner = ((id >> 1) & 0x5555555555555555ull) | ((id << 1) & 0xAAAAAAAAAAAAAAAAull);
-                const __m512i v = _mm512_mask_blend_epi8(partner, _mm512_shuffle_epi8(ovp_n, wv), _mm512_shuffle_epi8(ovp_o, wv));
-                wv = _mm512_maskz_mov_epi8(~id, v);
-            }
+    constexpr int H = MR <= 2 ? 2 : 1;  // chains per oct: low / high halves apart for few rows
+    // Nibble codes (0..15 per byte) -> the kernel's weight operand.
+    auto map = [&](__m512i c) -> __m512i {
+        if constexpr (MODE == kE2M1) return _mm512_shuffle_epi8(lut, c);
+        if constexpr (MODE == kOvp4) {
+            // Pairs are adjacent bytes (k0,k1), (k2,k3) (or k4..k7 from the high nibbles): a
+            // byte's partner bit is its neighbour's in the identifier mask.
+            const uint64_t id = _mm512_cmpeq_epi8_mask(c, ident);
+            const uint64_t partner = ((id >> 1) & 0x5555555555555555ull) | ((id << 1) & 0xAAAAAAAAAAAAAAAAull);
+            const __m512i v = _mm512_mask_blend_epi8(partner, _mm512_shuffle_epi8(ovp_n, c), _mm512_shuffle_epi8(ovp_o, c));
+            return _mm512_maskz_mov_epi8(~id, v);
         }
-        return wv;
+        return c;
     };
-    auto dot = [&](__m512i acc, __m512i wv, int r, int64_t kq) -> __m512i {
+    auto dot = [&](__m512i acc, __m512i wv, int r, int64_t k) -> __m512i {
         int32_t a4;
-        __builtin_memcpy(&a4, p.qa + (m0 + r) * K + kq * 4, 4);
+        __builtin_memcpy(&a4, p.qa + (m0 + r) * K + k, 4);
         if constexpr (MODE == kInt4) return _mm512_dpbusd_epi32(acc, wv, _mm512_set1_epi32(a4));
         else return _mm512_dpbusd_epi32(acc, _mm512_set1_epi32(a4 ^ int32_t(0x80808080)), wv);
     };
+    // One oct (quads kq, kq + 1) or int8 quad pair into partial sums accu[.][u].
+    auto oct = [&](__m512i (*accu)[U * H], int u, int64_t kq) {
+        __m512i lo, hi;
+        if constexpr (MODE == kInt8) {
+            lo = _mm512_loadu_si512(wt + kq * 64);
+            hi = _mm512_loadu_si512(wt + kq * 64 + 64);
+        } else {
+            const __m512i v = _mm512_loadu_si512(wt + kq * 32);
+            lo = map(_mm512_and_si512(v, nib));
+            if constexpr (SPLIT) hi = _mm512_and_si512(v, nib_hi);
+            else hi = map(_mm512_and_si512(_mm512_srli_epi16(v, 4), nib));
+        }
+        for (int r = 0; r < MR; ++r) {
+            accu[r][u * H] = dot(accu[r][u * H], lo, r, kq * 4);
+            accu[r][u * H + H - 1] = dot(accu[r][u * H + H - 1], hi, r, kq * 4 + 4);
+        }
+    };
     for (int64_t g = 0; g < NG; ++g) {
-        __m512i accu[MR][U];
+        __m512i accu[MR][U * H];
         for (int r = 0; r < MR; ++r)
-            for (int u = 0; u < U; ++u) accu[r][u] = _mm512_setzero_si512();
-        const int64_t kq1 = (g + 1) * G / 4;
-        int64_t kq = g * G / 4;
-        for (; kq + U <= kq1; kq += U)
-            for (int u = 0; u < U; ++u) {
-                const __m512i wv = decode(kq + u);
-                for (int r = 0; r < MR; ++r) accu[r][u] = dot(accu[r][u], wv, r, kq + u);
+            for (int u = 0; u < U * H; ++u) accu[r][u] = _mm512_setzero_si512();
+        const int64_t kq0 = g * GQ, kq1 = kq0 + 2 * GO;
+        int64_t kq = kq0;
+        for (; kq + 2 * U <= kq1; kq += 2 * U)
+            for (int u = 0; u < U; ++u) oct(accu, u, kq + 2 * u);
+        for (; kq < kq1; kq += 2) oct(accu, 0, kq);  // G/8 not a multiple of U
+        if (GQ & 1) {  // the group's last quad, in the quad form (int8: every quad is one)
+            __m512i wv;
+            if constexpr (MODE == kInt8) {
+                wv = _mm512_loadu_si512(wt + kq * 64);
+            } else {
+                // 16 rows × 2 bytes -> 16 rows × 4 bytes: each byte 0xba (zero-extended to u16)
+                // becomes bytes (a, b), low nibble first: (x | x << 4) & 0x0f0f, one vpternlogd.
+                const __m512i b16 = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt + kq * 32)));
+                wv = map(_mm512_ternarylogic_epi32(b16, _mm512_slli_epi16(b16, 4), nib, 0xA8));  // (A | B) & C
             }
-        for (; kq < kq1; ++kq) {  // G/4 not a multiple of U
-            const __m512i wv = decode(kq);
-            for (int r = 0; r < MR; ++r) accu[r][0] = dot(accu[r][0], wv, r, kq);
+            for (int r = 0; r < MR; ++r) accu[r][0] = dot(accu[r][0], wv, r, kq * 4);
         }
         __m512i acc[MR];
         for (int r = 0; r < MR; ++r) {
-            acc[r] = accu[r][0];
-            for (int u = 1; u < U; ++u) acc[r] = _mm512_add_epi32(acc[r], accu[r][u]);
+            __m512i a = accu[r][0], b = accu[r][H - 1];
+            for (int u = 1; u < U; ++u) {
+                a = _mm512_add_epi32(a, accu[r][u * H]);
+                if (H == 2) b = _mm512_add_epi32(b, accu[r][u * H + 1]);
+            }
+            if (H == 2) acc[r] = _mm512_add_epi32(a, SPLIT ? _mm512_srai_epi32(b, 4) : b);
+            else acc[r] = a;
         }
         const __m512 sw = _mm512_loadu_ps(w.scales.data() + (t * NG + g) * 16);
         __m512i wcorr = _mm512_setzero_si512();
@@ -106,6 +133,11 @@ void int_tile(const quellm::GemmIntParams& p, int64_t t, int64_t m0, const int32
 
 template <int MODE>
 void int_tile_any(const quellm::GemmIntParams& p, int64_t t, int64_t m0, int mr, const int32_t* asum) {
+    if (MODE == kInt4 && mr <= 2 && p.w->G <= (int64_t(1) << 17)) {
+        if (mr == 2) int_tile<MODE, 2, true>(p, t, m0, asum);
+        else int_tile<MODE, 1, true>(p, t, m0, asum);
+        return;
+    }
     switch (mr) {
         case 8: int_tile<MODE, 8>(p, t, m0, asum); break;
         case 7: int_tile<MODE, 7>(p, t, m0, asum); break;
@@ -118,8 +150,8 @@ void int_tile_any(const quellm::GemmIntParams& p, int64_t t, int64_t m0, int mr,
     }
 }
 
-// MXFP8 activations (gemm.h, gemm_mx8): the 16 rows' weights of one k-quad widen to four vectors
-// of int32 (one per k), and each activation row accumulates Σ qw·qa with vpmulld against its
+// MXFP8 activations (gemm.h, gemm_mx8): the 16 rows' weights of one oct (int8: two quads) widen
+// to eight vectors of int32 (one per k), and each activation row accumulates Σ qw·qa with vpmulld against its
 // broadcast int32 activation (E4M3 values · 2^9 need 18 bits: beyond the int8 dot products).
 template <int MODE, int MR>
 void mx8_tile(const quellm::GemmMx8Params& p, int64_t t, int64_t m0) {
@@ -129,30 +161,28 @@ void mx8_tile(const quellm::GemmMx8Params& p, int64_t t, int64_t m0) {
     // nibble -> weight value: int4 codes are offset (q + 8), E2M1 codes map to 2·value.
     const __m512i lut = MODE == kE2M1 ? _mm512_setr_epi32(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12)
                                       : _mm512_setr_epi32(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
-    const __m512i m4 = _mm512_set1_epi32(15);
     __m512 y[MR];
     for (int r = 0; r < MR; ++r) y[r] = _mm512_setzero_ps();
     for (int64_t b = 0; b < NB; ++b) {
         __m512i acc[MR];
         for (int r = 0; r < MR; ++r) acc[r] = _mm512_setzero_si512();
-        for (int64_t kq = b * 8; kq < b * 8 + 8; ++kq) {
-            __m512i wk[4];
+        for (int64_t kq = b * 8; kq < b * 8 + 8; kq += 2) {  // G = 32: whole octs
+            __m512i wk[8];
             if constexpr (MODE == kInt8) {
-                const __m512i v = _mm512_loadu_si512(wt + kq * 64);  // lane j: the 4 bytes of row j
-                wk[0] = _mm512_srai_epi32(_mm512_slli_epi32(v, 24), 24);
-                wk[1] = _mm512_srai_epi32(_mm512_slli_epi32(v, 16), 24);
-                wk[2] = _mm512_srai_epi32(_mm512_slli_epi32(v, 8), 24);
-                wk[3] = _mm512_srai_epi32(v, 24);
-            } else {  // lane j: k0 | k1 << 4 | k2 << 8 | k3 << 12 of row j
-                const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt + kq * 32)));
-                wk[0] = _mm512_permutexvar_epi32(_mm512_and_si512(v, m4), lut);
-                wk[1] = _mm512_permutexvar_epi32(_mm512_and_si512(_mm512_srli_epi32(v, 4), m4), lut);
-                wk[2] = _mm512_permutexvar_epi32(_mm512_and_si512(_mm512_srli_epi32(v, 8), m4), lut);
-                wk[3] = _mm512_permutexvar_epi32(_mm512_srli_epi32(v, 12), lut);
+                for (int h = 0; h < 2; ++h) {
+                    const __m512i v = _mm512_loadu_si512(wt + (kq + h) * 64);  // lane j: the 4 bytes of row j
+                    wk[4 * h + 0] = _mm512_srai_epi32(_mm512_slli_epi32(v, 24), 24);
+                    wk[4 * h + 1] = _mm512_srai_epi32(_mm512_slli_epi32(v, 16), 24);
+                    wk[4 * h + 2] = _mm512_srai_epi32(_mm512_slli_epi32(v, 8), 24);
+                    wk[4 * h + 3] = _mm512_srai_epi32(v, 24);
+                }
+            } else {  // lane j: byte i = k_i | k_{i+4} << 4 of row j; vpermd reads index bits 0..3
+                const __m512i v = _mm512_loadu_si512(wt + kq * 32);
+                for (int i = 0; i < 8; ++i) wk[i] = _mm512_permutexvar_epi32(_mm512_srli_epi32(v, 8 * (i % 4) + 4 * (i / 4)), lut);
             }
             for (int r = 0; r < MR; ++r) {
                 const int32_t* a = p.qa + (m0 + r) * K + kq * 4;
-                for (int i = 0; i < 4; ++i) acc[r] = _mm512_add_epi32(acc[r], _mm512_mullo_epi32(wk[i], _mm512_set1_epi32(a[i])));
+                for (int i = 0; i < 8; ++i) acc[r] = _mm512_add_epi32(acc[r], _mm512_mullo_epi32(wk[i], _mm512_set1_epi32(a[i])));
             }
         }
         const __m512 sw = _mm512_loadu_ps(w.scales.data() + (t * NB + b) * 16);
