@@ -131,7 +131,7 @@ void test_fwht() {
     // m < 60 takes the register-tiled mixing in the SIMD kernels, m >= 60 the tables (fwht_simd.h)
     struct Case { int m; int64_t p; };
     for (Case c : {Case{1, 1}, Case{1, 2}, Case{1, 8}, Case{1, 64}, Case{12, 1}, Case{12, 4}, Case{12, 32},
-                   Case{20, 16}, Case{44, 8}, Case{60, 16}, Case{60, 32}, Case{108, 64}}) {
+                   Case{20, 16}, Case{44, 8}, Case{44, 64}, Case{60, 16}, Case{60, 32}, Case{108, 64}}) {
         const int64_t n = c.m * c.p, rows = 5;
         const auto hmc = c.m > 1 ? paley(c.m - 1) : std::vector<int8_t>();
         g_context = "fwht m=" + std::to_string(c.m) + " p=" + std::to_string(c.p);

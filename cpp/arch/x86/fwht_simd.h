@@ -225,7 +225,9 @@ void mix_lookup(const float* const* xs, float* const* ys, int64_t p, int m, cons
 // through tmp (m·NV·W floats) so xs may equal ys. hT is H transposed: hT[c·m + a] = H[a, c].
 //
 // When p == W each lane vector is a whole sub-row, so H_p (the in-register stages) and the
-// scale are applied here on the way out (`whole_subrow`), saving a pass per sub-row.
+// scale are applied here on the way out (`whole_subrow`), saving a pass per sub-row; likewise
+// when p == 4·W, where the 4 lane vectors of a tile (consecutive chunks of one row, as fwht_rows
+// groups them) are one whole sub-row: the in-vector stages and a radix-4 stage, as fwht_subrow.
 template <class V, int MR, int NV>
 void mix_vectors(const float* const* xs, float* const* ys, int64_t p, int m, const float* hT, float* tmp,
                  bool whole_subrow, float scale) {
@@ -264,6 +266,16 @@ void mix_vectors(const float* const* xs, float* const* ys, int64_t p, int m, con
                 const reg v = V::in_vector(V::load(tmp + (a * NV + j) * W));
                 V::store(ys[j] + a * p, scale == 1.0f ? v : V::mul(v, sc));
             }
+        return;
+    }
+    if (NV == 4 && p == 4 * W) {  // the 4 lane vectors are one whole sub-row: fwht_subrow's pass A here
+        const reg sc = V::set1(scale);
+        for (int a = 0; a < m; ++a) {
+            reg v[4];
+            for (int j = 0; j < 4; ++j) v[j] = V::in_vector(V::load(tmp + (a * NV + j) * W));
+            bfly_regs<V, 4>(v);
+            for (int j = 0; j < 4; ++j) V::store(ys[j] + a * p, scale == 1.0f ? v[j] : V::mul(v[j], sc));
+        }
         return;
     }
     for (int a = 0; a < m; ++a)
@@ -314,7 +326,8 @@ void fwht_rows(const float* src, float* dst, int64_t nrows, int64_t p, int m, co
                 mix_lookup<V, 1>(xs, ys, p, m, mx.codes, tmp, p == W, scale);
             }
         }
-        if (p == W) return;  // H_p and the scale were applied by the mixing
+        // H_p and the scale were applied by the mixing
+        if (p == W || (m < quellm::kFwhtGroupedMinM && p == 4 * W)) return;
         for (int64_t r = 0; r < nrows; ++r)
             for (int a = 0; a < m; ++a) fwht_subrow<V>(dst + r * n + a * p, dst + r * n + a * p, p, scale);
     } else {
