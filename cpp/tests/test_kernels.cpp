@@ -1341,12 +1341,16 @@ void test_gemm_layout() {
                         } else {
                             for (int64_t k = g * img.G; k < (g + 1) * img.G; ++k) {
                                 double wv;
-                                if (img.kind == LinearKind::Float) {
-                                    uint16_t h;
-                                    std::memcpy(&h, row + k * 2, 2);
-                                    float f;
-                                    std::memcpy(&f, row + k * 4, 4);
-                                    wv = act == DType::F32 ? f : act == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
+                                if (img.kind == LinearKind::Float) {  // element size 4 (f32) or 2: read only that
+                                    if (act == DType::F32) {
+                                        float f;
+                                        std::memcpy(&f, row + k * 4, 4);
+                                        wv = f;
+                                    } else {
+                                        uint16_t h;
+                                        std::memcpy(&h, row + k * 2, 2);
+                                        wv = act == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
+                                    }
                                 } else {
                                     const int z = img.wbits == 4 ? img.zeros[size_t(n * img.NG + g)] : 0;
                                     wv = double(gemm_wf_code(img.wbits, row, k, z)) * img.scales[size_t(n * img.NG + g)];
@@ -1372,7 +1376,7 @@ void test_gemm_layout() {
     for (AQuant a : {AQuant::Mxfp8, AQuant::Ovp4}) {
         const auto codes = randint(size_t(16 * 32), 0, 255, 109);
         std::vector<uint8_t> c8(codes.begin(), codes.end());
-        const auto sc = randn(size_t(16), 110, 0.05f);
+        const auto sc = randn(size_t(16 * 2), 110, 0.05f);  // N = 16 rows × K/G = 2 groups
         const QuantLinear ql = QuantLinear::from_int(4, c8.data(), sc.data(), nullptr, 16, 64, 32, a, 1.0f);
         bool threw = false;
         try {
