@@ -86,7 +86,7 @@ void fwht(const FwhtParams& p) {
     const int nt = int(std::min<int64_t>(num_threads(), n_groups));
 #pragma omp parallel num_threads(nt)
     {
-        std::vector<float> tmp(size_t(std::max<int64_t>(fwht_scratch_floats(p.m), p.m)));
+        std::vector<float> tmp(size_t(fwht_scratch_floats(p.m)));  // also the scalar path's m floats
 #pragma omp for schedule(static)
         for (int64_t gi = 0; gi < n_groups; ++gi) {
             const int64_t r0 = gi * group, nr = std::min(group, p.rows - r0);
