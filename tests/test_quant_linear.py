@@ -189,6 +189,28 @@ def test_bad_inputs():
     assert np.isnan(wo(x)[2]).all() and np.isfinite(wo(x)[:2]).all()
 
 
+def test_input_shapes_and_dtypes():
+    """forward takes (..., in) of any real dtype, layout or nesting and returns (..., out) float32
+    equal to the float32 C-contiguous call; anything else is a clear error."""
+    rng = np.random.default_rng(4)
+    ql = QuantLinear(rng.standard_normal((8, 64)).astype(np.float32), w_format="int4", a_format="int8")
+    x = rng.standard_normal((2, 3, 64))
+    want = ql(np.ascontiguousarray(x.reshape(6, 64), dtype=np.float32)).reshape(2, 3, 8)
+    for v in (x, x.astype(np.float32), x.astype(np.float16).astype(np.float64), np.asfortranarray(x),
+              x.tolist()):
+        got = ql(v)
+        assert got.dtype == np.float32 and got.shape == (2, 3, 8)
+        want_v = ql(np.ascontiguousarray(np.asarray(v, dtype=np.float32).reshape(6, 64))).reshape(2, 3, 8)
+        np.testing.assert_array_equal(got, want_v)
+    np.testing.assert_array_equal(ql(x.astype(np.float32)), want)
+    np.testing.assert_array_equal(ql(x[1, 2]), want[1, 2])  # a single row (in,) -> (out,)
+    np.testing.assert_array_equal(ql(x[:, ::2]), want[:, ::2])  # strided view
+    assert ql(np.zeros((0, 64))).shape == (0, 8) and ql(np.zeros((2, 0, 64))).shape == (2, 0, 8)
+    for bad in (np.ones(63), np.float32(1.0), np.ones((64, 2)), "abc", None):
+        with pytest.raises(ValueError, match="QuantLinear: input must"):
+            ql(bad)
+
+
 def test_inputs_not_modified():
     rng = np.random.default_rng(3)
     W = rng.standard_normal((16, 64)).astype(np.float32)

@@ -418,8 +418,7 @@ class QuantLinear:
         """``(..., in) -> (..., out)`` float32 with the low-bit kernels. Activation quantization
         rejects non-finite inputs (ValueError naming row and column); weight-only and f32 layers
         propagate NaN/Inf like a float matmul."""
-        rows, lead = self._rows(x)
-        return self._core.forward(rows).reshape(*lead, self.out_features)
+        return self._core.forward(x)  # converts to float32 and checks the shape in C++
 
     __call__ = forward
 
