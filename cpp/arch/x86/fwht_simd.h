@@ -185,6 +185,21 @@ void mix_lookup(const float* const* xs, float* const* ys, int64_t p, int m, cons
         for (int k = 0; k < kn; ++k) {
             const int c0 = (kb0 + k) * kFwhtGroup, g = m - c0 < kFwhtGroup ? m - c0 : kFwhtGroup;
             float* tk = tab + k * 16 * NV * W;
+            if (g == 4) {  // every group when 4 | m (all Hadamard orders > 2): unrolled, so e[] stays in registers
+                for (int j = 0; j < NV; ++j) {
+                    const float* x = xs[j] + c0 * p;
+                    const reg x0 = V::load(x), x1 = V::load(x + p), x2 = V::load(x + 2 * p), x3 = V::load(x + 3 * p);
+                    const reg a0 = V::add(x0, x1), a1 = V::sub(x0, x1);
+                    const reg b0 = V::add(a0, x2), b1 = V::add(a1, x2), b2 = V::sub(a0, x2), b3 = V::sub(a1, x2);
+                    const reg e[8] = {V::add(b0, x3), V::add(b1, x3), V::add(b2, x3), V::add(b3, x3),
+                                      V::sub(b0, x3), V::sub(b1, x3), V::sub(b2, x3), V::sub(b3, x3)};
+                    for (int q = 0; q < 8; ++q) {
+                        V::store(tk + (q * NV + j) * W, e[q]);
+                        V::store(tk + ((8 + q) * NV + j) * W, V::sub(zero, e[q]));
+                    }
+                }
+                continue;
+            }
             for (int j = 0; j < NV; ++j) {
                 // e[q]: x_c0 then ± each further column, bit i-1 of q choosing '-' for column c0+i
                 reg e[8];
