@@ -18,9 +18,12 @@ struct V8 {
     static reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
     static reg set1(float x) { return _mm256_set1_ps(x); }
     static reg zero() { return _mm256_setzero_ps(); }
-    // Lanes whose stride-h bit is clear get v + s, the others s - v (s = partners swapped).
+    // Lanes whose stride-h bit is clear get v + s, the others s - v (s = partners swapped), as one
+    // multiply-add by ±1 (exact, so the single rounding is that of the add or subtract).
     template <int MASK>
-    static reg stage(reg v, reg s) { return _mm256_blend_ps(_mm256_add_ps(v, s), _mm256_sub_ps(s, v), MASK); }
+    static reg stage(reg v, reg s) {
+        return _mm256_fmadd_ps(v, _mm256_blend_ps(_mm256_set1_ps(1.0f), _mm256_set1_ps(-1.0f), MASK), s);
+    }
     static reg in_vector(reg v) {
         v = stage<0xAA>(v, _mm256_permute_ps(v, 0xB1));         // h = 1
         v = stage<0xCC>(v, _mm256_permute_ps(v, 0x4E));         // h = 2

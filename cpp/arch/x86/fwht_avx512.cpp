@@ -18,10 +18,11 @@ struct V16 {
     static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
     static reg set1(float x) { return _mm512_set1_ps(x); }
     static reg zero() { return _mm512_setzero_ps(); }
-    // Stage with stride h inside the register: lanes with bit h clear get a+b, set get a-b,
-    // where `s` is the register with partners swapped.
+    // Stage with stride h inside the register, `s` being the register with partners swapped:
+    // lanes with bit h clear get v + s (= a + b), set get s - v (= a - b), as one multiply-add by
+    // ±1 (exact, so the single rounding is that of the add or subtract).
     static reg stage(reg v, reg s, __mmask16 hi) {
-        return _mm512_mask_sub_ps(_mm512_add_ps(v, s), hi, s, v);
+        return _mm512_fmadd_ps(v, _mm512_mask_blend_ps(hi, _mm512_set1_ps(1.0f), _mm512_set1_ps(-1.0f)), s);
     }
     static reg in_vector(reg v) {
         v = stage(v, _mm512_permute_ps(v, 0xB1), 0xAAAA);             // h = 1
