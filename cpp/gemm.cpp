@@ -58,42 +58,51 @@ inline int nib_get(const IntPacked& w, int64_t n, int64_t k) {
     return (w.codes[i] >> sh) & 15;
 }
 // Canonical int4 codes (N, K/2) <-> packed nibbles, a quad (2 canonical bytes) at a time; x: 0x88
-// for offset int4 (q + 8), 0 for E2M1 / OVP codes. Packing fills every nibble of the real rows.
-template <bool PACK>
-void move_nibbles(const IntPacked& w, uint8_t* codes, uint8_t x) {
-    uint8_t* wc = const_cast<uint8_t*>(w.codes.data());  // written only when PACK (w non-const there)
+// for offset int4 (q + 8), 0 for E2M1 / OVP codes. for_each_quad calls f(c, o, sh) for every quad:
+// c is its first canonical byte; in the oct form (sh = 0 or 4) its 4 nibbles are packed byte o + i
+// >> sh, in the quad form (sh < 0) its 2 bytes are packed bytes o, o + 1 as they are.
+template <class F>
+void for_each_quad(const IntPacked& w, F&& f) {
     const int64_t GQ = w.G / 4, NG = w.K / w.G;
     for (int64_t n = 0; n < w.N; ++n) {
         const int64_t t = n / 16, j = n % 16;
-        uint8_t* row = codes + n * (w.K / 2);
         for (int64_t g = 0; g < NG; ++g)
             for (int64_t l = 0; l < GQ; ++l) {
                 const int64_t kq = g * GQ + l;
-                uint8_t* c = row + 2 * kq;
-                if (l < (GQ & ~int64_t(1))) {
-                    uint8_t* o = wc + quad_at(w, t, kq - (l & 1)) + 4 * j;
-                    const int sh = int(l & 1) * 4;
-                    uint8_t nb[4];
-                    if (PACK) {
-                        const uint8_t b0 = c[0] ^ x, b1 = c[1] ^ x;
-                        nb[0] = b0 & 15, nb[1] = b0 >> 4, nb[2] = b1 & 15, nb[3] = b1 >> 4;
-                        for (int i = 0; i < 4; ++i) o[i] = uint8_t((o[i] & (0xF0 >> sh)) | nb[i] << sh);
-                    } else {
-                        for (int i = 0; i < 4; ++i) nb[i] = (o[i] >> sh) & 15;
-                        c[0] = uint8_t((nb[0] | nb[1] << 4) ^ x);
-                        c[1] = uint8_t((nb[2] | nb[3] << 4) ^ x);
-                    }
-                } else {
-                    uint8_t* o = wc + quad_at(w, t, kq) + 2 * j;
-                    for (int b = 0; b < 2; ++b) {
-                        if (PACK) o[b] = c[b] ^ x;
-                        else c[b] = o[b] ^ x;
-                    }
-                }
+                const size_t c = size_t(n * (w.K / 2) + 2 * kq);
+                if (l < (GQ & ~int64_t(1)))
+                    f(c, quad_at(w, t, kq - (l & 1)) + size_t(4 * j), int(l & 1) * 4);
+                else
+                    f(c, quad_at(w, t, kq) + size_t(2 * j), -1);
             }
     }
 }
-void pack_nibbles(IntPacked& w, const uint8_t* codes, uint8_t x) { move_nibbles<true>(w, const_cast<uint8_t*>(codes), x); }
+// Packing fills every nibble of the real rows.
+void pack_nibbles(IntPacked& w, const uint8_t* codes, uint8_t x) {
+    uint8_t* wc = w.codes.data();
+    for_each_quad(w, [&](size_t c, size_t o, int sh) {
+        const uint8_t b0 = codes[c] ^ x, b1 = codes[c + 1] ^ x;
+        if (sh < 0) {
+            wc[o] = b0, wc[o + 1] = b1;
+            return;
+        }
+        const uint8_t nb[4] = {uint8_t(b0 & 15), uint8_t(b0 >> 4), uint8_t(b1 & 15), uint8_t(b1 >> 4)};
+        for (int i = 0; i < 4; ++i) wc[o + i] = uint8_t((wc[o + i] & (0xF0 >> sh)) | nb[i] << sh);
+    });
+}
+void unpack_nibbles(const IntPacked& w, uint8_t* codes, uint8_t x) {
+    const uint8_t* wc = w.codes.data();
+    for_each_quad(w, [&](size_t c, size_t o, int sh) {
+        if (sh < 0) {
+            codes[c] = wc[o] ^ x, codes[c + 1] = wc[o + 1] ^ x;
+            return;
+        }
+        uint8_t nb[4];
+        for (int i = 0; i < 4; ++i) nb[i] = (wc[o + i] >> sh) & 15;
+        codes[c] = uint8_t((nb[0] | nb[1] << 4) ^ x);
+        codes[c + 1] = uint8_t((nb[2] | nb[3] << 4) ^ x);
+    });
+}
 
 // 2 × the value of each E2M1 code (sign-magnitude: 0, .5, 1, 1.5, 2, 3, 4, 6).
 constexpr int8_t kE2M1x2[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
@@ -303,7 +312,7 @@ void gemm_mx8(const GemmMx8Params& p) {
 
 void gemm_int_unpack(const IntPacked& w, uint8_t* codes, float* scales) {
     const int64_t NG = w.K / w.G;
-    if (w.bits == 4) move_nibbles<false>(w, codes, w.e2m1 || w.ovp ? 0 : 0x88);
+    if (w.bits == 4) unpack_nibbles(w, codes, w.e2m1 || w.ovp ? 0 : 0x88);
     for (int64_t n = 0; n < w.N; ++n) {
         const int64_t t = n / 16, j = n % 16;
         if (w.bits == 8)
