@@ -92,13 +92,17 @@ void fwht(const FwhtParams& p) {
             const int64_t r0 = gi * group, nr = std::min(group, p.rows - r0);
             const float* src = p.x + r0 * p.n;
             float* dst = p.out + r0 * p.n;
+            // the group after this one (this thread's next, but for the last of its share)
+            FwhtPrefetch next;
+            if (p.m > 1 && r0 + nr < p.rows)
+                next = {src + nr * p.n, dst + nr * p.n, std::min(group, p.rows - r0 - nr) * p.n * int64_t(sizeof(float))};
             switch (isa) {
 #if defined(QUELLM_X86_PATHS)
                 case Isa::AVX512:
-                    x86::fwht_rows_avx512(src, dst, nr, p.p, p.m, mx, p.scale, tmp.data());
+                    x86::fwht_rows_avx512(src, dst, nr, p.p, p.m, mx, p.scale, tmp.data(), next);
                     break;
                 case Isa::AVX2:
-                    x86::fwht_rows_avx2(src, dst, nr, p.p, p.m, mx, p.scale, tmp.data());
+                    x86::fwht_rows_avx2(src, dst, nr, p.p, p.m, mx, p.scale, tmp.data(), next);
                     break;
 #endif
                 default:

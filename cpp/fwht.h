@@ -94,14 +94,24 @@ struct FwhtMix {
     const uint8_t* codes;
 };
 
+// The rows the next kernel call will transform: a call prefetches them into L2 while it works
+// (`bytes` from src and from dst, which may equal src), spread over its inner loops. The H_m
+// mixing reads its rows in strided lane tiles, which the hardware prefetchers follow poorly, so
+// without this, out-of-cache batches would stall on every row's first loads.
+struct FwhtPrefetch {
+    const float* src = nullptr;
+    const float* dst = nullptr;
+    int64_t bytes = 0;
+};
+
 // Kernels of each ISA for nrows consecutive rows: dst = scale · H_n · src per row (src may equal
 // dst); tmp is scratch of at least fwht_scratch_floats(m) floats. Require p >= 16.
 inline int64_t fwht_scratch_floats(int m) { return int64_t(m) * 64 + 8 * 16 * 32 + 16; }
 namespace x86 {
 void fwht_rows_avx2(const float* src, float* dst, int64_t nrows, int64_t p, int m, const FwhtMix& mx, float scale,
-                    float* tmp);
+                    float* tmp, const FwhtPrefetch& next);
 void fwht_rows_avx512(const float* src, float* dst, int64_t nrows, int64_t p, int m, const FwhtMix& mx, float scale,
-                      float* tmp);
+                      float* tmp, const FwhtPrefetch& next);
 }  // namespace x86
 
 }  // namespace quellm

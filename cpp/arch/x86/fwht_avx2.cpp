@@ -37,7 +37,7 @@ struct V8 {
 
 namespace quellm::x86 {
 void fwht_rows_avx2(const float* src, float* dst, int64_t nrows, int64_t p, int m, const FwhtMix& mx, float scale,
-                     float* tmp) {
-    fwht_rows<V8>(src, dst, nrows, p, m, mx, scale, tmp);
+                     float* tmp, const FwhtPrefetch& next) {
+    fwht_rows<V8>(src, dst, nrows, p, m, mx, scale, tmp, next);
 }
 }  // namespace quellm::x86

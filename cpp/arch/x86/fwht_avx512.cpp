@@ -24,11 +24,13 @@ struct V16 {
     static reg stage(reg v, reg s, __mmask16 hi) {
         return _mm512_fmadd_ps(v, _mm512_mask_blend_ps(hi, _mm512_set1_ps(1.0f), _mm512_set1_ps(-1.0f)), s);
     }
+    // (The masked forms with an all-ones mask are the plain instructions; they spare gcc 12's
+    // headers a spurious -Wuninitialized on their _mm512_undefined_ps.)
     static reg in_vector(reg v) {
-        v = stage(v, _mm512_permute_ps(v, 0xB1), 0xAAAA);             // h = 1
-        v = stage(v, _mm512_permute_ps(v, 0x4E), 0xCCCC);             // h = 2
-        v = stage(v, _mm512_shuffle_f32x4(v, v, 0xB1), 0xF0F0);       // h = 4
-        v = stage(v, _mm512_shuffle_f32x4(v, v, 0x4E), 0xFF00);       // h = 8
+        v = stage(v, _mm512_mask_permute_ps(v, 0xFFFF, v, 0xB1), 0xAAAA);             // h = 1
+        v = stage(v, _mm512_mask_permute_ps(v, 0xFFFF, v, 0x4E), 0xCCCC);             // h = 2
+        v = stage(v, _mm512_mask_shuffle_f32x4(v, 0xFFFF, v, v, 0xB1), 0xF0F0);       // h = 4
+        v = stage(v, _mm512_mask_shuffle_f32x4(v, 0xFFFF, v, v, 0x4E), 0xFF00);       // h = 8
         return v;
     }
 };
@@ -38,7 +40,7 @@ struct V16 {
 
 namespace quellm::x86 {
 void fwht_rows_avx512(const float* src, float* dst, int64_t nrows, int64_t p, int m, const FwhtMix& mx, float scale,
-                     float* tmp) {
-    fwht_rows<V16>(src, dst, nrows, p, m, mx, scale, tmp);
+                     float* tmp, const FwhtPrefetch& next) {
+    fwht_rows<V16>(src, dst, nrows, p, m, mx, scale, tmp, next);
 }
 }  // namespace quellm::x86

@@ -19,6 +19,7 @@
 // order for its m, so the result is bit-identical to the scalar reference.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "fwht.h"
@@ -27,6 +28,26 @@ namespace {
 
 using quellm::fwht_groups;
 using quellm::kFwhtGroup;
+
+// FwhtPrefetch as the kernels walk it: step() asks for the next two lines (of src, and of dst
+// when it differs) into L2; the mixing loops call it once per column or group.
+class Prefetch {
+   public:
+    explicit Prefetch(const quellm::FwhtPrefetch& n)
+        : s_(reinterpret_cast<const char*>(n.src)), left_((n.bytes + 63) / 64),
+          d_off_(n.dst == n.src ? 0 : reinterpret_cast<const char*>(n.dst) - s_) {}
+    void step() {
+        for (int i = 0; i < 2 && left_ > 0; ++i, --left_, s_ += 64) {
+            __builtin_prefetch(s_, 0, 2);
+            if (d_off_) __builtin_prefetch(s_ + d_off_, 1, 2);
+        }
+    }
+
+   private:
+    const char* s_;
+    int64_t left_;
+    std::ptrdiff_t d_off_;
+};
 
 template <class V, int R>
 inline void bfly_regs(typename V::reg* v) {
@@ -88,7 +109,7 @@ inline int ilog2(int64_t x) {
 
 // H_p on one sub-row of p floats (p >= W, a power of two): src -> dst, then in place.
 template <class V>
-void fwht_subrow(const float* src, float* dst, int64_t p, float scale) {
+void fwht_subrow(const float* src, float* dst, int64_t p, float scale, Prefetch& pf) {
     constexpr int W = V::W;
     const int64_t nv = p / W;
     const int cross = ilog2<V>(nv);  // stages across vectors
@@ -102,6 +123,7 @@ void fwht_subrow(const float* src, float* dst, int64_t p, float scale) {
     // Blocks of 2^(g0+g1) vectors get passes A and B while in L1.
     const int64_t bv = int64_t(1) << (g0 + g1);
     for (int64_t blk = 0; blk < nv; blk += bv) {
+        pf.step();
         const float* sb = src + blk * W;
         float* db = dst + blk * W;
         switch (g0) {
@@ -139,7 +161,8 @@ constexpr int kMixKB = 8;  // groups per table block: 8·16·NV·W floats (16 Ki
 
 template <class V, int R, int NV>
 inline void mix_accumulate(const float* tab, float* part, float* const* ys, int64_t p, int a0, int ng, int kb0,
-                           int kn, const uint8_t* codes, bool first, bool last, bool whole_subrow, float scale) {
+                           int kn, const uint8_t* codes, bool first, bool last, bool whole_subrow, float scale,
+                           Prefetch& pf) {
     constexpr int W = V::W;
     using reg = typename V::reg;
     reg acc[R][NV];
@@ -147,6 +170,7 @@ inline void mix_accumulate(const float* tab, float* part, float* const* ys, int6
         for (int j = 0; j < NV; ++j) acc[r][j] = first ? V::zero() : V::load(part + ((a0 + r) * NV + j) * W);
     const uint8_t* cd = codes + int64_t(a0) * ng + kb0;
     for (int k = 0; k < kn; ++k) {
+        pf.step();
         const float* tk = tab + k * 16 * NV * W;
         for (int r = 0; r < R; ++r) {
             const float* t = tk + int(cd[r * ng + k]) * NV * W;
@@ -172,7 +196,7 @@ inline void mix_accumulate(const float* tab, float* part, float* const* ys, int6
 
 template <class V, int NV>
 void mix_lookup(const float* const* xs, float* const* ys, int64_t p, int m, const uint8_t* codes, float* tmp,
-                bool whole_subrow, float scale) {
+                bool whole_subrow, float scale, Prefetch& pf) {
     constexpr int W = V::W, MR = V::MIX_MR;
     using reg = typename V::reg;
     const int ng = fwht_groups(m);
@@ -222,11 +246,11 @@ void mix_lookup(const float* const* xs, float* const* ys, int64_t p, int m, cons
         const bool first = kb0 == 0, last = kb0 + kn == ng;
         int a0 = 0;
         for (; a0 + MR <= m; a0 += MR)
-            mix_accumulate<V, MR, NV>(tab, part, ys, p, a0, ng, kb0, kn, codes, first, last, whole_subrow, scale);
+            mix_accumulate<V, MR, NV>(tab, part, ys, p, a0, ng, kb0, kn, codes, first, last, whole_subrow, scale, pf);
         for (; a0 + 4 <= m; a0 += 4)
-            mix_accumulate<V, 4, NV>(tab, part, ys, p, a0, ng, kb0, kn, codes, first, last, whole_subrow, scale);
+            mix_accumulate<V, 4, NV>(tab, part, ys, p, a0, ng, kb0, kn, codes, first, last, whole_subrow, scale, pf);
         for (; a0 < m; ++a0)
-            mix_accumulate<V, 1, NV>(tab, part, ys, p, a0, ng, kb0, kn, codes, first, last, whole_subrow, scale);
+            mix_accumulate<V, 1, NV>(tab, part, ys, p, a0, ng, kb0, kn, codes, first, last, whole_subrow, scale, pf);
     }
 }
 
@@ -244,7 +268,7 @@ void mix_lookup(const float* const* xs, float* const* ys, int64_t p, int m, cons
 // groups them) are one whole sub-row: the in-vector stages and a radix-4 stage, as fwht_subrow.
 template <class V, int MR, int NV>
 void mix_vectors(const float* const* xs, float* const* ys, int64_t p, int m, const float* hT, float* tmp,
-                 bool whole_subrow, float scale) {
+                 bool whole_subrow, float scale, Prefetch& pf) {
     constexpr int W = V::W;
     using reg = typename V::reg;
     int a0 = 0;
@@ -253,6 +277,7 @@ void mix_vectors(const float* const* xs, float* const* ys, int64_t p, int m, con
         for (int r = 0; r < MR; ++r)
             for (int j = 0; j < NV; ++j) acc[r][j] = V::zero();
         for (int c = 0; c < m; ++c) {
+            pf.step();
             reg xv[NV];
             for (int j = 0; j < NV; ++j) xv[j] = V::load(xs[j] + c * p);
             const float* hc = hT + c * m + a0;
@@ -300,8 +325,9 @@ void mix_vectors(const float* const* xs, float* const* ys, int64_t p, int m, con
 // p ≥ W; tmp holds fwht_scratch_floats(m) floats.
 template <class V>
 void fwht_rows(const float* src, float* dst, int64_t nrows, int64_t p, int m, const quellm::FwhtMix& mx, float scale,
-               float* tmp) {
+               float* tmp, const quellm::FwhtPrefetch& next) {
     constexpr int W = V::W;
+    Prefetch pf(next);
     const int64_t n = int64_t(m) * p;
     if (m > 1) {
         // Enumerate the (row, lane chunk) vectors of the group and mix NV at a time: 4 for the
@@ -318,34 +344,34 @@ void fwht_rows(const float* src, float* dst, int64_t nrows, int64_t p, int m, co
                 const float* xs[4];
                 float* ys[4];
                 for (int j = 0; j < 4; ++j) lane(v + j, xs[j], ys[j]);
-                mix_vectors<V, V::MIX_DENSE_MR, 4>(xs, ys, p, m, mx.hT, tmp, p == W, scale);
+                mix_vectors<V, V::MIX_DENSE_MR, 4>(xs, ys, p, m, mx.hT, tmp, p == W, scale, pf);
             }
             for (; v < total; ++v) {
                 const float* xs[1];
                 float* ys[1];
                 lane(v, xs[0], ys[0]);
-                mix_vectors<V, V::MIX_DENSE_MR, 1>(xs, ys, p, m, mx.hT, tmp, p == W, scale);
+                mix_vectors<V, V::MIX_DENSE_MR, 1>(xs, ys, p, m, mx.hT, tmp, p == W, scale, pf);
             }
         } else {
             for (; v + 2 <= total; v += 2) {
                 const float* xs[2];
                 float* ys[2];
                 for (int j = 0; j < 2; ++j) lane(v + j, xs[j], ys[j]);
-                mix_lookup<V, 2>(xs, ys, p, m, mx.codes, tmp, p == W, scale);
+                mix_lookup<V, 2>(xs, ys, p, m, mx.codes, tmp, p == W, scale, pf);
             }
             for (; v < total; ++v) {
                 const float* xs[1];
                 float* ys[1];
                 lane(v, xs[0], ys[0]);
-                mix_lookup<V, 1>(xs, ys, p, m, mx.codes, tmp, p == W, scale);
+                mix_lookup<V, 1>(xs, ys, p, m, mx.codes, tmp, p == W, scale, pf);
             }
         }
         // H_p and the scale were applied by the mixing
         if (p == W || (m < quellm::kFwhtGroupedMinM && p == 4 * W)) return;
         for (int64_t r = 0; r < nrows; ++r)
-            for (int a = 0; a < m; ++a) fwht_subrow<V>(dst + r * n + a * p, dst + r * n + a * p, p, scale);
+            for (int a = 0; a < m; ++a) fwht_subrow<V>(dst + r * n + a * p, dst + r * n + a * p, p, scale, pf);
     } else {
-        for (int64_t r = 0; r < nrows; ++r) fwht_subrow<V>(src + r * n, dst + r * n, p, scale);
+        for (int64_t r = 0; r < nrows; ++r) fwht_subrow<V>(src + r * n, dst + r * n, p, scale, pf);
     }
 }
 
