@@ -12,7 +12,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 from conftest import assert_bit_exact, nmse
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from safetensors.numpy import load, load_file, save, save_file
@@ -178,6 +178,14 @@ def test_roundtrip_idempotent(cfg, data):
     assert xh.dtype == np.float32 and xh.shape == x.shape
     assert np.isfinite(xh).all()
     assert np.max(np.abs(xh)) <= 1.5 * np.max(np.abs(x)) + 1e-44
+    if f.info.family == "nvfp4":
+        # nvfp4 re-derives its block scales (only the tensor scale can be given), which gives
+        # them back only where a block's largest element decoded as ±6. That holds whenever the
+        # E4M3 scale is normal (its rounding moves amax/scale by at most 1/16 around 6), but a
+        # subnormal scale can round the block maximum to 4, and its re-derived scale is smaller.
+        mag = np.stack([p.codes & 7, (p.codes >> 4) & 7], axis=-1).reshape(p.scales.shape[0], -1, 16)
+        live = (p.scales != 0) & (p.scales != 0x7F)
+        assume(bool(np.all(mag.max(axis=-1)[live] == 7)))
     p2 = f.encode(xh, axis=1, **fixed_kwargs(f, p))
     assert_packed_equal(p2, p, cfg[0])
     assert_bit_exact(f.quantize_dequantize(x, 1, **fixed_kwargs(f, p)), xh, "qdq")
