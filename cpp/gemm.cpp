@@ -237,7 +237,7 @@ void quantize_rows_ovp4(const float* x, int64_t M, int64_t K, int8_t* q, float* 
     const OvpTables& t = ovp_tables(QUELLM_TYPE_OVP4);
     std::atomic<int64_t> bad{-1};
     const int nt = M * K >= (int64_t(1) << 14) ? int(std::min<int64_t>(num_threads(), M)) : 1;
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t m = 0; m < M; ++m) {
         const float* r = x + m * K;
         bool finite = true;
@@ -321,6 +321,13 @@ void gemm_int_unpack(const IntPacked& w, uint8_t* codes, float* scales) {
     }
 }
 
+uint8_t* thread_scratch(ScratchSlot slot) {
+    thread_local std::vector<uint8_t, CacheAligned<uint8_t>> blocks[3];
+    auto& b = blocks[int(slot)];
+    if (b.empty()) b.resize(kCallScratchBytes);
+    return b.data();
+}
+
 void quantize_rows(const float* x, int64_t M, int64_t K, int qmax, float clip, int8_t* q, float* sa) {
     QUELLM_CHECK(qmax >= 1 && qmax <= 127, "quantize_rows: qmax must lie in [1, 127]");
     QUELLM_CHECK(clip > 0.0f && clip <= 1.0f, "quantize_rows: clip ratio must lie in (0, 1]");
@@ -332,7 +339,7 @@ void quantize_rows(const float* x, int64_t M, int64_t K, int qmax, float clip, i
     if (active_isa() == Isa::AVX512) row = x86::quantize_row_avx512;
     else if (active_isa() == Isa::AVX2) row = x86::quantize_row_avx2;
 #endif
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t m = 0; m < M; ++m) {
         const float* r = x + m * K;
         if (row) {
@@ -401,17 +408,18 @@ void gemm_int(const GemmIntParams& p) {
     if (tile) {
         // int4: Σ qa per (row, group) removes the +8 offset of the unsigned weight nibbles.
         const int64_t NG = w.K / w.G;
-        std::vector<int32_t> asum(size_t(p.M * NG));
+        const CallBuffer<int32_t> asum_buf(ScratchSlot::ActSums, size_t(p.M * NG));
+        int32_t* asum = asum_buf.data();
         for (int64_t m = 0; m < p.M; ++m)
             for (int64_t g = 0; g < NG; ++g) {
                 int32_t s = 0;
                 for (int64_t k = g * w.G; k < (g + 1) * w.G; ++k) s += p.qa[m * w.K + k];
-                asum[size_t(m * NG + g)] = s;
+                asum[m * NG + g] = s;
             }
         const int nt = int(std::min<int64_t>(num_threads(), w.tiles));
 #pragma omp parallel for num_threads(nt) schedule(static)
         for (int64_t t = 0; t < w.tiles; ++t)
-            for (int64_t m0 = 0; m0 < p.M; m0 += MR) tile(p, t, m0, int(std::min<int64_t>(MR, p.M - m0)), asum.data());
+            for (int64_t m0 = 0; m0 < p.M; m0 += MR) tile(p, t, m0, int(std::min<int64_t>(MR, p.M - m0)), asum);
         return;
     }
 #endif

@@ -59,6 +59,32 @@ struct CacheAligned {
     bool operator!=(const CacheAligned<U>&) const { return false; }
 };
 
+// A call's small working buffer (activation codes, scales, per-group sums) of n T: this thread's
+// reusable block for `slot` when it fits in kCallScratchBytes, so batch-1 calls do not go through
+// malloc (a GEMV takes a few microseconds; large requests cost glibc a consolidation each), else
+// the heap. A call chain must not hold two buffers of the same slot at once.
+enum class ScratchSlot : int { ActCodes = 0, ActScales = 1, ActSums = 2 };
+constexpr size_t kCallScratchBytes = size_t(64) << 10;
+uint8_t* thread_scratch(ScratchSlot slot);  // kCallScratchBytes, 64-byte aligned
+
+template <class T>
+class CallBuffer {
+   public:
+    CallBuffer(ScratchSlot slot, size_t n) {
+        if (n * sizeof(T) <= kCallScratchBytes) {
+            p_ = reinterpret_cast<T*>(thread_scratch(slot));
+        } else {
+            heap_.resize(n * sizeof(T));
+            p_ = reinterpret_cast<T*>(heap_.data());
+        }
+    }
+    T* data() const { return p_; }
+
+   private:
+    std::vector<uint8_t, CacheAligned<uint8_t>> heap_;
+    T* p_ = nullptr;
+};
+
 // ---- integer kernels --------------------------------------------------------------------------
 
 struct IntPacked {

@@ -182,23 +182,23 @@ void QuantLinear::forward(const float* x, int64_t M, float* y) const {
     } else if (aq == AQuant::None) {
         gemm_wf(GemmWfParams{x, &wf_, b, y, M});
     } else if (aq == AQuant::Mxfp4) {
-        std::vector<int8_t> qa(static_cast<size_t>(M * K));
-        std::vector<float> sa(static_cast<size_t>(M * (K / 32)));
+        const CallBuffer<int8_t> qa(ScratchSlot::ActCodes, size_t(M * K));
+        const CallBuffer<float> sa(ScratchSlot::ActScales, size_t(M * (K / 32)));
         quantize_rows_mxfp4(x, M, K, qa.data(), sa.data());
         gemm_int(GemmIntParams{qa.data(), sa.data(), &wi_, b, y, M, K / 32});
     } else if (aq == AQuant::Mxfp8) {
-        std::vector<int32_t> qa(static_cast<size_t>(M * K));
-        std::vector<float> sa(static_cast<size_t>(M * (K / 32)));
+        const CallBuffer<int32_t> qa(ScratchSlot::ActCodes, size_t(M * K));
+        const CallBuffer<float> sa(ScratchSlot::ActScales, size_t(M * (K / 32)));
         quantize_rows_mxfp8(x, M, K, qa.data(), sa.data());
         gemm_mx8(GemmMx8Params{qa.data(), sa.data(), &wi_, b, y, M});
     } else if (aq == AQuant::Ovp4) {
-        std::vector<int8_t> qa(static_cast<size_t>(M * K));
-        std::vector<float> sa(static_cast<size_t>(M));
+        const CallBuffer<int8_t> qa(ScratchSlot::ActCodes, size_t(M * K));
+        const CallBuffer<float> sa(ScratchSlot::ActScales, size_t(M));
         quantize_rows_ovp4(x, M, K, qa.data(), sa.data());
         gemm_int(GemmIntParams{qa.data(), sa.data(), &wi_, b, y, M});
     } else {
-        std::vector<int8_t> qa(static_cast<size_t>(M * K));
-        std::vector<float> sa(static_cast<size_t>(M));
+        const CallBuffer<int8_t> qa(ScratchSlot::ActCodes, size_t(M * K));
+        const CallBuffer<float> sa(ScratchSlot::ActScales, size_t(M));
         quantize_rows(x, M, K, int(aq) == 8 ? 127 : 7, a_clip, qa.data(), sa.data());
         gemm_int(GemmIntParams{qa.data(), sa.data(), &wi_, b, y, M});
     }
