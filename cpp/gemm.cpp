@@ -490,6 +490,24 @@ void gemm_wf(const GemmWfParams& p) {
     QUELLM_CHECK(p.w != nullptr && p.M >= 0, "gemm_wf: bad parameters");
     const WfWeights& w = *p.w;
     if (p.M == 0) return;
+    const bool layout_ok = w.G % 32 == 0 && (w.bits == 8 || w.split32);
+#if defined(QUELLM_X86_PATHS)
+    if (p.M > kWfGemvRows && layout_ok && active_isa() >= Isa::AVX2) {
+        // Compute-bound: the packed f32 GEMM, each thread dequantizing its own W strips into
+        // packed form once per K block (threads own contiguous ranges of 32 columns).
+        const auto packed = active_isa() == Isa::AVX512 ? x86::gemm_wf_packed_avx512 : x86::gemm_wf_packed_avx2;
+        constexpr int64_t S = 32;
+        const int64_t strips = ceil_div(w.N, S);
+        const int nt = int(std::min<int64_t>(num_threads(), strips));
+#pragma omp parallel num_threads(nt)
+        {
+            const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+            const int64_t n0 = std::min(w.N, strips * tid / nth * S), n1 = std::min(w.N, strips * (tid + 1) / nth * S);
+            if (n0 < n1) packed(p, n0, n1);
+        }
+        return;
+    }
+#endif
     if (p.M > kWfGemvRows) {
         // Compute-bound: dequantize panels of W once and reuse them for every row of x.
         constexpr int64_t NB = 256;
@@ -506,7 +524,6 @@ void gemm_wf(const GemmWfParams& p) {
 #if defined(QUELLM_X86_PATHS)
     using Rows = void (*)(const GemmWfParams&, int64_t, int64_t, int64_t, int);
     Rows rows = nullptr;
-    const bool layout_ok = w.G % 32 == 0 && (w.bits == 8 || w.split32);
     if (active_isa() == Isa::AVX512 && layout_ok)
         rows = x86::gemm_wf_rows_avx512;
     else if (active_isa() >= Isa::AVX2 && layout_ok)

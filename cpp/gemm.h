@@ -209,6 +209,13 @@ void gemm_mx8_tile_avx2(const GemmMx8Params& p, int64_t t, int64_t m0, int mr);
 // Weight-only rows: y[m0..m0+mr) × W rows [n0, n1) (mr <= 4). Need G % 32 == 0 (int4: split32).
 void gemm_wf_rows_avx512(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr);
 void gemm_wf_rows_avx2(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr);
+// Row n of W dequantized over [k0, k1) (multiples of 32; same layout condition), as wf_dequant_rows.
+void wf_dequant_segment_avx512(const WfWeights& w, int64_t n, int64_t k0, int64_t k1, float* out);
+void wf_dequant_segment_avx2(const WfWeights& w, int64_t n, int64_t k0, int64_t k1, float* out);
+// Batches above kWfGemvRows: y[:, n0 : n1) with the packed f32 GEMM (matmul_simd.h), each W strip
+// dequantized straight into its packed form. Same layout condition.
+void gemm_wf_packed_avx512(const GemmWfParams& p, int64_t n0, int64_t n1);
+void gemm_wf_packed_avx2(const GemmWfParams& p, int64_t n0, int64_t n1);
 // One row of quantize_rows (gemm_act_scale + gemm_act_quant, the same bits); false, writing
 // nothing, when the row holds a NaN or Inf.
 bool quantize_row_avx512(const float* x, int64_t K, int qmax, float clip, int8_t* q, float* sa);

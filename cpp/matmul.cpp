@@ -42,10 +42,25 @@ void matmul_f32(const MatmulParams& p) {
     using Tile = void (*)(const MatmulParams&, const MatmulTile&);
     Tile tile = tile_ref;
 #if defined(QUELLM_X86_PATHS)
+    using Packed = void (*)(const MatmulParams&, int64_t, int64_t);
+    Packed packed = nullptr;
     switch (active_isa()) {
-        case Isa::AVX512: tile = x86::matmul_tile_avx512; break;
-        case Isa::AVX2: tile = x86::matmul_tile_avx2; break;
+        case Isa::AVX512: tile = x86::matmul_tile_avx512, packed = x86::matmul_packed_avx512; break;
+        case Isa::AVX2: tile = x86::matmul_tile_avx2, packed = x86::matmul_packed_avx2; break;
         default: break;
+    }
+    if (packed && p.M >= kMatmulPackedMinM) {
+        // Threads own contiguous ranges of 32-column strips (every W row is packed by one thread).
+        constexpr int64_t S = 32;
+        const int64_t strips = ceil_div(p.N, S);
+        const int nt = int(std::min<int64_t>(num_threads(), strips));
+#pragma omp parallel num_threads(nt)
+        {
+            const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+            const int64_t n0 = std::min(p.N, strips * tid / nth * S), n1 = std::min(p.N, strips * (tid + 1) / nth * S);
+            if (n0 < n1) packed(p, n0, n1);
+        }
+        return;
     }
 #endif
     constexpr int MR = 6, NR = 4;

@@ -2,9 +2,11 @@
 //
 // Shapes: x (M, K) row stride ldx, W (N, K) row-major (HF [out, in] layout), b (N) or null,
 // y (M, N) row stride ldy. Both operands are contiguous along K, so every output is a dot
-// product; the kernels compute register tiles of MR × NR dot products and reduce them at the
-// end of K. Versions: matmul_f32_ref (scalar, the definition), matmul_f32 (dispatch by
-// active_isa(), OpenMP over N blocks for M small, over (M, N) tiles for M large).
+// product. Below kMatmulPackedMinM rows the kernels compute register tiles of MR × NR dot
+// products and reduce them at the end of K (W streams once, the GEMV case); from it on, K
+// blocks of x and W are packed k-major and multiplied as outer products (arch/x86/
+// matmul_simd.h), the compute-bound GEMM case. Versions: matmul_f32_ref (scalar, the
+// definition), matmul_f32 (dispatch by active_isa(), OpenMP over ranges of N).
 #pragma once
 
 #include <cstdint>
@@ -30,9 +32,14 @@ struct MatmulTile {
     bool first;
 };
 
+constexpr int64_t kMatmulPackedMinM = 16;
+
 namespace x86 {
 void matmul_tile_avx512(const MatmulParams& p, const MatmulTile& t);
 void matmul_tile_avx2(const MatmulParams& p, const MatmulTile& t);
+// y[:, n0 : n1) of the whole product with the packed kernel, on the calling thread.
+void matmul_packed_avx512(const MatmulParams& p, int64_t n0, int64_t n1);
+void matmul_packed_avx2(const MatmulParams& p, int64_t n0, int64_t n1);
 }  // namespace x86
 
 }  // namespace quellm

@@ -61,6 +61,22 @@ def test_random_shapes(M, N, kq, pair, sym, seed, data):
     check_close(y, ql.simulate(x))
 
 
+@pytest.mark.parametrize("w_format, sym, group, K", [("int4", True, 64, 640), ("int4", False, 128, 640),
+                                                     ("int8", True, 32, 640), ("int4", True, 48, 672)])
+def test_weight_only_batches(w_format, sym, group, K, isa, threads):
+    """Weight-only layers above 8 rows: the packed f32 GEMM with W strips dequantized in place
+    (groups of a multiple of 32), or dequantized panels (group 48): K over several blocks of 256,
+    partial row panels and column strips."""
+    rng = np.random.default_rng(group)
+    M, N = 33, 70
+    W = rng.standard_normal((N, K)).astype(np.float32)
+    b = rng.standard_normal(N).astype(np.float32)
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    ql = QuantLinear(W, b, w_format=w_format, a_format="none", group=group, w_sym=sym)
+    y = ql(x)
+    check_close(y, ql.simulate(x))
+
+
 def test_zero_rows_and_weights():
     W = np.zeros((16, 64), np.float32)
     W[3] = 1.0

@@ -13,6 +13,7 @@
 #include <exception>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common.h"
@@ -370,8 +371,9 @@ void test_quantize_rows() {
 // ---- f32 GEMM and weight-only GEMM ------------------------------------------------------------
 
 void test_matmul() {
-    for (int64_t M : {1, 4, 13}) {
-        const int64_t N = 37, K = 200;
+    // M = 40: the packed outer-product kernel, with partial row panels, column strips and K blocks
+    for (const auto [M, K] : {std::pair<int64_t, int64_t>{1, 200}, {4, 200}, {13, 200}, {40, 600}}) {
+        const int64_t N = 37;
         g_context = "matmul_f32 M=" + std::to_string(M);
         const auto x = randn(size_t(M * K), 1), w = randn(size_t(N * K), 2), b = randn(size_t(N), 3);
         std::vector<float> ref(size_t(M * N));

@@ -217,6 +217,8 @@ struct V256 {
     static reg zero() { return _mm256_setzero_ps(); }
     static reg set1(float v) { return _mm256_set1_ps(v); }
     static reg load(const float* p) { return _mm256_loadu_ps(p); }
+    static void store(float* p, reg v) { _mm256_storeu_ps(p, v); }
+    static reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
     static reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
     static float reduce(reg a) {
         __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
@@ -297,5 +299,8 @@ bool quantize_row_avx2(const float* x, int64_t K, int qmax, float clip, int8_t* 
 }
 void gemm_wf_rows_avx2(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr) {
     wf_rows<V256>(p, n0, n1, m0, mr);
+}
+void wf_dequant_segment_avx2(const WfWeights& w, int64_t n, int64_t k0, int64_t k1, float* out) {
+    wf_dequant_segment<V256>(w, n, k0, k1, out);
 }
 }  // namespace quellm::x86

@@ -219,6 +219,8 @@ struct V512 {
     static reg zero() { return _mm512_setzero_ps(); }
     static reg set1(float v) { return _mm512_set1_ps(v); }
     static reg load(const float* p) { return _mm512_loadu_ps(p); }
+    static void store(float* p, reg v) { _mm512_storeu_ps(p, v); }
+    static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
     static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
     static float reduce(reg a) { return _mm512_reduce_add_ps(a); }
     // 32 nibbles (split32 layout) from 16 bytes as floats u − z, elements 0..15 then 16..31.
@@ -257,6 +259,9 @@ void gemm_mx8_tile_avx512(const GemmMx8Params& p, int64_t t, int64_t m0, int mr)
 }
 void gemm_wf_rows_avx512(const GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, int mr) {
     wf_rows<V512>(p, n0, n1, m0, mr);
+}
+void wf_dequant_segment_avx512(const WfWeights& w, int64_t n, int64_t k0, int64_t k1, float* out) {
+    wf_dequant_segment<V512>(w, n, k0, k1, out);
 }
 bool quantize_row_avx512(const float* x, int64_t K, int qmax, float clip, int8_t* q, float* sa) {
     // max |x| as the largest sign-cleared bit pattern: NaN and Inf sort above every finite value

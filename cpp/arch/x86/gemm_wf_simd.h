@@ -77,4 +77,24 @@ void wf_rows(const quellm::GemmWfParams& p, int64_t n0, int64_t n1, int64_t m0, 
     }
 }
 
+// W row n, elements [k0, k1) (multiples of 32): out[k - k0] = (u − z) · s in float32, the same
+// value wf_dequant_rows gives (u − z is exact, then one rounding of the product).
+template <class V>
+void wf_dequant_segment(const quellm::WfWeights& w, int64_t n, int64_t k0, int64_t k1, float* out) {
+    using reg = typename V::reg;
+    constexpr int W = V::W, C = 32 / V::W;
+    const int64_t NG = w.K / w.G;
+    const uint8_t* row = w.codes.data() + n * (w.bits == 4 ? w.K / 2 : w.K);
+    for (int64_t k = k0; k < k1; k += 32) {
+        const int64_t g = k / w.G;
+        reg v[C];
+        if (w.bits == 4)
+            V::u4_chunk(row + k / 2, w.zeros.empty() ? 0 : w.zeros[size_t(n * NG + g)], v);
+        else
+            V::s8_chunk(row + k, v);
+        const reg s = V::set1(w.scales[size_t(n * NG + g)]);
+        for (int c = 0; c < C; ++c) V::store(out + (k - k0) + c * W, V::mul(v[c], s));
+    }
+}
+
 }  // namespace

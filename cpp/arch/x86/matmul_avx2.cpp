@@ -1,6 +1,7 @@
 // matmul_avx2.cpp — AVX2 instantiation of the f32 dot-product tile (matmul_simd.h).
 #include <immintrin.h>
 
+#include "gemm.h"
 #include "matmul_simd.h"
 
 namespace {
@@ -8,11 +9,18 @@ struct V8 {
     using reg = __m256;
     static constexpr int W = 8;
     static reg load(const float* p) { return _mm256_loadu_ps(p); }
-    static reg load_tail(const float* p, int n) {
+    static __m256i lanes(int n) {  // the first n lanes set
         alignas(32) static constexpr int32_t ramp[8] = {0, 1, 2, 3, 4, 5, 6, 7};
-        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_load_si256(reinterpret_cast<const __m256i*>(ramp)));
-        return _mm256_maskload_ps(p, mask);
+        return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_load_si256(reinterpret_cast<const __m256i*>(ramp)));
     }
+    static reg load_tail(const float* p, int n) { return _mm256_maskload_ps(p, lanes(n)); }
+    static reg load_n(const float* p, int n) { return n >= W ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lanes(n)); }
+    static void store_n(float* p, reg v, int n) {
+        if (n >= W) _mm256_storeu_ps(p, v);
+        else _mm256_maskstore_ps(p, lanes(n), v);
+    }
+    static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
+    static reg bcast(const float* p) { return _mm256_broadcast_ss(p); }
     static reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
     static reg zero() { return _mm256_setzero_ps(); }
     static float reduce(reg v) {
@@ -27,5 +35,23 @@ struct V8 {
 namespace quellm::x86 {
 void matmul_tile_avx2(const MatmulParams& p, const MatmulTile& t) {
     tile_any<V8>(p, t);
+}
+void matmul_packed_avx2(const MatmulParams& p, int64_t n0, int64_t n1) {
+    constexpr int NR = 2 * V8::W;
+    packed_cols<V8, 6>(p, n0, n1, [&](int64_t j0, int n, int64_t k0, int64_t k1, float* bp) {
+        pack_w<NR>(p, j0, n, k0, k1, bp);
+    });  // 12 accumulators + 2 W vectors + a broadcast of the 16 registers
+}
+void gemm_wf_packed_avx2(const GemmWfParams& p, int64_t n0, int64_t n1) {
+    constexpr int NR = 2 * V8::W;
+    const WfWeights& w = *p.w;
+    std::vector<float> rows(size_t(NR * std::min(w.K, kPackKC)));  // the strip's W rows, dequantized
+    const MatmulParams mp{p.x, nullptr, p.bias, p.y, p.M, w.N, w.K, w.K, w.N};
+    packed_cols<V8, 6>(mp, n0, n1, [&](int64_t j0, int n, int64_t k0, int64_t k1, float* bp) {
+        const int64_t kc = k1 - k0;
+        for (int c = 0; c < n; ++c) wf_dequant_segment_avx2(w, j0 + c, k0, k1, rows.data() + c * kc);
+        for (int64_t k = 0; k < kc; ++k, bp += NR)
+            for (int c = 0; c < NR; ++c) bp[c] = c < n ? rows[size_t(c * kc + k)] : 0.0f;
+    });
 }
 }  // namespace quellm::x86

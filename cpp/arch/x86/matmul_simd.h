@@ -4,9 +4,17 @@
 // V provides reg, W, load, fmadd, zero, reduce (horizontal sum), and load_tail(ptr, count)
 // (zero-filled partial load). acc[i][j] accumulates x[i0+i, k:k+W] * w[j0+j, k:k+W] over the
 // tile's K block; the tail of the block uses a zero-filled partial load, so every K works.
+//
+// The packed kernel (many rows of x, see matmul.h) is the outer-product form instead: per K
+// block, a panel of MR rows of x packed k-major (MR floats per k) and a strip of NR = 2·W
+// columns of Wᵀ packed k-major (NR floats per k, in L1); each k broadcasts MR x values against
+// two W vectors into MR × 2 accumulators, with no horizontal sums. V then also provides
+// bcast(const float*), store(ptr, v), and load_n / store_n(ptr, v, count) (first count lanes).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "matmul.h"
 
@@ -69,6 +77,98 @@ void tile_any(const quellm::MatmulParams& p, const quellm::MatmulTile& t) {
         case 3: tile_rows<V, 3>(p, t); break;
         case 2: tile_rows<V, 2>(p, t); break;
         default: tile_rows<V, 1>(p, t); break;
+    }
+}
+
+// ---- packed outer-product kernel ------------------------------------------------------------
+
+// x rows [i0, i0 + m) (m <= MR), columns [k0, k1) -> ap[k][r] (MR per k; rows past m are 0).
+// Written in order, read across MR rows that stay in L1 for 16 consecutive k.
+template <int MR>
+void pack_x(const quellm::MatmulParams& p, int64_t i0, int m, int64_t k0, int64_t k1, float* ap) {
+    const float* xr[MR];
+    for (int r = 0; r < MR; ++r) xr[r] = p.x + (i0 + (r < m ? r : 0)) * p.ldx;
+    for (int64_t k = k0; k < k1; ++k, ap += MR)
+        for (int r = 0; r < MR; ++r) ap[r] = r < m ? xr[r][k] : 0.0f;
+}
+
+// W rows [j0, j0 + n) (n <= NR), columns [k0, k1) -> bp[k][c] (NR per k; columns past n are 0).
+template <int NR>
+void pack_w(const quellm::MatmulParams& p, int64_t j0, int n, int64_t k0, int64_t k1, float* bp) {
+    const float* wr[NR];
+    for (int c = 0; c < NR; ++c) wr[c] = p.w + (j0 + (c < n ? c : 0)) * p.K;
+    for (int64_t k = k0; k < k1; ++k, bp += NR)
+        for (int c = 0; c < NR; ++c) bp[c] = c < n ? wr[c][k] : 0.0f;
+}
+
+// y[i0 : i0+m, j0 : j0+n] (+)= the MR × 2W products of one packed panel and strip over kc.
+template <class V, int MR>
+void micro(const float* ap, const float* bp, int64_t kc, const quellm::MatmulParams& p, int64_t i0, int m,
+           int64_t j0, int n, bool first) {
+    constexpr int W = V::W;
+    using reg = typename V::reg;
+    reg acc[MR][2];
+    for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = V::zero();
+    for (int64_t k = 0; k < kc; ++k) {
+        const reg b0 = V::load(bp + k * 2 * W), b1 = V::load(bp + k * 2 * W + W);
+        for (int r = 0; r < MR; ++r) {
+            const reg a = V::bcast(ap + k * MR + r);
+            acc[r][0] = V::fmadd(a, b0, acc[r][0]);
+            acc[r][1] = V::fmadd(a, b1, acc[r][1]);
+        }
+    }
+    const int n0 = std::min(n, W), n1 = n - n0;
+    reg bias0 = V::zero(), bias1 = V::zero();
+    if (first && p.b) {
+        bias0 = V::load_n(p.b + j0, n0);
+        if (n1 > 0) bias1 = V::load_n(p.b + j0 + W, n1);
+    }
+    for (int r = 0; r < m; ++r) {
+        float* y = p.y + (i0 + r) * p.ldy + j0;
+        const reg y0 = first ? bias0 : V::load_n(y, n0);
+        V::store_n(y, V::add(acc[r][0], y0), n0);
+        if (n1 > 0) {
+            const reg y1 = first ? bias1 : V::load_n(y + W, n1);
+            V::store_n(y + W, V::add(acc[r][1], y1), n1);
+        }
+    }
+}
+
+// y[:, n0 : n1) of the whole product with the packed kernel, one thread. Per output the sum
+// runs over K blocks of kPackKC in order, each accumulated from zero over k in order and then
+// added to y (the first block adds the bias), whatever the thread split: results do not depend
+// on the thread count.
+constexpr int64_t kPackKC = 256;  // a W strip (kPackKC × 2W floats) stays in L1
+constexpr int64_t kPackMC = 1024;  // rows of x packed per block (kPackMC × kPackKC floats, 1 MiB, in L2)
+// pack(j0, n, k0, k1, bp) fills one strip's bp as pack_w would (the W operand may be packed from
+// other storage: gemm_wf dequantizes it there); p.w is not read otherwise.
+template <class V, int MR, class PackW>
+void packed_cols(const quellm::MatmulParams& p, int64_t n0, int64_t n1, const PackW& pack) {
+    constexpr int NR = 2 * V::W;
+    constexpr int64_t MC = (kPackMC + MR - 1) / MR * MR;
+    const int64_t rows = std::min(MC, (p.M + MR - 1) / MR * MR), kcap = std::min(p.K, kPackKC);
+    std::vector<float> abuf(size_t(rows * kcap + 16)), bbuf(size_t(NR * kcap + 16));
+    float* ap = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(abuf.data()) + 63) & ~uintptr_t(63));
+    float* bp = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(bbuf.data()) + 63) & ~uintptr_t(63));
+    if (p.K == 0) {  // y = b
+        for (int64_t i = 0; i < p.M; ++i)
+            for (int64_t j = n0; j < n1; ++j) p.y[i * p.ldy + j] = p.b ? p.b[j] : 0.0f;
+        return;
+    }
+    for (int64_t k0 = 0; k0 < p.K; k0 += kPackKC) {
+        const int64_t k1 = std::min(p.K, k0 + kPackKC), kc = k1 - k0;
+        for (int64_t ib = 0; ib < p.M; ib += MC) {
+            const int64_t ie = std::min(p.M, ib + MC);
+            for (int64_t i0 = ib; i0 < ie; i0 += MR)
+                pack_x<MR>(p, i0, int(std::min<int64_t>(MR, ie - i0)), k0, k1, ap + (i0 - ib) * kc);
+            for (int64_t j0 = n0; j0 < n1; j0 += NR) {
+                const int n = int(std::min<int64_t>(NR, n1 - j0));
+                pack(j0, n, k0, k1, bp);
+                for (int64_t i0 = ib; i0 < ie; i0 += MR)
+                    micro<V, MR>(ap + (i0 - ib) * kc, bp, kc, p, i0, int(std::min<int64_t>(MR, ie - i0)), j0, n,
+                                 k0 == 0);
+            }
+        }
     }
 }
 
