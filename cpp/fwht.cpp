@@ -64,21 +64,21 @@ void fwht(const FwhtParams& p) {
     Isa isa = active_isa();
     if (p.p < 16) isa = Isa::SCALAR;  // sub-rows shorter than a vector: the scalar loop is fine
     std::vector<float> hT;  // see FwhtMix
-    std::vector<uint8_t> codes;
+    std::vector<int32_t> offs;
     if (p.m > 1 && p.m < kFwhtGroupedMinM) {
         hT.resize(size_t(p.m) * p.m);
         for (int a = 0; a < p.m; ++a)
             for (int c = 0; c < p.m; ++c) hT[size_t(c) * p.m + a] = float(p.hm[a * p.m + c]);
     } else if (p.m > 1) {
-        const int ng = fwht_groups(p.m);
-        codes.resize(size_t(p.m) * ng);
-        for (int a = 0; a < p.m; ++a)
-            for (int k = 0; k < ng; ++k) {
-                const int c0 = k * kFwhtGroup;
-                codes[size_t(a) * ng + k] = uint8_t(fwht_group_code(p.hm + a * p.m, c0, std::min(kFwhtGroup, p.m - c0)));
-            }
+        const int ng = fwht_groups(p.m), lanes = isa == Isa::AVX512 ? 16 : 8;
+        offs.resize(size_t(p.m) * ng);
+        for (int k = 0; k < ng; ++k) {
+            const int c0 = k * kFwhtGroup;
+            for (int a = 0; a < p.m; ++a)
+                offs[size_t(k) * p.m + a] = 2 * lanes * fwht_group_code(p.hm + a * p.m, c0, std::min(kFwhtGroup, p.m - c0));
+        }
     }
-    const FwhtMix mx{hT.data(), codes.data()};
+    const FwhtMix mx{hT.data(), offs.data()};
     // With m > 1 and short sub-rows, rows are transformed in groups so the mixing sees 4 lane
     // vectors at once (one vector of 16 lanes per row when p = 16).
     const int64_t group = (p.m > 1 && p.p < 64) ? std::max<int64_t>(1, 64 / p.p) : 1;

@@ -86,12 +86,14 @@ void fwht_check(const FwhtParams& p);
 void fwht_ref(const FwhtParams& p);  // scalar, single thread
 void fwht(const FwhtParams& p);      // fastest path for active_isa(), OpenMP over rows
 
-// H_m prepared for the SIMD kernels:
+// H_m prepared for the SIMD kernels (of lane width W):
 //   m < kFwhtGroupedMinM:  hT[c·m + a] = H[a, c] as floats (register-tiled mixing)
-//   otherwise:             codes[a·groups + k] = fwht_group_code of row a, group k (table mixing)
+//   otherwise:             offs[k·m + a] = fwht_group_code of row a, group k, times 2·W: where
+//                          that row's entry starts in group k's table of 2 lane vectors per
+//                          entry (table mixing)
 struct FwhtMix {
     const float* hT;
-    const uint8_t* codes;
+    const int32_t* offs;
 };
 
 // The rows the next kernel call will transform: a call prefetches them into L2 while it works

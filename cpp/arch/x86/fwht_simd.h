@@ -36,8 +36,8 @@ class Prefetch {
     explicit Prefetch(const quellm::FwhtPrefetch& n)
         : s_(reinterpret_cast<const char*>(n.src)), left_((n.bytes + 63) / 64),
           d_off_(n.dst == n.src ? 0 : reinterpret_cast<const char*>(n.dst) - s_) {}
-    void step() {
-        for (int i = 0; i < 2 && left_ > 0; ++i, --left_, s_ += 64) {
+    void step(int times = 1) {
+        for (int i = 0; i < 2 * times && left_ > 0; ++i, --left_, s_ += 64) {
             __builtin_prefetch(s_, 0, 2);
             if (d_off_) __builtin_prefetch(s_ + d_off_, 1, 2);
         }
@@ -160,20 +160,22 @@ void fwht_subrow(const float* src, float* dst, int64_t p, float scale, Prefetch&
 constexpr int kMixKB = 8;  // groups per table block: 8·16·NV·W floats (16 KiB for NV = 2, W = 16)
 
 template <class V, int R, int NV>
-inline void mix_accumulate(const float* tab, float* part, float* const* ys, int64_t p, int a0, int ng, int kb0,
-                           int kn, const uint8_t* codes, bool first, bool last, bool whole_subrow, float scale,
+inline void mix_accumulate(const float* tab, float* part, float* const* ys, int64_t p, int m, int a0, int kb0,
+                           int kn, const int32_t* offs, bool first, bool last, bool whole_subrow, float scale,
                            Prefetch& pf) {
     constexpr int W = V::W;
     using reg = typename V::reg;
+    pf.step(kn);
     reg acc[R][NV];
     for (int r = 0; r < R; ++r)
         for (int j = 0; j < NV; ++j) acc[r][j] = first ? V::zero() : V::load(part + ((a0 + r) * NV + j) * W);
-    const uint8_t* cd = codes + int64_t(a0) * ng + kb0;
-    for (int k = 0; k < kn; ++k) {
-        pf.step();
+    // offs[k·m + a]: row a's entry in group k's table, in floats at NV = 2 (halved for NV = 1);
+    // group-major, so one pointer walks the R rows of every group
+    const int32_t* ok = offs + int64_t(kb0) * m + a0;
+    for (int k = 0; k < kn; ++k, ok += m) {
         const float* tk = tab + k * 16 * NV * W;
         for (int r = 0; r < R; ++r) {
-            const float* t = tk + int(cd[r * ng + k]) * NV * W;
+            const float* t = tk + (NV == 2 ? ok[r] : ok[r] >> 1);
             for (int j = 0; j < NV; ++j) acc[r][j] = V::add(acc[r][j], V::load(t + j * W));
         }
     }
@@ -195,8 +197,9 @@ inline void mix_accumulate(const float* tab, float* part, float* const* ys, int6
 }
 
 template <class V, int NV>
-void mix_lookup(const float* const* xs, float* const* ys, int64_t p, int m, const uint8_t* codes, float* tmp,
+void mix_lookup(const float* const* xs, float* const* ys, int64_t p, int m, const int32_t* offs, float* tmp,
                 bool whole_subrow, float scale, Prefetch& pf) {
+    static_assert(NV == 1 || NV == 2, "table offsets are laid out for NV = 2");
     constexpr int W = V::W, MR = V::MIX_MR;
     using reg = typename V::reg;
     const int ng = fwht_groups(m);
@@ -246,11 +249,11 @@ void mix_lookup(const float* const* xs, float* const* ys, int64_t p, int m, cons
         const bool first = kb0 == 0, last = kb0 + kn == ng;
         int a0 = 0;
         for (; a0 + MR <= m; a0 += MR)
-            mix_accumulate<V, MR, NV>(tab, part, ys, p, a0, ng, kb0, kn, codes, first, last, whole_subrow, scale, pf);
+            mix_accumulate<V, MR, NV>(tab, part, ys, p, m, a0, kb0, kn, offs, first, last, whole_subrow, scale, pf);
         for (; a0 + 4 <= m; a0 += 4)
-            mix_accumulate<V, 4, NV>(tab, part, ys, p, a0, ng, kb0, kn, codes, first, last, whole_subrow, scale, pf);
+            mix_accumulate<V, 4, NV>(tab, part, ys, p, m, a0, kb0, kn, offs, first, last, whole_subrow, scale, pf);
         for (; a0 < m; ++a0)
-            mix_accumulate<V, 1, NV>(tab, part, ys, p, a0, ng, kb0, kn, codes, first, last, whole_subrow, scale, pf);
+            mix_accumulate<V, 1, NV>(tab, part, ys, p, m, a0, kb0, kn, offs, first, last, whole_subrow, scale, pf);
     }
 }
 
@@ -357,13 +360,13 @@ void fwht_rows(const float* src, float* dst, int64_t nrows, int64_t p, int m, co
                 const float* xs[2];
                 float* ys[2];
                 for (int j = 0; j < 2; ++j) lane(v + j, xs[j], ys[j]);
-                mix_lookup<V, 2>(xs, ys, p, m, mx.codes, tmp, p == W, scale, pf);
+                mix_lookup<V, 2>(xs, ys, p, m, mx.offs, tmp, p == W, scale, pf);
             }
             for (; v < total; ++v) {
                 const float* xs[1];
                 float* ys[1];
                 lane(v, xs[0], ys[0]);
-                mix_lookup<V, 1>(xs, ys, p, m, mx.codes, tmp, p == W, scale, pf);
+                mix_lookup<V, 1>(xs, ys, p, m, mx.offs, tmp, p == W, scale, pf);
             }
         }
         // H_p and the scale were applied by the mixing
