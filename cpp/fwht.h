@@ -30,7 +30,7 @@ namespace quellm {
 //         t   = x[c0] ± x[c0+1] ± ... ± x[c0+g-1]   left to right, '+' where H[a, c0+i] == H[a, c0]
 //         acc = acc + t   if H[a, c0] > 0,   acc - t   otherwise          (acc starts at +0)
 constexpr int kFwhtGroup = 4;
-constexpr int kFwhtGroupedMinM = 60;
+constexpr int kFwhtGroupedMinM = 28;  // below (m = 12, 20) the tables cost more than they save
 QUELLM_HD QUELLM_INLINE int fwht_groups(int m) { return (m + kFwhtGroup - 1) / kFwhtGroup; }
 
 // Table index of H row `hm_row`'s group at c0 (g columns): bit i-1 set when column c0+i has the

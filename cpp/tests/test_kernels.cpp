@@ -129,7 +129,8 @@ void test_fwht() {
         }
     CHECK(orthogonal, "Paley(11) is not a Hadamard matrix");
 
-    // m < 60 takes the register-tiled mixing in the SIMD kernels, m >= 60 the tables (fwht_simd.h)
+    // m < kFwhtGroupedMinM (28) takes the register-tiled mixing in the SIMD kernels, from it the tables
+    // (fwht_simd.h); p = 4·W fuses H_p into either (AVX-512: p = 64, AVX2: p = 32)
     struct Case { int m; int64_t p; };
     for (Case c : {Case{1, 1}, Case{1, 2}, Case{1, 8}, Case{1, 64}, Case{12, 1}, Case{12, 4}, Case{12, 32},
                    Case{20, 16}, Case{44, 8}, Case{44, 64}, Case{60, 16}, Case{60, 32}, Case{108, 64}}) {

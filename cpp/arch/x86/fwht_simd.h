@@ -11,6 +11,8 @@
 //   1. m > 1: mix the m sub-rows by H_m, several lane vectors at a time (from one row, or from
 //      several rows when p is short): for small m a register-tiled GEMM over 4 lane vectors
 //      (mix_vectors), from m = kFwhtGroupedMinM per-group sign-pattern tables (mix_lookup).
+//      When p == W or p == 4·W the mixing applies H_p and the scale as it writes each sub-row
+//      (it holds the whole sub-row in registers), and step 2 is skipped.
 //   2. H_p on each sub-row: pass A = in-vector stages + up to G cross-vector stages on 2^G
 //      consecutive registers; pass B = G more stages (stride 2^G registers) on the same
 //      block of 4^G·W floats while it is in L1; then radix-2^G (or smaller) passes over the
@@ -156,8 +158,11 @@ void fwht_subrow(const float* src, float* dst, int64_t p, float scale, Prefetch&
 // groups at a time so they stay in L1; outputs accumulate in `part` between group blocks and go
 // to ys[j] + a·p after the last one (xs may equal ys: every input is read before the first
 // output is written). When p == W a lane vector is a whole sub-row, so H_p and the scale are
-// applied on the way out (`whole_subrow`).
-constexpr int kMixKB = 8;  // groups per table block: 8·16·NV·W floats (16 KiB for NV = 2, W = 16)
+// applied on the way out (`whole_subrow`); likewise when p == 4·W and NV == 4 (the 4 lane vectors
+// of a tile, consecutive chunks of one row, are one whole sub-row): the in-vector stages and a
+// radix-4 stage, as fwht_subrow's pass A.
+template <int NV>
+constexpr int kMixKB = NV == 4 ? 4 : 8;  // groups per table block: KB·16·NV·W floats (16 KiB at W = 16)
 
 template <class V, int R, int NV>
 inline void mix_accumulate(const float* tab, float* part, float* const* ys, int64_t p, int m, int a0, int kb0,
@@ -175,7 +180,7 @@ inline void mix_accumulate(const float* tab, float* part, float* const* ys, int6
     for (int k = 0; k < kn; ++k, ok += m) {
         const float* tk = tab + k * 16 * NV * W;
         for (int r = 0; r < R; ++r) {
-            const float* t = tk + (NV == 2 ? ok[r] : ok[r] >> 1);
+            const float* t = tk + (NV == 4 ? ok[r] << 1 : NV == 2 ? ok[r] : ok[r] >> 1);
             for (int j = 0; j < NV; ++j) acc[r][j] = V::add(acc[r][j], V::load(t + j * W));
         }
     }
@@ -185,6 +190,15 @@ inline void mix_accumulate(const float* tab, float* part, float* const* ys, int6
         return;
     }
     const reg sc = V::set1(scale);
+    if (NV == 4 && p == 4 * W) {  // the tile's 4 lane vectors are one whole sub-row
+        for (int r = 0; r < R; ++r) {
+            reg v[4];
+            for (int j = 0; j < 4; ++j) v[j] = V::in_vector(acc[r][j]);
+            bfly_regs<V, 4>(v);
+            for (int j = 0; j < 4; ++j) V::store(ys[j] + (a0 + r) * p, scale == 1.0f ? v[j] : V::mul(v[j], sc));
+        }
+        return;
+    }
     for (int r = 0; r < R; ++r)
         for (int j = 0; j < NV; ++j) {
             reg v = acc[r][j];
@@ -199,16 +213,15 @@ inline void mix_accumulate(const float* tab, float* part, float* const* ys, int6
 template <class V, int NV>
 void mix_lookup(const float* const* xs, float* const* ys, int64_t p, int m, const int32_t* offs, float* tmp,
                 bool whole_subrow, float scale, Prefetch& pf) {
-    static_assert(NV == 1 || NV == 2, "table offsets are laid out for NV = 2");
-    constexpr int W = V::W, MR = V::MIX_MR;
+    constexpr int W = V::W, MR = NV == 4 ? V::MIX_MR / 2 : V::MIX_MR;  // MR × NV accumulators
     using reg = typename V::reg;
     const int ng = fwht_groups(m);
     // 64-byte aligned scratch: part (m·NV·W) then the tables (kMixKB·16·NV·W)
     float* part = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(tmp) + 63) & ~uintptr_t(63));
     float* tab = part + int64_t(m) * NV * W;
     const reg zero = V::zero();
-    for (int kb0 = 0; kb0 < ng; kb0 += kMixKB) {
-        const int kn = ng - kb0 < kMixKB ? ng - kb0 : kMixKB;
+    for (int kb0 = 0; kb0 < ng; kb0 += kMixKB<NV>) {
+        const int kn = ng - kb0 < kMixKB<NV> ? ng - kb0 : kMixKB<NV>;
         for (int k = 0; k < kn; ++k) {
             const int c0 = (kb0 + k) * kFwhtGroup, g = m - c0 < kFwhtGroup ? m - c0 : kFwhtGroup;
             float* tk = tab + k * 16 * NV * W;
@@ -356,6 +369,13 @@ void fwht_rows(const float* src, float* dst, int64_t nrows, int64_t p, int m, co
                 mix_vectors<V, V::MIX_DENSE_MR, 1>(xs, ys, p, m, mx.hT, tmp, p == W, scale, pf);
             }
         } else {
+            if (p == 4 * W)  // a sub-row per tile of 4: H_p is applied on the way out
+                for (; v + 4 <= total; v += 4) {
+                    const float* xs[4];
+                    float* ys[4];
+                    for (int j = 0; j < 4; ++j) lane(v + j, xs[j], ys[j]);
+                    mix_lookup<V, 4>(xs, ys, p, m, mx.offs, tmp, false, scale, pf);
+                }
             for (; v + 2 <= total; v += 2) {
                 const float* xs[2];
                 float* ys[2];
@@ -370,7 +390,7 @@ void fwht_rows(const float* src, float* dst, int64_t nrows, int64_t p, int m, co
             }
         }
         // H_p and the scale were applied by the mixing
-        if (p == W || (m < quellm::kFwhtGroupedMinM && p == 4 * W)) return;
+        if (p == W || p == 4 * W) return;
         for (int64_t r = 0; r < nrows; ++r)
             for (int a = 0; a < m; ++a) fwht_subrow<V>(dst + r * n + a * p, dst + r * n + a * p, p, scale, pf);
     } else {
