@@ -494,17 +494,9 @@ void gemm_wf(const GemmWfParams& p) {
 #if defined(QUELLM_X86_PATHS)
     if (p.M > kWfGemvRows && layout_ok && active_isa() >= Isa::AVX2) {
         // Compute-bound: the packed f32 GEMM, each thread dequantizing its own W strips into
-        // packed form once per K block (threads own contiguous ranges of 32 columns).
+        // packed form once per K block.
         const auto packed = active_isa() == Isa::AVX512 ? x86::gemm_wf_packed_avx512 : x86::gemm_wf_packed_avx2;
-        constexpr int64_t S = 32;
-        const int64_t strips = ceil_div(w.N, S);
-        const int nt = int(std::min<int64_t>(num_threads(), strips));
-#pragma omp parallel num_threads(nt)
-        {
-            const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-            const int64_t n0 = std::min(w.N, strips * tid / nth * S), n1 = std::min(w.N, strips * (tid + 1) / nth * S);
-            if (n0 < n1) packed(p, n0, n1);
-        }
+        parallel_column_strips(w.N, [&](int64_t n0, int64_t n1) { packed(p, n0, n1); });
         return;
     }
 #endif

@@ -30,6 +30,18 @@ void tile_ref(const MatmulParams& p, const MatmulTile& t) {
 }
 }  // namespace
 
+void parallel_column_strips(int64_t N, const std::function<void(int64_t, int64_t)>& f) {
+    constexpr int64_t S = 32;
+    const int64_t strips = ceil_div(N, S);
+    const int nt = int(std::min<int64_t>(num_threads(), strips));
+#pragma omp parallel num_threads(nt)
+    {
+        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+        const int64_t n0 = std::min(N, strips * tid / nth * S), n1 = std::min(N, strips * (tid + 1) / nth * S);
+        if (n0 < n1) f(n0, n1);
+    }
+}
+
 void matmul_f32_ref(const MatmulParams& p) {
     check(p);
     for (int64_t i = 0; i < p.M; ++i)
@@ -50,16 +62,7 @@ void matmul_f32(const MatmulParams& p) {
         default: break;
     }
     if (packed && p.M >= kMatmulPackedMinM) {
-        // Threads own contiguous ranges of 32-column strips (every W row is packed by one thread).
-        constexpr int64_t S = 32;
-        const int64_t strips = ceil_div(p.N, S);
-        const int nt = int(std::min<int64_t>(num_threads(), strips));
-#pragma omp parallel num_threads(nt)
-        {
-            const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-            const int64_t n0 = std::min(p.N, strips * tid / nth * S), n1 = std::min(p.N, strips * (tid + 1) / nth * S);
-            if (n0 < n1) packed(p, n0, n1);
-        }
+        parallel_column_strips(p.N, [&](int64_t n0, int64_t n1) { packed(p, n0, n1); });
         return;
     }
 #endif

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 namespace quellm {
 
@@ -33,6 +34,10 @@ struct MatmulTile {
 };
 
 constexpr int64_t kMatmulPackedMinM = 16;
+
+// Runs f(n0, n1) on up to num_threads() threads, each on its own contiguous range of N's
+// 32-column strips (so every W row is packed by one thread).
+void parallel_column_strips(int64_t N, const std::function<void(int64_t n0, int64_t n1)>& f);
 
 namespace x86 {
 void matmul_tile_avx512(const MatmulParams& p, const MatmulTile& t);

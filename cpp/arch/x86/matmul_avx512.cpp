@@ -1,7 +1,6 @@
 // matmul_avx512.cpp — AVX-512 instantiation of the f32 dot-product tile (matmul_simd.h).
 #include <immintrin.h>
 
-#include "gemm.h"
 #include "matmul_simd.h"
 
 namespace {
@@ -24,22 +23,9 @@ namespace quellm::x86 {
 void matmul_tile_avx512(const MatmulParams& p, const MatmulTile& t) {
     tile_any<V16>(p, t);
 }
-void matmul_packed_avx512(const MatmulParams& p, int64_t n0, int64_t n1) {
-    constexpr int NR = 2 * V16::W;
-    packed_cols<V16, 14>(p, n0, n1, [&](int64_t j0, int n, int64_t k0, int64_t k1, float* bp) {
-        pack_w<NR>(p, j0, n, k0, k1, bp);
-    });  // 28 accumulators + 2 W vectors of the 32 registers
-}
+// MR = 14: 28 accumulators + 2 W vectors of the 32 registers
+void matmul_packed_avx512(const MatmulParams& p, int64_t n0, int64_t n1) { matmul_packed<V16, 14>(p, n0, n1); }
 void gemm_wf_packed_avx512(const GemmWfParams& p, int64_t n0, int64_t n1) {
-    constexpr int NR = 2 * V16::W;
-    const WfWeights& w = *p.w;
-    std::vector<float> rows(size_t(NR * std::min(w.K, kPackKC)));  // the strip's W rows, dequantized
-    const MatmulParams mp{p.x, nullptr, p.bias, p.y, p.M, w.N, w.K, w.K, w.N};
-    packed_cols<V16, 14>(mp, n0, n1, [&](int64_t j0, int n, int64_t k0, int64_t k1, float* bp) {
-        const int64_t kc = k1 - k0;
-        for (int c = 0; c < n; ++c) wf_dequant_segment_avx512(w, j0 + c, k0, k1, rows.data() + c * kc);
-        for (int64_t k = 0; k < kc; ++k, bp += NR)
-            for (int c = 0; c < NR; ++c) bp[c] = c < n ? rows[size_t(c * kc + k)] : 0.0f;
-    });
+    gemm_wf_packed<V16, 14>(p, n0, n1, wf_dequant_segment_avx512);
 }
 }  // namespace quellm::x86

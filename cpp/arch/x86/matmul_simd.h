@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "gemm.h"
 #include "matmul.h"
 
 namespace {
@@ -82,23 +83,15 @@ void tile_any(const quellm::MatmulParams& p, const quellm::MatmulTile& t) {
 
 // ---- packed outer-product kernel ------------------------------------------------------------
 
-// x rows [i0, i0 + m) (m <= MR), columns [k0, k1) -> ap[k][r] (MR per k; rows past m are 0).
-// Written in order, read across MR rows that stay in L1 for 16 consecutive k.
-template <int MR>
-void pack_x(const quellm::MatmulParams& p, int64_t i0, int m, int64_t k0, int64_t k1, float* ap) {
-    const float* xr[MR];
-    for (int r = 0; r < MR; ++r) xr[r] = p.x + (i0 + (r < m ? r : 0)) * p.ldx;
-    for (int64_t k = k0; k < k1; ++k, ap += MR)
-        for (int r = 0; r < MR; ++r) ap[r] = r < m ? xr[r][k] : 0.0f;
-}
-
-// W rows [j0, j0 + n) (n <= NR), columns [k0, k1) -> bp[k][c] (NR per k; columns past n are 0).
-template <int NR>
-void pack_w(const quellm::MatmulParams& p, int64_t j0, int n, int64_t k0, int64_t k1, float* bp) {
-    const float* wr[NR];
-    for (int c = 0; c < NR; ++c) wr[c] = p.w + (j0 + (c < n ? c : 0)) * p.K;
-    for (int64_t k = k0; k < k1; ++k, bp += NR)
-        for (int c = 0; c < NR; ++c) bp[c] = c < n ? wr[c][k] : 0.0f;
+// Rows [0, m) (m <= R) of a row-major matrix at `rows` (row stride ld), columns [k0, k1) ->
+// out[k][r] (R floats per k; rows past m are 0): x panels (R = MR) and W strips (R = 2W).
+// Written in order, read across R rows that stay in L1 for 16 consecutive k.
+template <int R>
+void pack_kmajor(const float* rows, int64_t ld, int m, int64_t k0, int64_t k1, float* out) {
+    const float* r_[R];
+    for (int r = 0; r < R; ++r) r_[r] = rows + (r < m ? r : 0) * ld;
+    for (int64_t k = k0; k < k1; ++k, out += R)
+        for (int r = 0; r < R; ++r) out[r] = r < m ? r_[r][k] : 0.0f;
 }
 
 // y[i0 : i0+m, j0 : j0+n] (+)= the MR × 2W products of one packed panel and strip over kc.
@@ -140,7 +133,7 @@ void micro(const float* ap, const float* bp, int64_t kc, const quellm::MatmulPar
 // on the thread count.
 constexpr int64_t kPackKC = 256;  // a W strip (kPackKC × 2W floats) stays in L1
 constexpr int64_t kPackMC = 1024;  // rows of x packed per block (kPackMC × kPackKC floats, 1 MiB, in L2)
-// pack(j0, n, k0, k1, bp) fills one strip's bp as pack_w would (the W operand may be packed from
+// pack(j0, n, k0, k1, bp) fills one strip's bp as pack_kmajor<2W> of W rows j0.. would (the W operand may be packed from
 // other storage: gemm_wf dequantizes it there); p.w is not read otherwise.
 template <class V, int MR, class PackW>
 void packed_cols(const quellm::MatmulParams& p, int64_t n0, int64_t n1, const PackW& pack) {
@@ -160,7 +153,7 @@ void packed_cols(const quellm::MatmulParams& p, int64_t n0, int64_t n1, const Pa
         for (int64_t ib = 0; ib < p.M; ib += MC) {
             const int64_t ie = std::min(p.M, ib + MC);
             for (int64_t i0 = ib; i0 < ie; i0 += MR)
-                pack_x<MR>(p, i0, int(std::min<int64_t>(MR, ie - i0)), k0, k1, ap + (i0 - ib) * kc);
+                pack_kmajor<MR>(p.x + i0 * p.ldx, p.ldx, int(std::min<int64_t>(MR, ie - i0)), k0, k1, ap + (i0 - ib) * kc);
             for (int64_t j0 = n0; j0 < n1; j0 += NR) {
                 const int n = int(std::min<int64_t>(NR, n1 - j0));
                 pack(j0, n, k0, k1, bp);
@@ -170,6 +163,26 @@ void packed_cols(const quellm::MatmulParams& p, int64_t n0, int64_t n1, const Pa
             }
         }
     }
+}
+
+// The f32 product (W read from p.w) and the weight-only one (each strip's rows dequantized by
+// `dequant(w, n, k0, k1, out)` first) over y[:, n0 : n1).
+template <class V, int MR>
+void matmul_packed(const quellm::MatmulParams& p, int64_t n0, int64_t n1) {
+    packed_cols<V, MR>(p, n0, n1, [&](int64_t j0, int n, int64_t k0, int64_t k1, float* bp) {
+        pack_kmajor<2 * V::W>(p.w + j0 * p.K, p.K, n, k0, k1, bp);
+    });
+}
+template <class V, int MR, class Dequant>
+void gemm_wf_packed(const quellm::GemmWfParams& p, int64_t n0, int64_t n1, Dequant dequant) {
+    const quellm::WfWeights& w = *p.w;
+    std::vector<float> rows(size_t(2 * V::W * std::min(w.K, kPackKC)));  // the strip's W rows, dequantized
+    const quellm::MatmulParams mp{p.x, nullptr, p.bias, p.y, p.M, w.N, w.K, w.K, w.N};
+    packed_cols<V, MR>(mp, n0, n1, [&](int64_t j0, int n, int64_t k0, int64_t k1, float* bp) {
+        const int64_t kc = k1 - k0;
+        for (int c = 0; c < n; ++c) dequant(w, j0 + c, k0, k1, rows.data() + c * kc);
+        pack_kmajor<2 * V::W>(rows.data(), kc, n, 0, kc, bp);
+    });
 }
 
 }  // namespace
