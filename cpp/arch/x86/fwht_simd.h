@@ -153,7 +153,7 @@ void fwht_subrow(const float* src, float* dst, int64_t p, float scale, Prefetch&
 // output then costs one load-and-add per group: about m²/4 adds per lane vector instead of m²
 // multiply-adds, plus 22 operations per group to build its table.
 //
-// NV lane vectors are mixed together (they share the code loads): vector j starts at xs[j] (sub-row
+// NV lane vectors are mixed together (they share the offset loads): vector j starts at xs[j] (sub-row
 // 0 of some row, at some lane offset) and its sub-row c lies at xs[j] + c·p. Tables cover KB
 // groups at a time so they stay in L1; outputs accumulate in `part` between group blocks and go
 // to ys[j] + a·p after the last one (xs may equal ys: every input is read before the first
@@ -347,7 +347,7 @@ void fwht_rows(const float* src, float* dst, int64_t nrows, int64_t p, int m, co
     const int64_t n = int64_t(m) * p;
     if (m > 1) {
         // Enumerate the (row, lane chunk) vectors of the group and mix NV at a time: 4 for the
-        // register-tiled small-m kernel, 2 for the tables.
+        // register-tiled small-m kernel, 2 for the tables (4 when p = 4·W, a whole sub-row).
         const int64_t per_row = p / W, total = nrows * per_row;
         auto lane = [&](int64_t v, const float*& x, float*& y) {
             const int64_t r = v / per_row, off = (v % per_row) * W;
