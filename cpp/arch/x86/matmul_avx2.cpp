@@ -13,7 +13,6 @@ struct V8 {
         return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_load_si256(reinterpret_cast<const __m256i*>(ramp)));
     }
     static reg load_tail(const float* p, int n) { return _mm256_maskload_ps(p, lanes(n)); }
-    static reg load_n(const float* p, int n) { return n >= W ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lanes(n)); }
     static void store_n(float* p, reg v, int n) {
         if (n >= W) _mm256_storeu_ps(p, v);
         else _mm256_maskstore_ps(p, lanes(n), v);

@@ -14,7 +14,6 @@ struct V16 {
     static float reduce(reg v) { return _mm512_reduce_add_ps(v); }
     static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
     static reg bcast(const float* p) { return _mm512_set1_ps(*p); }
-    static reg load_n(const float* p, int n) { return _mm512_maskz_loadu_ps(__mmask16((1u << n) - 1), p); }
     static void store_n(float* p, reg v, int n) { _mm512_mask_storeu_ps(p, __mmask16((1u << n) - 1), v); }
 };
 }  // namespace

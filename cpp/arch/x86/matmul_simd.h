@@ -9,7 +9,7 @@
 // block, a panel of MR rows of x packed k-major (MR floats per k) and a strip of NR = 2·W
 // columns of Wᵀ packed k-major (NR floats per k, in L1); each k broadcasts MR x values against
 // two W vectors into MR × 2 accumulators, with no horizontal sums. V then also provides
-// bcast(const float*), store(ptr, v), and load_n / store_n(ptr, v, count) (first count lanes).
+// bcast(const float*), add, and store_n(ptr, v, count) (the first count lanes; load_tail reads them).
 #pragma once
 
 #include <algorithm>
@@ -113,15 +113,15 @@ void micro(const float* ap, const float* bp, int64_t kc, const quellm::MatmulPar
     const int n0 = std::min(n, W), n1 = n - n0;
     reg bias0 = V::zero(), bias1 = V::zero();
     if (first && p.b) {
-        bias0 = V::load_n(p.b + j0, n0);
-        if (n1 > 0) bias1 = V::load_n(p.b + j0 + W, n1);
+        bias0 = V::load_tail(p.b + j0, n0);
+        if (n1 > 0) bias1 = V::load_tail(p.b + j0 + W, n1);
     }
     for (int r = 0; r < m; ++r) {
         float* y = p.y + (i0 + r) * p.ldy + j0;
-        const reg y0 = first ? bias0 : V::load_n(y, n0);
+        const reg y0 = first ? bias0 : V::load_tail(y, n0);
         V::store_n(y, V::add(acc[r][0], y0), n0);
         if (n1 > 0) {
-            const reg y1 = first ? bias1 : V::load_n(y + W, n1);
+            const reg y1 = first ? bias1 : V::load_tail(y + W, n1);
             V::store_n(y + W, V::add(acc[r][1], y1), n1);
         }
     }
@@ -133,21 +133,21 @@ void micro(const float* ap, const float* bp, int64_t kc, const quellm::MatmulPar
 // on the thread count.
 constexpr int64_t kPackKC = 256;  // a W strip (kPackKC × 2W floats) stays in L1
 constexpr int64_t kPackMC = 1024;  // rows of x packed per block (kPackMC × kPackKC floats, 1 MiB, in L2)
-// pack(j0, n, k0, k1, bp) fills one strip's bp as pack_kmajor<2W> of W rows j0.. would (the W operand may be packed from
-// other storage: gemm_wf dequantizes it there); p.w is not read otherwise.
+// pack(j0, n, k0, k1, bp) fills one strip's bp as pack_kmajor<2W> of W rows j0.. would (the W
+// operand may come from other storage: gemm_wf dequantizes it there); p.w is not read otherwise.
 template <class V, int MR, class PackW>
 void packed_cols(const quellm::MatmulParams& p, int64_t n0, int64_t n1, const PackW& pack) {
     constexpr int NR = 2 * V::W;
     constexpr int64_t MC = (kPackMC + MR - 1) / MR * MR;
-    const int64_t rows = std::min(MC, (p.M + MR - 1) / MR * MR), kcap = std::min(p.K, kPackKC);
-    std::vector<float> abuf(size_t(rows * kcap + 16)), bbuf(size_t(NR * kcap + 16));
-    float* ap = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(abuf.data()) + 63) & ~uintptr_t(63));
-    float* bp = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(bbuf.data()) + 63) & ~uintptr_t(63));
     if (p.K == 0) {  // y = b
         for (int64_t i = 0; i < p.M; ++i)
             for (int64_t j = n0; j < n1; ++j) p.y[i * p.ldy + j] = p.b ? p.b[j] : 0.0f;
         return;
     }
+    const int64_t rows = std::min(MC, (p.M + MR - 1) / MR * MR), kcap = std::min(p.K, kPackKC);
+    std::vector<float, quellm::CacheAligned<float>> abuf(size_t(rows * kcap)), bbuf(size_t(NR * kcap));
+    float* ap = abuf.data();
+    float* bp = bbuf.data();
     for (int64_t k0 = 0; k0 < p.K; k0 += kPackKC) {
         const int64_t k1 = std::min(p.K, k0 + kPackKC), kc = k1 - k0;
         for (int64_t ib = 0; ib < p.M; ib += MC) {
