@@ -124,7 +124,10 @@ def test_int4_large_group_exact(K, isa):
         assert np.all(y == np.float32(K // 2 * (7 * -128 + -8 * 127)))
 
 
-@pytest.mark.parametrize("bits, wq, aq", [(4, -8, -127), (8, -128, -127), (8, -128, 127), (8, 127, 127)])
+# Largest products of every sign: the AVX2 kernels sum several k-octs of int4 (E2M1) pair
+# products in int16 before widening, which must never saturate.
+@pytest.mark.parametrize("bits, wq, aq", [(4, -8, -127), (4, -8, -128), (4, 7, -128), (4, 7, 127),
+                                          (8, -128, -127), (8, -128, 127), (8, 127, 127)])
 def test_extreme_values_exact(bits, wq, aq, isa):
     N, K, G = 16, 4096, 4096
     qw = np.full((N, K), wq, np.int8)
@@ -245,6 +248,15 @@ def test_mx4_kernel_matches_integer_reference(M, N, K, isa, threads):
     assert_bit_exact(_core.gemm_int(qa, sa, w), want, f"{isa} t={threads}")
     c, _ = w.unpack()
     assert_bit_exact(c, (codes[:, 0::2] | (codes[:, 1::2] << 4)).astype(np.uint8))
+
+
+@pytest.mark.parametrize("code, aq", [(0x7, 127), (0x7, -128), (0xF, 127), (0xF, -128)])
+def test_mx4_extreme_values_exact(code, aq, isa):
+    N, K = 16, 4096
+    w = _core.gemm_mx4_repack(np.full((N, K // 2), code | code << 4, np.uint8), np.full((N, K // 32), 127, np.uint8))
+    for M in (1, 2, 3):
+        y = _core.gemm_int(np.full((M, K), aq, np.int8), np.ones((M, K // 32), np.float32), w)
+        assert np.all(y == np.float32(int(mx4_values(np.array(code))) * aq * K / 2)), (M, y[:, 0])
 
 
 @given(st.lists(st.sampled_from([0.0, -0.0, 0.25, 0.75, 1.25, 2.5, 5.0, 6.0, 7.0, 1e-40, 3e38, -1e-3]) |

@@ -3,14 +3,16 @@
 // Integer tile: same layout and epilogue as the AVX-512 kernel, in two halves of 8 rows.
 //   int4: per k-oct (gemm.h) 32 bytes of a half-tile's nibbles split (v & 0x0F, (v >> 4) & 0x0F)
 //   into the 32 u8 weights of each of two quads; vpmaddubsw multiplies them by the broadcast int8
-//   activations (u8 × s8 → pairs summed to s16: at most 2·15·128 = 3840, never saturating), the
-//   two quads' pair sums add in s16, and vpmaddwd with ones widens them to 8 int32 lane sums. A
-//   group's odd last quad (G/4 odd) widens its 16 bytes with vpmovzxbw.
+//   activations (u8 × s8 → pairs summed to s16: at most 2·15·128 = 3840, never saturating); the
+//   pair sums of up to 4 octs add in s16, and one vpmaddwd with ones widens them to 8 int32 lane
+//   sums. One activation row runs both halves in one pass (whole 64-byte lines, front to back).
+//   A group's odd last quad (G/4 odd) widens its 16 bytes with vpmovzxbw.
 //   int8: the 32 weight bytes of a half-tile widen to two s16 vectors (rows 0-3, rows 4-7) and
 //   vpmaddwd with the broadcast activations (s16 × s16, exact) gives per-row pair sums; the pairs
 //   are folded with one vphaddd + permute at each group end. No shift, so no correction.
 //   E2M1 (MXFP4): nibbles split as for int4, vpshufb maps codes to 2·value (s8), and vpmaddubsw
-//   takes the activations shifted to u8 (+128); the shift is removed with 128·Σqw.
+//   takes the activations shifted to u8 (+128), 2 octs summed in s16; the shift is removed with
+//   128·Σqw. OVP4 widens every product (an outlier's pair sum reaches 255·96).
 #include <immintrin.h>
 
 #include <cstring>
@@ -26,6 +28,13 @@ enum Mode { kInt4, kInt8, kE2M1, kOvp4 };
 template <int MODE, int MR>
 void int_tile(const quellm::GemmIntParams& p, int64_t t, int64_t m0, const int32_t* asum) {
     constexpr int BITS = MODE == kInt8 ? 8 : 4;
+    // 8-row halves of the tile per pass: both for one activation row, so each 64-byte weight line
+    // is read once, front to back (a pass over every other 32 bytes runs ~1.5x slower from L2).
+    constexpr int H = MR == 1 ? 2 : 1;
+    // k-octs summed in s16 before one vpmaddwd widens them: an oct adds two pair sums per lane,
+    // at most 2·2·15·128 = 7680 (int4) or 2·2·255·12 = 12240 (E2M1), so 4 resp. 2 octs stay
+    // below 2^15. OVP4 (a pair sum up to 255·96) widens every product.
+    constexpr int S = MODE == kInt4 ? 4 : MODE == kE2M1 ? 2 : 1;
     const quellm::IntPacked& w = *p.w;
     const int64_t K = w.K, KQ = K / 4, G = w.G, NG = K / G, GQ = G / 4;
     const uint8_t* wt = w.codes.data() + t * KQ * 8 * BITS;
@@ -39,96 +48,125 @@ void int_tile(const quellm::GemmIntParams& p, int64_t t, int64_t m0, const int32
                                            0, 12, 16, 24, 32, 48, 64, 96, 0, -12, -16, -24, -32, -48, -64, -96);
     const __m256i swap = _mm256_setr_epi8(1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14,
                                           1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+    // s8 weight values of 32 nibble codes (E2M1, OVP4); int4 keeps the u8 codes.
+    auto values = [&](__m256i c) -> __m256i {
+        if constexpr (MODE == kE2M1) return _mm256_shuffle_epi8(lut, c);
+        if constexpr (MODE == kOvp4) {  // 0 for the identifier, outlier if the partner is one
+            const __m256i id = _mm256_cmpeq_epi8(c, _mm256_set1_epi8(8));
+            const __m256i v = _mm256_blendv_epi8(_mm256_shuffle_epi8(ovp_n, c), _mm256_shuffle_epi8(ovp_o, c),
+                                                 _mm256_shuffle_epi8(id, swap));
+            return _mm256_andnot_si256(id, v);
+        }
+        return c;
+    };
+    // Broadcast activations k..k+3 of row r: int4 takes them as s8; E2M1 / OVP4 as u8 (+128).
+    auto act = [&](int r, int64_t k) -> __m256i {
+        int32_t a4;
+        __builtin_memcpy(&a4, p.qa + (m0 + r) * K + k, 4);
+        return _mm256_set1_epi32(MODE == kInt4 ? a4 : a4 ^ int32_t(0x80808080));
+    };
+    // int4: u8 weights × s8 activations; E2M1 / OVP4: u8 activations × s8 values (pairs to s16).
+    auto prod = [&](__m256i wv, __m256i a) -> __m256i {
+        return MODE == kInt4 ? _mm256_maddubs_epi16(wv, a) : _mm256_maddubs_epi16(a, wv);
+    };
     const int64_t n0 = t * 16;
-    for (int half = 0; half < 2; ++half) {
-        __m256 y[MR];
-        for (int r = 0; r < MR; ++r) y[r] = _mm256_setzero_ps();
+    for (int h0 = 0; h0 < 2; h0 += H) {
+        __m256 y[MR][H];
+        for (int r = 0; r < MR; ++r)
+            for (int h = 0; h < H; ++h) y[r][h] = _mm256_setzero_ps();
         for (int64_t g = 0; g < NG; ++g) {
-            __m256i acc[MR], acc2[MR];
-            for (int r = 0; r < MR; ++r) acc[r] = acc2[r] = _mm256_setzero_si256();
+            __m256i acc[MR][H], acc2[MR][H];
+            for (int r = 0; r < MR; ++r)
+                for (int h = 0; h < H; ++h) acc[r][h] = acc2[r][h] = _mm256_setzero_si256();
             const int64_t kq0 = g * GQ, kqo = kq0 + (GQ & ~int64_t(1));
             if constexpr (BITS == 4) {
-                // s8 weight values of 32 nibble codes (E2M1, OVP4); int4 keeps the u8 codes.
-                auto values = [&](__m256i c) -> __m256i {
-                    if constexpr (MODE == kE2M1) return _mm256_shuffle_epi8(lut, c);
-                    if constexpr (MODE == kOvp4) {  // 0 for the identifier, outlier if the partner is one
-                        const __m256i id = _mm256_cmpeq_epi8(c, _mm256_set1_epi8(8));
-                        const __m256i v = _mm256_blendv_epi8(_mm256_shuffle_epi8(ovp_n, c), _mm256_shuffle_epi8(ovp_o, c),
-                                                             _mm256_shuffle_epi8(id, swap));
-                        return _mm256_andnot_si256(id, v);
-                    }
-                    return c;
-                };
-                // int4: u8 weights × s8 activations; E2M1 / OVP4: u8 activations (+128) × s8 values.
-                // A pair sum is at most 2·15·128 (int4), 2·255·12 (E2M1) or 255·96 (an OVP outlier's
-                // partner is 0): no saturation; int4 and E2M1 add two of them in s16 (< 2^15).
-                auto prod = [&](__m256i wv, int r, int64_t k) -> __m256i {
-                    int32_t a4;
-                    __builtin_memcpy(&a4, p.qa + (m0 + r) * K + k, 4);
-                    return MODE == kInt4 ? _mm256_maddubs_epi16(wv, _mm256_set1_epi32(a4))
-                                         : _mm256_maddubs_epi16(_mm256_set1_epi32(a4 ^ int32_t(0x80808080)), wv);
-                };
-                // Octs: the half's 8 rows × 4 bytes k_i | k_{i+4} << 4, split into low and high nibbles.
-                for (int64_t kq = kq0; kq < kqo; kq += 2) {
-                    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt + kq * 32 + half * 32));
-                    const __m256i lo = values(_mm256_and_si256(v, nib));
-                    const __m256i hi = values(_mm256_and_si256(_mm256_srli_epi16(v, 4), nib));
-                    for (int r = 0; r < MR; ++r) {
-                        if constexpr (MODE == kOvp4) {
-                            acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(prod(lo, r, kq * 4), ones));
-                            acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(prod(hi, r, kq * 4 + 4), ones));
-                        } else {
-                            const __m256i s16 = _mm256_add_epi16(prod(lo, r, kq * 4), prod(hi, r, kq * 4 + 4));
-                            acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(s16, ones));
+                // Octs: a half's 8 rows × 4 bytes k_i | k_{i+4} << 4, split into low and high nibbles.
+                for (int64_t kc = kq0; kc < kqo; kc += 2 * S) {
+                    const int64_t kce = kc + 2 * S < kqo ? kc + 2 * S : kqo;
+                    __m256i s16[MR][H];
+                    for (int r = 0; r < MR; ++r)
+                        for (int h = 0; h < H; ++h) s16[r][h] = _mm256_setzero_si256();
+                    for (int64_t kq = kc; kq < kce; kq += 2) {
+                        for (int h = 0; h < H; ++h) {
+                            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt + kq * 32 + (h0 + h) * 32));
+                            const __m256i lo = values(_mm256_and_si256(v, nib));
+                            const __m256i hi = values(_mm256_and_si256(_mm256_srli_epi16(v, 4), nib));
+                            for (int r = 0; r < MR; ++r) {
+                                // broadcast at the point of use (a memory operand); the halves share them
+                                const __m256i plo = prod(lo, act(r, kq * 4)), phi = prod(hi, act(r, kq * 4 + 4));
+                                if constexpr (MODE == kOvp4) {
+                                    acc[r][h] = _mm256_add_epi32(acc[r][h], _mm256_madd_epi16(plo, ones));
+                                    acc[r][h] = _mm256_add_epi32(acc[r][h], _mm256_madd_epi16(phi, ones));
+                                } else {
+                                    s16[r][h] = _mm256_add_epi16(s16[r][h], _mm256_add_epi16(plo, phi));
+                                }
+                            }
                         }
                     }
+                    if constexpr (MODE != kOvp4)
+                        for (int r = 0; r < MR; ++r)
+                            for (int h = 0; h < H; ++h) acc[r][h] = _mm256_add_epi32(acc[r][h], _mm256_madd_epi16(s16[r][h], ones));
                 }
                 if (GQ & 1) {  // the group's last quad in the quad form: 16 bytes widen to the half's 32 codes
                     const int64_t kq = kqo;
-                    const __m256i b16 = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wt + kq * 32 + half * 16)));
-                    const __m256i wv = values(_mm256_or_si256(_mm256_and_si256(b16, lo4), _mm256_and_si256(_mm256_slli_epi16(b16, 4), hi4)));
-                    for (int r = 0; r < MR; ++r) acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(prod(wv, r, kq * 4), ones));
+                    for (int h = 0; h < H; ++h) {
+                        const __m256i b16 = _mm256_cvtepu8_epi16(
+                            _mm_loadu_si128(reinterpret_cast<const __m128i*>(wt + kq * 32 + (h0 + h) * 16)));
+                        const __m256i wv = values(_mm256_or_si256(_mm256_and_si256(b16, lo4), _mm256_and_si256(_mm256_slli_epi16(b16, 4), hi4)));
+                        for (int r = 0; r < MR; ++r)
+                            acc[r][h] = _mm256_add_epi32(acc[r][h], _mm256_madd_epi16(prod(wv, act(r, kq * 4)), ones));
+                    }
                 }
             } else {
                 for (int64_t kq = kq0; kq < kq0 + GQ; ++kq) {
-                    const uint8_t* src = wt + kq * 64 + half * 32;
-                    const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
-                    const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 16)));
+                    __m256i a[MR];
                     for (int r = 0; r < MR; ++r) {
                         int32_t a4;
                         __builtin_memcpy(&a4, p.qa + (m0 + r) * K + kq * 4, 4);
-                        const __m256i a = _mm256_cvtepi8_epi16(_mm_set1_epi32(a4));
-                        acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(w0, a));
-                        acc2[r] = _mm256_add_epi32(acc2[r], _mm256_madd_epi16(w1, a));
+                        a[r] = _mm256_cvtepi8_epi16(_mm_set1_epi32(a4));
+                    }
+                    for (int h = 0; h < H; ++h) {
+                        const uint8_t* src = wt + kq * 64 + (h0 + h) * 32;
+                        const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
+                        const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 16)));
+                        for (int r = 0; r < MR; ++r) {
+                            acc[r][h] = _mm256_add_epi32(acc[r][h], _mm256_madd_epi16(w0, a[r]));
+                            acc2[r][h] = _mm256_add_epi32(acc2[r][h], _mm256_madd_epi16(w1, a[r]));
+                        }
                     }
                 }
             }
-            const __m256 sw = _mm256_loadu_ps(w.scales.data() + (t * NG + g) * 16 + half * 8);
-            for (int r = 0; r < MR; ++r) {
-                __m256i sum;
-                if constexpr (MODE == kInt4) {
-                    sum = _mm256_sub_epi32(acc[r], _mm256_set1_epi32(8 * asum[(m0 + r) * NG + g]));
-                } else if constexpr (MODE == kE2M1 || MODE == kOvp4) {
-                    const __m256i ws = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.wsum.data() + (t * NG + g) * 16 + half * 8));
-                    sum = _mm256_sub_epi32(acc[r], _mm256_slli_epi32(ws, 7));
-                } else {
-                    // acc: pair sums of rows 0-3 (2 per row), acc2: rows 4-7. hadd gives per 128-bit
-                    // lane [r0 r1 r4 r5 | r2 r3 r6 r7]; the permute restores row order.
-                    sum = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[r], acc2[r]), 0xd8);
+            for (int h = 0; h < H; ++h) {
+                const int64_t sidx = (t * NG + g) * 16 + (h0 + h) * 8;
+                const __m256 sw = _mm256_loadu_ps(w.scales.data() + sidx);
+                for (int r = 0; r < MR; ++r) {
+                    __m256i sum;
+                    if constexpr (MODE == kInt4) {
+                        sum = _mm256_sub_epi32(acc[r][h], _mm256_set1_epi32(8 * asum[(m0 + r) * NG + g]));
+                    } else if constexpr (MODE == kE2M1 || MODE == kOvp4) {
+                        const __m256i ws = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.wsum.data() + sidx));
+                        sum = _mm256_sub_epi32(acc[r][h], _mm256_slli_epi32(ws, 7));
+                    } else {
+                        // acc: pair sums of rows 0-3 (2 per row), acc2: rows 4-7. hadd gives per 128-bit
+                        // lane [r0 r1 r4 r5 | r2 r3 r6 r7]; the permute restores row order.
+                        sum = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[r][h], acc2[r][h]), 0xd8);
+                    }
+                    const __m256 a = _mm256_cvtepi32_ps(sum);
+                    const __m256 s = _mm256_mul_ps(_mm256_set1_ps(p.act_scale(m0 + r, g)), sw);
+                    y[r][h] = _mm256_fmadd_ps(a, s, y[r][h]);
                 }
-                const __m256 a = _mm256_cvtepi32_ps(sum);
-                const __m256 s = _mm256_mul_ps(_mm256_set1_ps(p.act_scale(m0 + r, g)), sw);
-                y[r] = _mm256_fmadd_ps(a, s, y[r]);
             }
         }
-        const int64_t nb = n0 + half * 8;
-        const int valid = int(w.N - nb < 8 ? (w.N - nb > 0 ? w.N - nb : 0) : 8);
-        if (valid == 0) break;
-        alignas(32) float buf[8];
-        for (int r = 0; r < MR; ++r) {
-            _mm256_store_ps(buf, y[r]);
-            float* out = p.y + (m0 + r) * w.N + nb;
-            for (int j = 0; j < valid; ++j) out[j] = p.bias ? buf[j] + p.bias[nb + j] : buf[j];
+        for (int h = 0; h < H; ++h) {
+            const int64_t nb = n0 + (h0 + h) * 8;
+            const int valid = int(w.N - nb < 8 ? (w.N - nb > 0 ? w.N - nb : 0) : 8);
+            if (valid == 0) return;
+            alignas(32) float buf[8];
+            for (int r = 0; r < MR; ++r) {
+                _mm256_store_ps(buf, y[r][h]);
+                float* out = p.y + (m0 + r) * w.N + nb;
+                for (int j = 0; j < valid; ++j) out[j] = p.bias ? buf[j] + p.bias[nb + j] : buf[j];
+            }
         }
     }
 }
