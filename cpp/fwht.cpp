@@ -2,13 +2,12 @@
 // See fwht.h for the exact definition. SIMD row kernels live in arch/x86/fwht_*.cpp.
 #include "fwht.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <vector>
 
 #include "common.h"
 #include "cpu_features.h"
+#include "parallel.h"
 
 namespace quellm {
 
@@ -84,10 +83,9 @@ void fwht(const FwhtParams& p) {
     const int64_t group = (p.m > 1 && p.p < 64) ? std::max<int64_t>(1, 64 / p.p) : 1;
     const int64_t n_groups = ceil_div(p.rows, group);
     const int nt = int(std::min<int64_t>(num_threads(), n_groups));
-#pragma omp parallel num_threads(nt)
-    {
+    parallel_region(nt, [&](int, int) {
         std::vector<float> tmp(size_t(fwht_scratch_floats(p.m)));  // also the scalar path's m floats
-#pragma omp for schedule(static)
+#pragma omp for schedule(static)  // orphaned: the region's share, or every group on one thread
         for (int64_t gi = 0; gi < n_groups; ++gi) {
             const int64_t r0 = gi * group, nr = std::min(group, p.rows - r0);
             const float* src = p.x + r0 * p.n;
@@ -110,7 +108,7 @@ void fwht(const FwhtParams& p) {
                         fwht_row_ref(src + r * p.n, dst + r * p.n, p.p, p.m, p.hm, p.scale, tmp.data());
             }
         }
-    }
+    });
 }
 
 }  // namespace quellm

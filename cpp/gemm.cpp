@@ -2,7 +2,6 @@
 // See gemm.h for the math and layouts; SIMD kernels live in arch/x86/gemm_*.cpp.
 #include "gemm.h"
 
-#include <omp.h>
 
 #include <algorithm>
 #include <atomic>
@@ -15,6 +14,7 @@
 #include "formats_elem.h"
 #include "gemm_hd.h"
 #include "matmul.h"
+#include "parallel.h"
 
 namespace quellm {
 
@@ -237,15 +237,14 @@ void quantize_rows_ovp4(const float* x, int64_t M, int64_t K, int8_t* q, float* 
     const OvpTables& t = ovp_tables(QUELLM_TYPE_OVP4);
     std::atomic<int64_t> bad{-1};
     const int nt = M * K >= (int64_t(1) << 14) ? int(std::min<int64_t>(num_threads(), M)) : 1;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t m = 0; m < M; ++m) {
+    parallel_for(M, nt, [&](int64_t m) {
         const float* r = x + m * K;
         bool finite = true;
         for (int64_t k = 0; k < K; ++k) finite &= std::isfinite(r[k]);
         if (!finite) {
             int64_t none = -1;
             bad.compare_exchange_strong(none, m);
-            continue;
+            return;
         }
         const float s = ovp_search_scale(QUELLM_TYPE_OVP4, r, K, kOvpActSearchK, 8, false, nullptr);
         sa[m] = s;
@@ -257,7 +256,7 @@ void quantize_rows_ovp4(const float* x, int64_t M, int64_t K, int8_t* q, float* 
             q[m * K + 2 * j] = int8_t(v0);
             q[m * K + 2 * j + 1] = int8_t(v1);
         }
-    }
+    });
     if (bad >= 0) {
         const float* r = x + bad * K;
         int64_t k = 0;
@@ -301,9 +300,9 @@ void gemm_mx8(const GemmMx8Params& p) {
     if (tile) {
         const IntPacked& w = *p.w;
         const int nt = int(std::min<int64_t>(num_threads(), w.tiles));
-#pragma omp parallel for num_threads(nt) schedule(static)
-        for (int64_t t = 0; t < w.tiles; ++t)
+        parallel_for(w.tiles, nt, [&](int64_t t) {
             for (int64_t m0 = 0; m0 < p.M; m0 += MR) tile(p, t, m0, int(std::min<int64_t>(MR, p.M - m0)));
+        });
         return;
     }
 #endif
@@ -339,15 +338,14 @@ void quantize_rows(const float* x, int64_t M, int64_t K, int qmax, float clip, i
     if (active_isa() == Isa::AVX512) row = x86::quantize_row_avx512;
     else if (active_isa() == Isa::AVX2) row = x86::quantize_row_avx2;
 #endif
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t m = 0; m < M; ++m) {
+    parallel_for(M, nt, [&](int64_t m) {
         const float* r = x + m * K;
         if (row) {
             if (!row(r, K, qmax, clip, q + m * K, sa + m)) {
                 int64_t expected = -1;
                 bad.compare_exchange_strong(expected, m);
             }
-            continue;
+            return;
         }
         float amax = 0.0f;
         bool finite = true;
@@ -358,12 +356,12 @@ void quantize_rows(const float* x, int64_t M, int64_t K, int qmax, float clip, i
         if (!finite) {
             int64_t expected = -1;
             bad.compare_exchange_strong(expected, m);
-            continue;
+            return;
         }
         const float s = gemm_act_scale(amax, clip, qmax);  // gemm_hd.h, shared with the CUDA quantizer
         sa[m] = s;
         for (int64_t k = 0; k < K; ++k) q[m * K + k] = gemm_act_quant(r[k], s, qmax);
-    }
+    });
     if (bad.load() >= 0) {  // name the first bad row, whichever thread saw one first
         int64_t m = 0, k = 0;
         while (std::isfinite(x[m * K + k]))
@@ -417,9 +415,9 @@ void gemm_int(const GemmIntParams& p) {
                 asum[m * NG + g] = s;
             }
         const int nt = int(std::min<int64_t>(num_threads(), w.tiles));
-#pragma omp parallel for num_threads(nt) schedule(static)
-        for (int64_t t = 0; t < w.tiles; ++t)
+        parallel_for(w.tiles, nt, [&](int64_t t) {
             for (int64_t m0 = 0; m0 < p.M; m0 += MR) tile(p, t, m0, int(std::min<int64_t>(MR, p.M - m0)), asum);
+        });
         return;
     }
 #endif
@@ -523,12 +521,10 @@ void gemm_wf(const GemmWfParams& p) {
     if (rows) {
         // Memory-bound: each thread streams its own contiguous block of W rows once per 4 x rows.
         const int nt = w.N * w.K < (int64_t(1) << 16) ? 1 : int(std::min<int64_t>(num_threads(), ceil_div(w.N, 2)));
-#pragma omp parallel num_threads(nt)
-        {
-            const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+        parallel_region(nt, [&](int tid, int nth) {
             const int64_t n0 = w.N * tid / nth, n1 = w.N * (tid + 1) / nth;
             for (int64_t m0 = 0; m0 < p.M; m0 += 4) rows(p, n0, n1, m0, int(std::min<int64_t>(4, p.M - m0)));
-        }
+        });
         return;
     }
 #endif

@@ -2,12 +2,12 @@
 // Register-tile kernels live in arch/x86/matmul_*.cpp (see matmul.h for shapes).
 #include "matmul.h"
 
-#include <omp.h>
 
 #include <algorithm>
 
 #include "common.h"
 #include "cpu_features.h"
+#include "parallel.h"
 
 namespace quellm {
 
@@ -34,12 +34,10 @@ void parallel_column_strips(int64_t N, const std::function<void(int64_t, int64_t
     constexpr int64_t S = 32;
     const int64_t strips = ceil_div(N, S);
     const int nt = int(std::min<int64_t>(num_threads(), strips));
-#pragma omp parallel num_threads(nt)
-    {
-        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    parallel_region(nt, [&](int tid, int nth) {
         const int64_t n0 = std::min(N, strips * tid / nth * S), n1 = std::min(N, strips * (tid + 1) / nth * S);
         if (n0 < n1) f(n0, n1);
-    }
+    });
 }
 
 void matmul_f32_ref(const MatmulParams& p) {
@@ -76,9 +74,7 @@ void matmul_f32(const MatmulParams& p) {
     const int nt = p.M * p.N * p.K < (int64_t(1) << 17) ? 1 : int(std::min<int64_t>(num_threads(), n_tiles));
     // Each thread owns a contiguous range of W tiles (every W row is read by one thread) and
     // sweeps it once per (K block, x row block), so x blocks are reused from cache.
-#pragma omp parallel num_threads(nt)
-    {
-        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    parallel_region(nt, [&](int tid, int nth) {
         const int64_t tb = n_tiles * tid / nth, te = n_tiles * (tid + 1) / nth;
         for (int64_t k0 = 0; k0 < std::max<int64_t>(p.K, 1); k0 += KC) {
             const int64_t k1 = std::min(p.K, k0 + KC);
@@ -90,7 +86,7 @@ void matmul_f32(const MatmulParams& p) {
                         tile(p, MatmulTile{i0, j0, k0, k1, int(std::min<int64_t>(MR, p.M - i0)), nr, k0 == 0});
                 }
         }
-    }
+    });
 }
 
 }  // namespace quellm

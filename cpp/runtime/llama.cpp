@@ -1,9 +1,8 @@
 // llama.cpp — forward pass of the Llama-family runtime (see llama.h and MODELS.md §2).
 #include "llama.h"
 
-#include <omp.h>
-
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 
 #include "common.h"
@@ -12,6 +11,7 @@
 #include "fwht.h"
 #include "matmul.h"
 #include "ops.h"
+#include "parallel.h"
 #include "quant_linear.h"
 
 namespace quellm {
@@ -29,8 +29,7 @@ void final_norm_logits(const float* x, float* h, const float* norm_w, float eps,
                        int64_t T, int64_t D, bool all_logits, Observers* obs, int64_t obs_layer, float* logits) {
     const int64_t N = B * T, rows = all_logits ? N : B;
     if (all_logits || obs) {
-#pragma omp parallel for num_threads(num_threads()) schedule(static) if (N * D >= kParallelMin)
-        for (int64_t i = 0; i < N; ++i) rmsnorm(h + i * D, x + i * D, norm_w, D, eps);
+        parallel_for(N, N * D >= kParallelMin ? num_threads() : 1, [&](int64_t i) { rmsnorm(h + i * D, x + i * D, norm_w, D, eps); });
         if (obs) obs->observe(obs_layer, OBS_HEAD_IN, h, N, D, D);
         if (!all_logits)  // keep each sequence's last row; row b moves down to b (b <= b*T + T-1)
             for (int64_t b = 0; b < B; ++b) std::memmove(h + b * D, h + (b * T + T - 1) * D, D * sizeof(float));
@@ -130,20 +129,18 @@ void llama_layers(const LlamaConfig& c, const LlamaWeights& w, float* x, int64_t
     for (int64_t l = l0; l < l1; ++l) {
         const LlamaLayer& L = w.layers[l];
         const int64_t cl = l - base;
-#pragma omp parallel for num_threads(nt) schedule(static) if (N * D >= kParallelMin)
-        for (int64_t i = 0; i < N; ++i) rmsnorm(h.data() + i * D, x + i * D, L.attn_norm, D, c.norm_eps);
+        parallel_for(N, N * D >= kParallelMin ? nt : 1, [&](int64_t i) { rmsnorm(h.data() + i * D, x + i * D, L.attn_norm, D, c.norm_eps); });
         if (obs) obs->observe(l, OBS_ATTN_IN, h.data(), N, D, D);
         linear_forward(L.q, h.data(), N, q.data());
         linear_forward(L.k, h.data(), N, k.data());
         linear_forward(L.v, h.data(), N, v.data());
 
         // RoPE on q and k.
-#pragma omp parallel for num_threads(nt) schedule(static) if (N * (H + Hk) * Hd >= kParallelMin)
-        for (int64_t i = 0; i < N; ++i) {
+        parallel_for(N, N * (H + Hk) * Hd >= kParallelMin ? nt : 1, [&](int64_t i) {
             const int64_t b = i / T, pos = caches[b]->len + i % T;
             for (int64_t hh = 0; hh < H; ++hh) rope_rotate_half(q.data() + (i * H + hh) * Hd, w.inv_freq.data(), Hd, pos);
             for (int64_t hh = 0; hh < Hk; ++hh) rope_rotate_half(k.data() + (i * Hk + hh) * Hd, w.inv_freq.data(), Hd, pos);
-        }
+        });
         if (obs) {
             obs->observe(l, OBS_K, k.data(), N, kvd, kvd);
             obs->observe(l, OBS_V, v.data(), N, kvd, kvd);
@@ -154,20 +151,18 @@ void llama_layers(const LlamaConfig& c, const LlamaWeights& w, float* x, int64_t
             rotate_heads(v.data(), N * Hk);
         }
         // Append k, v to each sequence's cache (quantized there if the format says so).
-        bool finite = true;
-#pragma omp parallel for num_threads(nt) schedule(static) reduction(&& : finite) if (N * kvd >= kParallelMin)
-        for (int64_t i = 0; i < N; ++i) {
+        std::atomic<bool> finite{true};
+        parallel_for(N, N * kvd >= kParallelMin ? nt : 1, [&](int64_t i) {
             const int64_t b = i / T, pos = caches[b]->len + i % T;
-            finite = caches[b]->store(cl, pos, k.data() + i * kvd, v.data() + i * kvd) && finite;
-        }
-        QUELLM_CHECK(finite, "forward: non-finite key/value in layer ", l, " cannot be quantized for the KV cache");
+            if (!caches[b]->store(cl, pos, k.data() + i * kvd, v.data() + i * kvd)) finite = false;
+        });
+        QUELLM_CHECK(finite.load(), "forward: non-finite key/value in layer ", l, " cannot be quantized for the KV cache");
 
         // Causal attention per (row, head), over the cache.
         const float inv_sqrt = 1.0f / std::sqrt(float(Hd));
-#pragma omp parallel num_threads(nt)
-        {
+        parallel_region(std::min<int64_t>(nt, N * H), [&](int, int) {
             std::vector<float> sc, kbuf, vbuf;
-#pragma omp for schedule(dynamic, 4)
+#pragma omp for schedule(dynamic, 4)  // orphaned: shares the region's heads, or runs them all alone
             for (int64_t ih = 0; ih < N * H; ++ih) {
                 const int64_t i = ih / H, hh = ih % H, b = i / T, pos = caches[b]->len + i % T;
                 const KVCache& kc = *caches[b];
@@ -209,20 +204,18 @@ void llama_layers(const LlamaConfig& c, const LlamaWeights& w, float* x, int64_t
                     for (int64_t d = 0; d < Hd; ++d) o[d] += p * vv[d];
                 }
             }
-        }
+        });
         if (c.kv.hadamard) rotate_heads(att.data(), N * H);  // H_hd/√hd is its own inverse (Sylvester)
         if (obs) obs->observe(l, OBS_O_IN, att.data(), N, H * Hd, H * Hd);
         linear_forward(L.o, att.data(), N, h.data());
         for (int64_t i = 0; i < N * D; ++i) x[i] += h[i];
 
         // SwiGLU MLP.
-#pragma omp parallel for num_threads(nt) schedule(static) if (N * D >= kParallelMin)
-        for (int64_t i = 0; i < N; ++i) rmsnorm(h.data() + i * D, x + i * D, L.ffn_norm, D, c.norm_eps);
+        parallel_for(N, N * D >= kParallelMin ? nt : 1, [&](int64_t i) { rmsnorm(h.data() + i * D, x + i * D, L.ffn_norm, D, c.norm_eps); });
         if (obs) obs->observe(l, OBS_MLP_IN, h.data(), N, D, D);
         linear_forward(L.gate, h.data(), N, g.data());
         linear_forward(L.up, h.data(), N, u.data());
-#pragma omp parallel for num_threads(nt) schedule(static) if (N * F >= kParallelMin)
-        for (int64_t i = 0; i < N * F; ++i) g[i] = silu(g[i]) * u[i];
+        parallel_for(N * F, N * F >= kParallelMin ? nt : 1, [&](int64_t i) { g[i] = silu(g[i]) * u[i]; });
         if (obs) obs->observe(l, OBS_DOWN_IN, g.data(), N, F, F);
         linear_forward(L.down, g.data(), N, h.data());
         for (int64_t i = 0; i < N * D; ++i) x[i] += h[i];

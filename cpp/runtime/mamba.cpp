@@ -5,8 +5,6 @@
 // walking the T tokens in order — the same loop for prefill and for a single decode step.
 #include "mamba.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 
@@ -15,6 +13,7 @@
 #include "forward.h"
 #include "matmul.h"
 #include "ops.h"
+#include "parallel.h"
 
 namespace quellm {
 
@@ -53,14 +52,12 @@ void mamba_layers(const MambaConfig& c, const MambaWeights& w, float* x, int64_t
     for (int64_t l = l0; l < l1; ++l) {
         const MambaLayer& L = w.layers[l];
         const int64_t sl = l - base;
-#pragma omp parallel for num_threads(nt) schedule(static) if (N * D >= kParallelMin)
-        for (int64_t i = 0; i < N; ++i) rmsnorm(h.data() + i * D, x + i * D, L.norm, D, c.norm_eps);
+        parallel_for(N, N * D >= kParallelMin ? nt : 1, [&](int64_t i) { rmsnorm(h.data() + i * D, x + i * D, L.norm, D, c.norm_eps); });
         if (obs) obs->observe(l, OBS_MAMBA_IN, h.data(), N, D, D);
         linear_forward(L.in_proj, h.data(), N, xz.data());
 
         // Causal depthwise conv over [state (K-1 oldest→newest), new tokens], then SiLU.
-#pragma omp parallel for num_threads(nt) schedule(static) if (N * Di * K >= kParallelMin)
-        for (int64_t bc = 0; bc < B * Di; ++bc) {
+        parallel_for(B * Di, N * Di * K >= kParallelMin ? nt : 1, [&](int64_t bc) {
             const int64_t b = bc / Di, ch = bc % Di;
             float* cs = states[b]->conv.data() + (sl * Di + ch) * (K - 1);
             const float* wk = L.conv_w + ch * K;
@@ -71,7 +68,7 @@ void mamba_layers(const MambaConfig& c, const MambaWeights& w, float* x, int64_t
                 u[i * Di + ch] = silu(mamba_conv_token(win, wk, L.conv_b ? L.conv_b[ch] : 0.0f, K, xz[i * 2 * Di + ch]));
             }
             for (int64_t k = 0; k < K - 1; ++k) cs[k] = win[k];
-        }
+        });
 
         // dt_low, B, C = x_proj(u); dt = softplus(dt_proj(dt_low) + bias).
         if (obs) obs->observe(l, OBS_MAMBA_U, u.data(), N, Di, Di);
@@ -80,8 +77,7 @@ void mamba_layers(const MambaConfig& c, const MambaWeights& w, float* x, int64_t
             MatmulParams p{dbc.data(), L.dt_proj.w, L.dt_proj.b, dt.data(), N, Di, R, P, Di};
             matmul_f32(p);
         }
-#pragma omp parallel for num_threads(nt) schedule(static) if (N * Di >= kParallelMin)
-        for (int64_t i = 0; i < N * Di; ++i) dt[i] = softplus(dt[i]);
+        parallel_for(N * Di, N * Di >= kParallelMin ? nt : 1, [&](int64_t i) { dt[i] = softplus(dt[i]); });
         if (obs) {
             obs->observe(l, OBS_MAMBA_DT_LOW, dbc.data(), N, R, P);
             obs->observe(l, OBS_MAMBA_B, dbc.data() + R, N, Ns, P);
@@ -90,8 +86,7 @@ void mamba_layers(const MambaConfig& c, const MambaWeights& w, float* x, int64_t
         }
 
         // Selective scan with D skip and SiLU(z) gating, channel by channel.
-#pragma omp parallel for num_threads(nt) schedule(static)
-        for (int64_t bc = 0; bc < B * Di; ++bc) {
+        parallel_for(B * Di, nt, [&](int64_t bc) {
             const int64_t b = bc / Di, ch = bc % Di;
             float* hs = states[b]->ssm.data() + (sl * Di + ch) * Ns;
             const float* A = L.A.data() + ch * Ns;
@@ -103,7 +98,7 @@ void mamba_layers(const MambaConfig& c, const MambaWeights& w, float* x, int64_t
                 const float z = xz[i * 2 * Di + Di + ch];
                 y[i * Di + ch] = acc * silu(z);
             }
-        }
+        });
         if (obs) obs->observe(l, OBS_MAMBA_Y, y.data(), N, Di, Di);
         linear_forward(L.out_proj, y.data(), N, h.data());
         for (int64_t i = 0; i < N * D; ++i) x[i] += h[i];
