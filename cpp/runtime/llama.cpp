@@ -29,7 +29,8 @@ void final_norm_logits(const float* x, float* h, const float* norm_w, float eps,
                        int64_t T, int64_t D, bool all_logits, Observers* obs, int64_t obs_layer, float* logits) {
     const int64_t N = B * T, rows = all_logits ? N : B;
     if (all_logits || obs) {
-        parallel_for(N, N * D >= kParallelMin ? num_threads() : 1, [&](int64_t i) { rmsnorm(h + i * D, x + i * D, norm_w, D, eps); });
+        parallel_for(N, N * D >= kParallelMin ? num_threads() : 1,
+                     [&](int64_t i) { rmsnorm(h + i * D, x + i * D, norm_w, D, eps); });
         if (obs) obs->observe(obs_layer, OBS_HEAD_IN, h, N, D, D);
         if (!all_logits)  // keep each sequence's last row; row b moves down to b (b <= b*T + T-1)
             for (int64_t b = 0; b < B; ++b) std::memmove(h + b * D, h + (b * T + T - 1) * D, D * sizeof(float));
@@ -129,7 +130,8 @@ void llama_layers(const LlamaConfig& c, const LlamaWeights& w, float* x, int64_t
     for (int64_t l = l0; l < l1; ++l) {
         const LlamaLayer& L = w.layers[l];
         const int64_t cl = l - base;
-        parallel_for(N, N * D >= kParallelMin ? nt : 1, [&](int64_t i) { rmsnorm(h.data() + i * D, x + i * D, L.attn_norm, D, c.norm_eps); });
+        parallel_for(N, N * D >= kParallelMin ? nt : 1,
+                     [&](int64_t i) { rmsnorm(h.data() + i * D, x + i * D, L.attn_norm, D, c.norm_eps); });
         if (obs) obs->observe(l, OBS_ATTN_IN, h.data(), N, D, D);
         linear_forward(L.q, h.data(), N, q.data());
         linear_forward(L.k, h.data(), N, k.data());
@@ -211,7 +213,8 @@ void llama_layers(const LlamaConfig& c, const LlamaWeights& w, float* x, int64_t
         for (int64_t i = 0; i < N * D; ++i) x[i] += h[i];
 
         // SwiGLU MLP.
-        parallel_for(N, N * D >= kParallelMin ? nt : 1, [&](int64_t i) { rmsnorm(h.data() + i * D, x + i * D, L.ffn_norm, D, c.norm_eps); });
+        parallel_for(N, N * D >= kParallelMin ? nt : 1,
+                     [&](int64_t i) { rmsnorm(h.data() + i * D, x + i * D, L.ffn_norm, D, c.norm_eps); });
         if (obs) obs->observe(l, OBS_MLP_IN, h.data(), N, D, D);
         linear_forward(L.gate, h.data(), N, g.data());
         linear_forward(L.up, h.data(), N, u.data());

@@ -52,7 +52,8 @@ void mamba_layers(const MambaConfig& c, const MambaWeights& w, float* x, int64_t
     for (int64_t l = l0; l < l1; ++l) {
         const MambaLayer& L = w.layers[l];
         const int64_t sl = l - base;
-        parallel_for(N, N * D >= kParallelMin ? nt : 1, [&](int64_t i) { rmsnorm(h.data() + i * D, x + i * D, L.norm, D, c.norm_eps); });
+        parallel_for(N, N * D >= kParallelMin ? nt : 1,
+                     [&](int64_t i) { rmsnorm(h.data() + i * D, x + i * D, L.norm, D, c.norm_eps); });
         if (obs) obs->observe(l, OBS_MAMBA_IN, h.data(), N, D, D);
         linear_forward(L.in_proj, h.data(), N, xz.data());
 
