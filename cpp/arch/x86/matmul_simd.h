@@ -94,13 +94,12 @@ void pack_kmajor(const float* rows, int64_t ld, int m, int64_t k0, int64_t k1, f
         for (int r = 0; r < R; ++r) out[r] = r < m ? r_[r][k] : 0.0f;
 }
 
-// y[i0 : i0+m, j0 : j0+n] (+)= the MR × 2W products of one packed panel and strip over kc.
+// acc = the MR × 2W products of one packed panel and strip over kc. An ISA may specialize it
+// (matmul_avx2.cpp does: there gcc kept this loop's accumulators in memory).
 template <class V, int MR>
-void micro(const float* ap, const float* bp, int64_t kc, const quellm::MatmulParams& p, int64_t i0, int m,
-           int64_t j0, int n, bool first) {
+void micro_acc(const float* ap, const float* bp, int64_t kc, typename V::reg (&acc)[MR][2]) {
     constexpr int W = V::W;
     using reg = typename V::reg;
-    reg acc[MR][2];
     for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = V::zero();
     for (int64_t k = 0; k < kc; ++k) {
         const reg b0 = V::load(bp + k * 2 * W), b1 = V::load(bp + k * 2 * W + W);
@@ -110,6 +109,16 @@ void micro(const float* ap, const float* bp, int64_t kc, const quellm::MatmulPar
             acc[r][1] = V::fmadd(a, b1, acc[r][1]);
         }
     }
+}
+
+// y[i0 : i0+m, j0 : j0+n] (+)= the MR × 2W products of one packed panel and strip over kc.
+template <class V, int MR>
+void micro(const float* ap, const float* bp, int64_t kc, const quellm::MatmulParams& p, int64_t i0, int m,
+           int64_t j0, int n, bool first) {
+    constexpr int W = V::W;
+    using reg = typename V::reg;
+    reg acc[MR][2];
+    micro_acc<V, MR>(ap, bp, kc, acc);
     const int n0 = std::min(n, W), n1 = n - n0;
     reg bias0 = V::zero(), bias1 = V::zero();
     if (first && p.b) {
