@@ -28,6 +28,34 @@ struct V8 {
         return _mm_cvtss_f32(s);
     }
 };
+// Full 16-row strips 8 k at a time: two 8 × 8 transposes in registers (unpack, shuffle, lane swap).
+template <>
+void pack_strip<V8>(const float* rows, int64_t ld, int m, int64_t k0, int64_t k1, float* out) {
+    int64_t k = k0;
+    if (m == 16) {
+        for (; k + 8 <= k1; k += 8, out += 128)
+            for (int h = 0; h < 2; ++h) {
+                __m256 r[8], t[8];
+                for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(rows + (h * 8 + i) * ld + k);
+                for (int i = 0; i < 8; i += 2) {  // t[i] = r_i, r_i+1 interleaved: lanes 0,1 / 4,5 and 2,3 / 6,7
+                    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+                    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+                }
+                for (int i = 0; i < 8; i += 4) {  // r: k = 0|4, 1|5 of rows i..i+3 (t[i], t[i+2]); 2|6, 3|7
+                    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+                    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+                    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+                    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+                }
+                for (int j = 0; j < 4; ++j) {  // rows 0-3 | rows 4-7 of k = j and k = j + 4
+                    _mm256_storeu_ps(out + j * 16 + h * 8, _mm256_permute2f128_ps(r[j], r[j + 4], 0x20));
+                    _mm256_storeu_ps(out + (j + 4) * 16 + h * 8, _mm256_permute2f128_ps(r[j], r[j + 4], 0x31));
+                }
+            }
+    }
+    if (k < k1) pack_kmajor<16>(rows, ld, m, k, k1, out);
+}
+
 // The packed k loop with 12 named accumulators. gcc 12 -O3 keeps the generic version's acc[6][2]
 // in memory here (15 of the 16 ymm registers are live) and stores all 12 on every k: 3x slower.
 template <>

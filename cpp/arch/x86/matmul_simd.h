@@ -94,6 +94,14 @@ void pack_kmajor(const float* rows, int64_t ld, int m, int64_t k0, int64_t k1, f
         for (int r = 0; r < R; ++r) out[r] = r < m ? r_[r][k] : 0.0f;
 }
 
+// One W strip: rows [0, m) of W (stride ld) over [k0, k1) as pack_kmajor<2W>. An ISA may
+// specialize it (matmul_avx2.cpp transposes 8 × 8 blocks: the scalar gather cost as much as the
+// products at 16 rows of x).
+template <class V>
+void pack_strip(const float* rows, int64_t ld, int m, int64_t k0, int64_t k1, float* out) {
+    pack_kmajor<2 * V::W>(rows, ld, m, k0, k1, out);
+}
+
 // acc = the MR × 2W products of one packed panel and strip over kc. An ISA may specialize it
 // (matmul_avx2.cpp does: there gcc kept this loop's accumulators in memory).
 template <class V, int MR>
@@ -179,7 +187,7 @@ void packed_cols(const quellm::MatmulParams& p, int64_t n0, int64_t n1, const Pa
 template <class V, int MR>
 void matmul_packed(const quellm::MatmulParams& p, int64_t n0, int64_t n1) {
     packed_cols<V, MR>(p, n0, n1, [&](int64_t j0, int n, int64_t k0, int64_t k1, float* bp) {
-        pack_kmajor<2 * V::W>(p.w + j0 * p.K, p.K, n, k0, k1, bp);
+        pack_strip<V>(p.w + j0 * p.K, p.K, n, k0, k1, bp);
     });
 }
 template <class V, int MR, class Dequant>
@@ -190,7 +198,7 @@ void gemm_wf_packed(const quellm::GemmWfParams& p, int64_t n0, int64_t n1, Dequa
     packed_cols<V, MR>(mp, n0, n1, [&](int64_t j0, int n, int64_t k0, int64_t k1, float* bp) {
         const int64_t kc = k1 - k0;
         for (int c = 0; c < n; ++c) dequant(w, j0 + c, k0, k1, rows.data() + c * kc);
-        pack_kmajor<2 * V::W>(rows.data(), kc, n, 0, kc, bp);
+        pack_strip<V>(rows.data(), kc, n, 0, kc, bp);
     });
 }
 
