@@ -2,7 +2,6 @@
 // See gemm.h for the math and layouts; SIMD kernels live in arch/x86/gemm_*.cpp.
 #include "gemm.h"
 
-
 #include <algorithm>
 #include <atomic>
 #include <cmath>

@@ -28,6 +28,7 @@ struct V8 {
         return _mm_cvtss_f32(s);
     }
 };
+
 // Full 16-row strips 8 k at a time: two 8 × 8 transposes in registers (unpack, shuffle, lane swap).
 template <>
 void pack_strip<V8>(const float* rows, int64_t ld, int m, int64_t k0, int64_t k1, float* out) {
