@@ -80,13 +80,20 @@ def assert_float_deterministic(fn, what, scales):
                                    "x the size of the sum")
 
 
+# A float32 forward of the tiny model lands ~1e-5 of the largest logit from float64, and where in
+# that range the scalar path falls moves with details such as libm's sincosf versus sinf/cosf
+# (the sanitizer build calls the latter: scalar error 1.1e-4 there, 4.5e-4 in the release build,
+# AVX2 3.5e-4 in both). So the floor is that scale, not a fraction of the scalar path's luck.
+FORWARD_RTOL = 1e-5
+
+
 def assert_forward_deterministic(fn, ref, what):
     """Forwards: bit for bit across threads; per ISA, error against ``ref`` (float64) at most
-    2x the scalar path's + 1e-6 of the largest logit. ``fn()``'s first result is compared."""
+    2x the scalar path's + 1e-5 of the largest logit. ``fn()``'s first result is compared."""
     runs = across_runs(fn)
     assert_threads_bit_exact(runs, what)
     ref = np.asarray(ref, np.float64)
-    tol = FLOAT_RTOL * float(np.abs(ref).max())
+    tol = FORWARD_RTOL * float(np.abs(ref).max())
     err_scalar = float(np.abs(runs[("scalar", 1)][0] - ref).max())
     for isa in quellm.isa_levels():
         err = float(np.abs(runs[(isa, 1)][0] - ref).max())
