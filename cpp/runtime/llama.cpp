@@ -16,6 +16,20 @@
 
 namespace quellm {
 
+namespace {
+// Σ a[i]·b[i] in one fixed order: 8 interleaved partial sums (term i into lane i % 8), combined
+// pairwise. `omp simd reduction` left the order to the compiler, and builds differed: the release
+// build summed in vector lanes, the sanitizer build in sequence (its logits moved by 4.5e-4).
+float dot_fixed_order(const float* a, const float* b, int64_t n) {
+    float s[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; ++j) s[j] += a[i + j] * b[i + j];
+    for (; i < n; ++i) s[i % 8] += a[i] * b[i];
+    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+}
+}  // namespace
+
 void linear_forward(const Linear& l, const float* x, int64_t rows, float* y) {
     if (l.q) {
         l.q->forward(x, rows, y);
@@ -189,13 +203,7 @@ void llama_layers(const LlamaConfig& c, const LlamaWeights& w, float* x, int64_t
                     vbase = vbuf.data();
                     ld = Hd;
                 }
-                for (int64_t t = 0; t < n; ++t) {
-                    const float* kv = kbase + t * ld;
-                    float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-                    for (int64_t d = 0; d < Hd; ++d) s += qv[d] * kv[d];
-                    sc[t] = s * inv_sqrt;
-                }
+                for (int64_t t = 0; t < n; ++t) sc[t] = dot_fixed_order(qv, kbase + t * ld, Hd) * inv_sqrt;
                 softmax(sc.data(), n);
                 float* o = att.data() + (i * H + hh) * Hd;
                 std::fill_n(o, Hd, 0.0f);
