@@ -503,8 +503,8 @@ void gemm_wf(const GemmWfParams& p) {
         std::vector<float> panel(size_t(std::min(NB, w.N) * w.K));
         for (int64_t n0 = 0; n0 < w.N; n0 += NB) {
             const int64_t n1 = std::min(w.N, n0 + NB);
-#pragma omp parallel for num_threads(num_threads()) schedule(static)
-            for (int64_t n = n0; n < n1; ++n) wf_dequant_rows(w, n, n + 1, panel.data() + (n - n0) * w.K);
+            parallel_for(n1 - n0, num_threads(),
+                         [&](int64_t i) { wf_dequant_rows(w, n0 + i, n0 + i + 1, panel.data() + i * w.K); });
             matmul_f32(MatmulParams{p.x, panel.data(), p.bias ? p.bias + n0 : nullptr, p.y + n0, p.M, n1 - n0, w.K,
                                     w.K, w.N});
         }
